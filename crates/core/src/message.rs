@@ -1,0 +1,70 @@
+//! A message as the broker stores it once, and a delivery of it to one session.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use mqttd_proto::{PacketId, Properties, Publish, QoS};
+
+/// An application message, stored once and shared by every delivery (`Arc<Message>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Bytes,
+    /// The QoS it was published with.
+    pub qos: QoS,
+    /// The RETAIN flag it was published with.
+    pub retain: bool,
+    /// 5.0 properties forwarded unchanged (Message Expiry is recomputed on delivery).
+    pub properties: Properties,
+    /// When the Message Expiry Interval runs out.
+    pub expires_at: Option<Instant>,
+    /// Identity of the publishing session, for No Local; 0 for messages the broker makes itself.
+    pub origin: u64,
+}
+
+impl Message {
+    /// Bytes this message accounts for in queue budgets.
+    pub fn cost(&self) -> usize {
+        self.topic.len() + self.payload.len() + 64
+    }
+
+    /// Whether the Message Expiry Interval has passed at `now` [MQTT-3.3.2-5].
+    pub fn expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+/// One message on its way to one session, at the QoS it is delivered with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub message: Arc<Message>,
+    /// min(published QoS, granted QoS) [MQTT-3.8.4-6].
+    pub qos: QoS,
+    /// The RETAIN flag to send.
+    pub retain: bool,
+    /// Subscription identifiers of the matching subscriptions (5.0).
+    pub subscription_ids: Vec<u32>,
+}
+
+impl Delivery {
+    /// The PUBLISH packet for this delivery. `now` recomputes the remaining Message Expiry [MQTT-3.3.2-6].
+    pub fn to_publish(&self, packet_id: Option<PacketId>, dup: bool, now: Instant) -> Publish {
+        let m = &self.message;
+        let mut properties = m.properties.clone();
+        if let Some(at) = m.expires_at {
+            properties.message_expiry_interval = Some(at.saturating_duration_since(now).as_secs() as u32);
+        }
+        properties.topic_alias = None;
+        properties.subscription_identifiers.clone_from(&self.subscription_ids);
+        Publish {
+            dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: m.topic.clone(),
+            packet_id,
+            properties,
+            payload: m.payload.clone(),
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! Retained messages: the last retained message per topic [MQTT-3.3.1-5].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mqttd_proto::topic;
+
+use crate::message::Message;
+
+/// The retained message store.
+#[derive(Debug, Default)]
+pub struct Retained {
+    messages: HashMap<String, Arc<Message>>,
+}
+
+impl Retained {
+    /// Stores `message` for its topic, replacing the previous one; an empty payload clears the topic
+    /// [MQTT-3.3.1-6], [MQTT-3.3.1-7]. Returns true when the store changed.
+    pub fn set(&mut self, message: Arc<Message>) -> bool {
+        if message.payload.is_empty() {
+            self.messages.remove(&message.topic).is_some()
+        } else {
+            self.messages.insert(message.topic.clone(), message);
+            true
+        }
+    }
+
+    /// Number of retained messages.
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Whether nothing is retained.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// The retained messages matching `filter` that have not expired at `now`.
+    pub fn matching(&self, filter: &str, now: Instant) -> Vec<Arc<Message>> {
+        let wildcard = filter.contains(['+', '#']);
+        if !wildcard {
+            return self.messages.get(filter).filter(|m| !m.expired(now)).cloned().into_iter().collect();
+        }
+        self.messages.values().filter(|m| topic::matches(filter, &m.topic) && !m.expired(now)).cloned().collect()
+    }
+
+    /// Drops expired messages; returns how many.
+    pub fn purge_expired(&mut self, now: Instant) -> usize {
+        let before = self.messages.len();
+        self.messages.retain(|_, m| !m.expired(now));
+        before - self.messages.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use mqttd_proto::{Properties, QoS};
+    use std::time::Duration;
+
+    fn msg(topic: &str, payload: &'static [u8], expires_at: Option<Instant>) -> Arc<Message> {
+        Arc::new(Message {
+            topic: topic.into(),
+            payload: Bytes::from_static(payload),
+            qos: QoS::AtMostOnce,
+            retain: true,
+            properties: Properties::default(),
+            expires_at,
+            origin: 0,
+        })
+    }
+
+    #[test]
+    fn store_replace_and_clear() {
+        let now = Instant::now();
+        let mut r = Retained::default();
+        assert!(r.set(msg("a/b", b"1", None)));
+        assert!(r.set(msg("a/b", b"2", None)));
+        assert_eq!(r.matching("a/+", now)[0].payload, Bytes::from_static(b"2"));
+        assert!(r.set(msg("a/b", b"", None)));
+        assert!(r.is_empty());
+        assert!(!r.set(msg("a/b", b"", None)));
+    }
+
+    #[test]
+    fn expired_messages_are_not_sent() {
+        let now = Instant::now();
+        let mut r = Retained::default();
+        r.set(msg("x", b"1", Some(now + Duration::from_secs(5))));
+        r.set(msg("$SYS/y", b"1", None));
+        assert_eq!(r.matching("#", now).len(), 1, "`#` does not match $SYS [MQTT-4.7.2-1]");
+        assert!(r.matching("x", now + Duration::from_secs(6)).is_empty());
+        assert_eq!(r.purge_expired(now + Duration::from_secs(6)), 1);
+    }
+}

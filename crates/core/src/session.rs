@@ -1,0 +1,332 @@
+//! The state of one session: its outbox of queued deliveries, its inflight window of outgoing QoS 1/2
+//! messages, and the QoS 2 packet ids received but not yet released.
+
+use std::collections::{HashSet, VecDeque};
+use std::time::Instant;
+
+use mqttd_proto::{Ack, Packet, PacketId, Publish, QoS};
+
+use crate::message::Delivery;
+
+/// Bounds of a session's outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Queued messages beyond the inflight window; 0 means no limit.
+    pub max_messages: usize,
+    /// Queued bytes; 0 means no limit.
+    pub max_bytes: usize,
+    /// Whether QoS 0 messages are queued while the client is offline.
+    pub queue_qos0_offline: bool,
+    /// Hard bound on queued QoS 0 bytes, whatever the other limits say: a subscriber that stops reading
+    /// loses QoS 0 messages instead of growing the broker.
+    pub max_qos0_bytes: usize,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        QueueLimits { max_messages: 1000, max_bytes: 0, queue_qos0_offline: false, max_qos0_bytes: 8 << 20 }
+    }
+}
+
+/// What happened to a delivery offered to [`SessionState::enqueue`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    Queued,
+    /// The outbox was full (message or byte limit).
+    DroppedFull,
+    /// QoS 0 to an offline session without `queue_qos0_messages`.
+    DroppedOffline,
+}
+
+/// Where an outgoing QoS 1/2 message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InflightState {
+    /// QoS 1 PUBLISH sent.
+    AwaitingPubAck,
+    /// QoS 2 PUBLISH sent.
+    AwaitingPubRec,
+    /// PUBREL sent.
+    AwaitingPubComp,
+}
+
+/// One outgoing QoS 1/2 message in the inflight window.
+#[derive(Debug, Clone)]
+pub struct Inflight {
+    pub packet_id: PacketId,
+    pub delivery: Delivery,
+    pub state: InflightState,
+}
+
+/// An acknowledgement that does not fit the inflight window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckError {
+    /// No inflight message has this packet id in the state the acknowledgement needs.
+    UnknownPacketId(u16),
+}
+
+/// The state of one session.
+#[derive(Debug, Default)]
+pub struct SessionState {
+    /// Whether a connection is attached.
+    pub online: bool,
+    pub limits: QueueLimits,
+    outbox: VecDeque<Delivery>,
+    outbox_bytes: usize,
+    qos0_bytes: usize,
+    inflight: VecDeque<Inflight>,
+    next_packet_id: u16,
+    incoming_qos2: HashSet<u16>,
+    /// Deliveries dropped since the session began (full outbox, expiry, offline QoS 0).
+    pub dropped: u64,
+}
+
+impl SessionState {
+    pub fn new(limits: QueueLimits) -> SessionState {
+        SessionState { limits, ..SessionState::default() }
+    }
+
+    /// Queued deliveries (not yet sent).
+    pub fn queued(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Outgoing QoS 1/2 messages awaiting acknowledgement.
+    pub fn inflight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Offers a delivery to the outbox, within the limits.
+    pub fn enqueue(&mut self, delivery: Delivery) -> Enqueued {
+        let cost = delivery.message.cost();
+        let qos0 = delivery.qos == QoS::AtMostOnce;
+        let l = self.limits;
+        let outcome = if qos0 && !self.online && !l.queue_qos0_offline {
+            Enqueued::DroppedOffline
+        } else if (l.max_messages > 0 && self.outbox.len() >= l.max_messages)
+            || (l.max_bytes > 0 && self.outbox_bytes + cost > l.max_bytes)
+            || (qos0 && self.qos0_bytes + cost > l.max_qos0_bytes)
+        {
+            Enqueued::DroppedFull
+        } else {
+            Enqueued::Queued
+        };
+        if outcome == Enqueued::Queued {
+            self.outbox_bytes += cost;
+            if qos0 {
+                self.qos0_bytes += cost;
+            }
+            self.outbox.push_back(delivery);
+        } else {
+            self.dropped += 1;
+        }
+        outcome
+    }
+
+    fn allocate_packet_id(&mut self) -> PacketId {
+        loop {
+            self.next_packet_id = self.next_packet_id.wrapping_add(1);
+            if let Some(id) = PacketId::new(self.next_packet_id) {
+                if !self.inflight.iter().any(|i| i.packet_id == id) {
+                    return id;
+                }
+            }
+        }
+    }
+
+    /// Takes the next delivery to send, if the inflight `window` allows: QoS 1/2 messages get a packet id
+    /// and enter the inflight window. Expired messages are dropped [MQTT-3.3.2-5].
+    pub fn next_outgoing(&mut self, window: usize, now: Instant) -> Option<Publish> {
+        loop {
+            let front = self.outbox.front()?;
+            if front.qos != QoS::AtMostOnce && self.inflight.len() >= window.max(1) && !front.message.expired(now) {
+                return None;
+            }
+            let delivery = self.outbox.pop_front().expect("front exists");
+            let cost = delivery.message.cost();
+            self.outbox_bytes -= cost;
+            if delivery.qos == QoS::AtMostOnce {
+                self.qos0_bytes -= cost;
+            }
+            if delivery.message.expired(now) {
+                self.dropped += 1;
+                continue;
+            }
+            if delivery.qos == QoS::AtMostOnce {
+                return Some(delivery.to_publish(None, false, now));
+            }
+            let packet_id = self.allocate_packet_id();
+            let publish = delivery.to_publish(Some(packet_id), false, now);
+            let state = if delivery.qos == QoS::AtLeastOnce {
+                InflightState::AwaitingPubAck
+            } else {
+                InflightState::AwaitingPubRec
+            };
+            self.inflight.push_back(Inflight { packet_id, delivery, state });
+            return Some(publish);
+        }
+    }
+
+    fn position(&self, id: PacketId, state: InflightState) -> Result<usize, AckError> {
+        self.inflight
+            .iter()
+            .position(|i| i.packet_id == id && i.state == state)
+            .ok_or(AckError::UnknownPacketId(id.get()))
+    }
+
+    /// PUBACK received: the QoS 1 delivery is complete.
+    pub fn puback(&mut self, id: PacketId) -> Result<(), AckError> {
+        let at = self.position(id, InflightState::AwaitingPubAck)?;
+        self.inflight.remove(at);
+        Ok(())
+    }
+
+    /// PUBREC received: answer with PUBREL, or forget the message if the reason code is an error (5.0).
+    /// A repeated PUBREC is answered with PUBREL again. Returns whether to send PUBREL.
+    pub fn pubrec(&mut self, id: PacketId, reason: u8) -> Result<bool, AckError> {
+        if self.position(id, InflightState::AwaitingPubComp).is_ok() {
+            return Ok(true);
+        }
+        let at = self.position(id, InflightState::AwaitingPubRec)?;
+        if reason >= 0x80 {
+            self.inflight.remove(at);
+            return Ok(false);
+        }
+        self.inflight[at].state = InflightState::AwaitingPubComp;
+        Ok(true)
+    }
+
+    /// PUBCOMP received: the QoS 2 delivery is complete.
+    pub fn pubcomp(&mut self, id: PacketId) -> Result<(), AckError> {
+        let at = self.position(id, InflightState::AwaitingPubComp)?;
+        self.inflight.remove(at);
+        Ok(())
+    }
+
+    /// What to send again when a client resumes this session: unacknowledged PUBLISH packets with DUP set,
+    /// and PUBREL for those that were received [MQTT-4.4.0-1].
+    pub fn resend(&self, now: Instant) -> Vec<Packet> {
+        self.inflight
+            .iter()
+            .map(|i| match i.state {
+                InflightState::AwaitingPubComp => Packet::PubRel(Ack::new(i.packet_id)),
+                _ => Packet::Publish(i.delivery.to_publish(Some(i.packet_id), true, now)),
+            })
+            .collect()
+    }
+
+    /// An incoming QoS 2 PUBLISH: true if its packet id is new (route the message), false if it is a
+    /// resend of one not yet released (acknowledge again, do not route) [MQTT-4.3.3-10].
+    pub fn receive_qos2(&mut self, id: PacketId) -> bool {
+        self.incoming_qos2.insert(id.get())
+    }
+
+    /// Incoming QoS 2 packet ids not yet released.
+    pub fn incoming_qos2(&self) -> usize {
+        self.incoming_qos2.len()
+    }
+
+    /// PUBREL received: releases the packet id. Returns whether it was known.
+    pub fn release_qos2(&mut self, id: PacketId) -> bool {
+        self.incoming_qos2.remove(&id.get())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+    use bytes::Bytes;
+    use mqttd_proto::Properties;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn delivery(qos: QoS, payload: &'static [u8]) -> Delivery {
+        let message = Message {
+            topic: "t".into(),
+            payload: Bytes::from_static(payload),
+            qos,
+            retain: false,
+            properties: Properties::default(),
+            expires_at: None,
+            origin: 1,
+        };
+        Delivery { message: Arc::new(message), qos, retain: false, subscription_ids: vec![] }
+    }
+
+    fn online(limits: QueueLimits) -> SessionState {
+        let mut s = SessionState::new(limits);
+        s.online = true;
+        s
+    }
+
+    #[test]
+    fn qos1_flow_frees_the_window() {
+        let now = Instant::now();
+        let mut s = online(QueueLimits::default());
+        s.enqueue(delivery(QoS::AtLeastOnce, b"1"));
+        s.enqueue(delivery(QoS::AtLeastOnce, b"2"));
+        let first = s.next_outgoing(1, now).unwrap();
+        assert!(s.next_outgoing(1, now).is_none(), "window of 1 is full");
+        s.puback(first.packet_id.unwrap()).unwrap();
+        assert_eq!(s.next_outgoing(1, now).unwrap().payload, Bytes::from_static(b"2"));
+        assert_eq!(s.puback(first.packet_id.unwrap()), Err(AckError::UnknownPacketId(1)));
+    }
+
+    #[test]
+    fn qos2_flow_and_resend_with_dup() {
+        let now = Instant::now();
+        let mut s = online(QueueLimits::default());
+        s.enqueue(delivery(QoS::ExactlyOnce, b"a"));
+        s.enqueue(delivery(QoS::ExactlyOnce, b"b"));
+        let a = s.next_outgoing(10, now).unwrap().packet_id.unwrap();
+        let b = s.next_outgoing(10, now).unwrap().packet_id.unwrap();
+        assert!(s.pubrec(a, 0).unwrap());
+        let resend = s.resend(now);
+        assert_eq!(resend[0], Packet::PubRel(Ack::new(a)));
+        match &resend[1] {
+            Packet::Publish(p) => assert!(p.dup && p.packet_id == Some(b)),
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+        assert!(s.pubrec(a, 0).unwrap(), "a repeated PUBREC is answered again");
+        s.pubcomp(a).unwrap();
+        assert!(!s.pubrec(b, 0x80).unwrap(), "an error PUBREC ends the flow");
+        assert_eq!(s.inflight(), 0);
+    }
+
+    #[test]
+    fn outbox_limits_drop_and_count() {
+        let limits = QueueLimits { max_messages: 2, ..QueueLimits::default() };
+        let mut s = online(limits);
+        for _ in 0..3 {
+            s.enqueue(delivery(QoS::AtLeastOnce, b"x"));
+        }
+        assert_eq!(s.queued(), 2);
+        assert_eq!(s.dropped, 1);
+        let mut offline = SessionState::new(QueueLimits::default());
+        assert_eq!(offline.enqueue(delivery(QoS::AtMostOnce, b"x")), Enqueued::DroppedOffline);
+        let mut small = online(QueueLimits { max_qos0_bytes: 100, ..QueueLimits::default() });
+        assert_eq!(small.enqueue(delivery(QoS::AtMostOnce, b"x")), Enqueued::Queued);
+        assert_eq!(small.enqueue(delivery(QoS::AtMostOnce, b"x")), Enqueued::DroppedFull);
+    }
+
+    #[test]
+    fn expired_messages_are_dropped_on_the_way_out() {
+        let now = Instant::now();
+        let mut s = online(QueueLimits::default());
+        let mut d = delivery(QoS::AtLeastOnce, b"x");
+        Arc::get_mut(&mut d.message).unwrap().expires_at = Some(now + Duration::from_secs(1));
+        s.enqueue(d);
+        assert!(s.next_outgoing(10, now + Duration::from_secs(2)).is_none());
+        assert_eq!(s.dropped, 1);
+    }
+
+    #[test]
+    fn incoming_qos2_is_routed_once() {
+        let mut s = online(QueueLimits::default());
+        let id = PacketId::new(9).unwrap();
+        assert!(s.receive_qos2(id));
+        assert!(!s.receive_qos2(id), "a DUP resend is not routed again");
+        assert!(s.release_qos2(id));
+        assert!(!s.release_qos2(id));
+    }
+}

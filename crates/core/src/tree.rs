@@ -1,0 +1,227 @@
+//! The subscription tree: topic filters by level, matched against a topic name by walking the levels.
+//!
+//! Matching allocates nothing but the result vector the caller passes in.
+
+use std::collections::HashMap;
+
+use mqttd_proto::SubscriptionOptions;
+
+/// A subscription found by [`TopicTree::matches`].
+#[derive(Debug, Clone)]
+pub struct Match<S> {
+    pub subscriber: S,
+    pub options: SubscriptionOptions,
+    pub subscription_id: Option<u32>,
+}
+
+#[derive(Debug)]
+struct Entry<S> {
+    key: u64,
+    subscriber: S,
+    options: SubscriptionOptions,
+    subscription_id: Option<u32>,
+}
+
+#[derive(Debug)]
+struct Node<S> {
+    children: HashMap<Box<str>, Node<S>>,
+    /// Subscriptions whose filter ends at this level.
+    here: Vec<Entry<S>>,
+    /// Subscriptions whose filter ends with `#` after this level.
+    multi: Vec<Entry<S>>,
+}
+
+impl<S> Default for Node<S> {
+    fn default() -> Self {
+        Node { children: HashMap::new(), here: Vec::new(), multi: Vec::new() }
+    }
+}
+
+impl<S> Node<S> {
+    fn is_empty(&self) -> bool {
+        self.children.is_empty() && self.here.is_empty() && self.multi.is_empty()
+    }
+}
+
+/// Topic filters and their subscribers. `S` is the subscriber handle (cloned into results); `key`
+/// identifies a subscriber so a second subscription to the same filter replaces the first [MQTT-3.8.4-3].
+#[derive(Debug)]
+pub struct TopicTree<S> {
+    root: Node<S>,
+    count: usize,
+}
+
+impl<S> Default for TopicTree<S> {
+    fn default() -> Self {
+        TopicTree { root: Node::default(), count: 0 }
+    }
+}
+
+impl<S: Clone> TopicTree<S> {
+    /// Number of subscriptions.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether there are no subscriptions.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Adds or replaces the subscription of `key` to `filter` (a valid filter). Returns true if it is new.
+    pub fn subscribe(
+        &mut self,
+        filter: &str,
+        key: u64,
+        subscriber: S,
+        options: SubscriptionOptions,
+        subscription_id: Option<u32>,
+    ) -> bool {
+        let (node, multi) = self.node_for(filter);
+        let list = if multi { &mut node.multi } else { &mut node.here };
+        let entry = Entry { key, subscriber, options, subscription_id };
+        if let Some(existing) = list.iter_mut().find(|e| e.key == key) {
+            *existing = entry;
+            false
+        } else {
+            list.push(entry);
+            self.count += 1;
+            true
+        }
+    }
+
+    fn node_for(&mut self, filter: &str) -> (&mut Node<S>, bool) {
+        let (path, multi) = match filter.strip_suffix('#') {
+            Some(rest) if rest.is_empty() => ("", true),
+            Some(rest) => (rest.strip_suffix('/').unwrap_or(rest), true),
+            None => (filter, false),
+        };
+        let mut node = &mut self.root;
+        if !(multi && filter == "#") {
+            for level in path.split('/') {
+                node = node.children.entry(level.into()).or_default();
+            }
+        }
+        (node, multi)
+    }
+
+    /// Removes the subscription of `key` to `filter`. Returns true if it existed.
+    pub fn unsubscribe(&mut self, filter: &str, key: u64) -> bool {
+        let (path, multi) = match filter.strip_suffix('#') {
+            Some("") => (None, true),
+            Some(rest) => (Some(rest.strip_suffix('/').unwrap_or(rest)), true),
+            None => (Some(filter), false),
+        };
+        let levels: Vec<&str> = path.map(|p| p.split('/').collect()).unwrap_or_default();
+        let removed = remove(&mut self.root, &levels, multi, key);
+        if removed {
+            self.count -= 1;
+        }
+        removed
+    }
+
+    /// Appends every subscription matching `topic` to `out`. A topic starting with `$` is not matched by
+    /// filters starting with a wildcard [MQTT-4.7.2-1].
+    pub fn matches(&self, topic: &str, out: &mut Vec<Match<S>>) {
+        let dollar = topic.starts_with('$');
+        walk(&self.root, topic, dollar, true, out);
+    }
+}
+
+fn push<S: Clone>(list: &[Entry<S>], out: &mut Vec<Match<S>>) {
+    out.extend(list.iter().map(|e| Match {
+        subscriber: e.subscriber.clone(),
+        options: e.options,
+        subscription_id: e.subscription_id,
+    }));
+}
+
+/// Matches the remaining `topic` levels below `node`. `root` marks the first level, where wildcards do
+/// not match `$` topics.
+fn walk<S: Clone>(node: &Node<S>, topic: &str, dollar: bool, root: bool, out: &mut Vec<Match<S>>) {
+    let wild_ok = !(root && dollar);
+    // `a/#` matches `a` too [MQTT-4.7.1-2]: the multi-level entries of this node match what is below it,
+    // including nothing.
+    if wild_ok {
+        push(&node.multi, out);
+    }
+    let (level, rest) = match topic.split_once('/') {
+        Some((l, r)) => (l, Some(r)),
+        None => (topic, None),
+    };
+    let exact = node.children.get(level);
+    let plus = if wild_ok { node.children.get("+") } else { None };
+    for child in [exact, plus].into_iter().flatten() {
+        match rest {
+            Some(r) => walk(child, r, dollar, false, out),
+            None => {
+                push(&child.here, out);
+                push(&child.multi, out);
+            }
+        }
+    }
+}
+
+fn remove<S>(node: &mut Node<S>, levels: &[&str], multi: bool, key: u64) -> bool {
+    let Some((first, rest)) = levels.split_first() else {
+        let list = if multi { &mut node.multi } else { &mut node.here };
+        let before = list.len();
+        list.retain(|e| e.key != key);
+        return list.len() != before;
+    };
+    let Some(child) = node.children.get_mut(*first) else { return false };
+    let removed = remove(child, rest, multi, key);
+    if child.is_empty() {
+        node.children.remove(*first);
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(filters: &[(&str, u64)]) -> TopicTree<u64> {
+        let mut t = TopicTree::default();
+        for &(f, k) in filters {
+            t.subscribe(f, k, k, SubscriptionOptions::default(), None);
+        }
+        t
+    }
+
+    fn keys(t: &TopicTree<u64>, topic: &str) -> Vec<u64> {
+        let mut out = Vec::new();
+        t.matches(topic, &mut out);
+        let mut k: Vec<u64> = out.into_iter().map(|m| m.subscriber).collect();
+        k.sort();
+        k
+    }
+
+    #[test]
+    fn matching_agrees_with_the_reference_matcher() {
+        let filters = ["#", "a/#", "a/+", "a/b", "+/b", "+/+", "a/b/#", "/+", "+", "a//c", "+/#", "$SYS/#"];
+        let t = tree(&filters.iter().enumerate().map(|(i, f)| (*f, i as u64)).collect::<Vec<_>>());
+        for topic in ["a", "a/b", "a/b/c", "/x", "x", "a//c", "b/b", "$SYS/x", "$SYS", "a/", "/"] {
+            let expected: Vec<u64> = filters
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| mqttd_proto::topic::matches(f, topic))
+                .map(|(i, _)| i as u64)
+                .collect();
+            assert_eq!(keys(&t, topic), expected, "topic {topic}");
+        }
+    }
+
+    #[test]
+    fn resubscribing_replaces_and_unsubscribe_prunes() {
+        let mut t = tree(&[("a/b", 1), ("a/#", 1), ("#", 2)]);
+        assert!(!t.subscribe("a/b", 1, 1, SubscriptionOptions::default(), None));
+        assert_eq!(t.len(), 3);
+        assert!(t.unsubscribe("a/b", 1));
+        assert!(!t.unsubscribe("a/b", 1));
+        assert!(t.unsubscribe("a/#", 1));
+        assert!(t.unsubscribe("#", 2));
+        assert!(t.is_empty());
+        assert!(t.root.is_empty(), "empty branches are pruned");
+    }
+}
