@@ -1,0 +1,386 @@
+//! The broker's configuration: Mosquitto's `mosquitto.conf` syntax, read unchanged into a typed [`Config`].
+//!
+//! Owns: the line format (`directive value...`, `#` comments), every directive's accepted values and
+//! Mosquitto 2 defaults, `include_dir`, and which settings attach to which listener. Must not: open sockets,
+//! read password, ACL or certificate files (it only records their paths), or log: problems are returned as
+//! [`ConfigError`] and deprecation notes as [`ConfigWarning`], for the caller to report.
+//!
+//! Rules taken from Mosquitto 2 (`src/conf.c`):
+//! - A line whose first non-blank character is `#` is a comment. Path and string values run to the end of
+//!   the line (spaces included); other values are single words, optionally followed by a `# comment`.
+//! - Listener settings (`certfile`, `protocol`, `max_connections`, ...) attach to the most recent
+//!   `listener` line of the same file. Before any `listener` line they configure the default listener,
+//!   which `port` and `bind_address` also configure and which exists (port 1883 unless `port` says
+//!   otherwise) as soon as one of them is given. `max_connections` and `max_qos` are the exception: before
+//!   any `listener` line they set the value for every listener (Mosquitto would create a second listener).
+//! - `allow_anonymous`, `password_file`, `acl_file`, `allow_zero_length_clientid` and `auto_id_prefix` are
+//!   global, unless `per_listener_settings true` is given first: then they attach to the current listener.
+//!   `per_listener_settings true` after any of them is an error, as in Mosquitto.
+//! - A path or string directive given twice in the same scope is an error ("duplicate"), as in Mosquitto.
+//! - `include_dir DIR` reads every `*.conf` file in DIR, sorted as Mosquitto sorts them (case-insensitive
+//!   first), and is only allowed in the main file.
+//! - `persistence`, `persistence_file`, `persistence_location`, `autosave_interval`, `autosave_on_changes`,
+//!   `pid_file`, `user`, `log_timestamp`, `log_timestamp_format` and `log_facility` are parsed into fields
+//!   (Debian's stock `mosquitto.conf` uses several of them); the broker decides whether to honour or warn.
+//!   Bridges, plugins, TLS-PSK and the other directives listed in `values::UNSUPPORTED` are errors that
+//!   say the directive is not supported yet.
+
+mod error;
+mod parse;
+mod values;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::{ConfigError, ConfigWarning};
+
+/// Where a setting was written: file and 1-based line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+/// The whole configuration, with Mosquitto 2 defaults for everything not written in the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Configured listeners, in file order; the default listener (from `port`, `bind_address` or listener
+    /// settings before the first `listener` line) comes last. Empty: the broker picks its local-only default.
+    pub listeners: Vec<ListenerConfig>,
+    /// `per_listener_settings` (false): security settings attach to listeners instead of being global.
+    pub per_listener_settings: bool,
+    /// `allow_anonymous`; `None` = not written, see [`Config::allow_anonymous_for`].
+    pub allow_anonymous: Option<bool>,
+    /// `password_file` (global; see [`Config::password_file_for`]).
+    pub password_file: Option<PathBuf>,
+    /// `acl_file` (global; see [`Config::acl_file_for`]).
+    pub acl_file: Option<PathBuf>,
+    /// `allow_zero_length_clientid` (true).
+    pub allow_zero_length_clientid: bool,
+    /// `auto_id_prefix` ("auto-").
+    pub auto_id_prefix: String,
+    /// `check_retain_source` (true).
+    pub check_retain_source: bool,
+    /// `max_queued_messages` (1000; 0 = unlimited; negative values mean 0 as in Mosquitto).
+    pub max_queued_messages: usize,
+    /// `max_queued_bytes` (0 = unlimited).
+    pub max_queued_bytes: u64,
+    /// `queue_qos0_messages` (false).
+    pub queue_qos0_messages: bool,
+    /// `max_inflight_messages` (20; 0 = unlimited).
+    pub max_inflight_messages: u16,
+    /// `max_inflight_bytes` (0 = unlimited).
+    pub max_inflight_bytes: u64,
+    /// `message_size_limit` (0 = no limit beyond the protocol's).
+    pub message_size_limit: u32,
+    /// `max_packet_size` (0 = no limit beyond the protocol's).
+    pub max_packet_size: u32,
+    /// `max_keepalive` (65535).
+    pub max_keepalive: u16,
+    /// `max_connections` written before any `listener` line (`None` = unlimited, written as -1); copied
+    /// into every listener that does not set its own.
+    pub max_connections: Option<usize>,
+    /// `max_qos` written before any `listener` line (2); copied into every listener without its own.
+    pub max_qos: u8,
+    /// `persistent_client_expiration` (`None` = never).
+    pub persistent_client_expiration: Option<Duration>,
+    /// `retain_available` (true).
+    pub retain_available: bool,
+    /// `upgrade_outgoing_qos` (false).
+    pub upgrade_outgoing_qos: bool,
+    /// `set_tcp_nodelay` (false).
+    pub set_tcp_nodelay: bool,
+    /// `sys_interval` in seconds (10; 0 disables `$SYS` updates).
+    pub sys_interval: u64,
+    /// `log_type` (error, warning, notice, information). Empty after `log_type none`.
+    pub log_type: Vec<LogType>,
+    /// `log_dest` (stderr). Empty after `log_dest none`.
+    pub log_dest: Vec<LogDest>,
+    /// `log_timestamp` (true).
+    pub log_timestamp: bool,
+    /// `log_timestamp_format` (strftime format; `None` = seconds since the epoch).
+    pub log_timestamp_format: Option<String>,
+    /// `log_facility` N for syslog facility localN (`None` = daemon).
+    pub log_facility: Option<u8>,
+    /// `connection_messages` (true).
+    pub connection_messages: bool,
+    /// `persistence` or `retained_persistence` (false).
+    pub persistence: bool,
+    /// `persistence_file` (`None` = "mosquitto.db").
+    pub persistence_file: Option<String>,
+    /// `persistence_location` (`None` = the working directory).
+    pub persistence_location: Option<PathBuf>,
+    /// `autosave_interval` (1800 seconds; negative values mean 0).
+    pub autosave_interval: u64,
+    /// `autosave_on_changes` (false).
+    pub autosave_on_changes: bool,
+    /// `pid_file`.
+    pub pid_file: Option<PathBuf>,
+    /// `user`: the account Mosquitto drops privileges to when started as root.
+    pub user: Option<String>,
+    /// Every file read, main file first, then `include_dir` files in the order read.
+    pub files: Vec<PathBuf>,
+    /// Deprecated or ignored directives that were accepted; the broker should log them.
+    pub warnings: Vec<ConfigWarning>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listeners: Vec::new(),
+            per_listener_settings: false,
+            allow_anonymous: None,
+            password_file: None,
+            acl_file: None,
+            allow_zero_length_clientid: true,
+            auto_id_prefix: "auto-".to_owned(),
+            check_retain_source: true,
+            max_queued_messages: 1000,
+            max_queued_bytes: 0,
+            queue_qos0_messages: false,
+            max_inflight_messages: 20,
+            max_inflight_bytes: 0,
+            message_size_limit: 0,
+            max_packet_size: 0,
+            max_keepalive: 65535,
+            max_connections: None,
+            max_qos: 2,
+            persistent_client_expiration: None,
+            retain_available: true,
+            upgrade_outgoing_qos: false,
+            set_tcp_nodelay: false,
+            sys_interval: 10,
+            log_type: LogType::DEFAULT.to_vec(),
+            log_dest: vec![LogDest::Stderr],
+            log_timestamp: true,
+            log_timestamp_format: None,
+            log_facility: None,
+            connection_messages: true,
+            persistence: false,
+            persistence_file: None,
+            persistence_location: None,
+            autosave_interval: 1800,
+            autosave_on_changes: false,
+            pid_file: None,
+            user: None,
+            files: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and parses the file at `path` (and any `include_dir` files it names).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let mut parser = parse::Parser::default();
+        parser.read_file(path, true)?;
+        parser.finish()
+    }
+
+    /// Parses `text` as the main configuration file; `origin` names it in errors and locations.
+    /// `include_dir` lines still read their directories from disk.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let mut parser = parse::Parser::default();
+        parser.read_text(text, origin, true)?;
+        parser.finish()
+    }
+
+    /// Whether clients without a username may connect on `listener` (`None`: the broker's built-in
+    /// local-only listeners, used when `listeners` is empty).
+    ///
+    /// Mosquitto 2: when no listener is configured the broker only listens on loopback and anonymous
+    /// access defaults to true; as soon as a listener (or `port`/`bind_address`) is configured it defaults
+    /// to false. With `per_listener_settings true` each listener has its own value.
+    pub fn allow_anonymous_for(&self, listener: Option<&ListenerConfig>) -> bool {
+        let explicit = match listener {
+            Some(l) if self.per_listener_settings => l.allow_anonymous,
+            _ => self.allow_anonymous,
+        };
+        explicit.unwrap_or(self.listeners.is_empty())
+    }
+
+    /// The password file in force on `listener` (per listener with `per_listener_settings true`).
+    pub fn password_file_for<'a>(&'a self, listener: Option<&'a ListenerConfig>) -> Option<&'a Path> {
+        match listener {
+            Some(l) if self.per_listener_settings => l.password_file.as_deref(),
+            _ => self.password_file.as_deref(),
+        }
+    }
+
+    /// The ACL file in force on `listener` (per listener with `per_listener_settings true`).
+    pub fn acl_file_for<'a>(&'a self, listener: Option<&'a ListenerConfig>) -> Option<&'a Path> {
+        match listener {
+            Some(l) if self.per_listener_settings => l.acl_file.as_deref(),
+            _ => self.acl_file.as_deref(),
+        }
+    }
+
+    /// `allow_zero_length_clientid` in force on `listener`.
+    pub fn allow_zero_length_clientid_for(&self, listener: Option<&ListenerConfig>) -> bool {
+        match listener {
+            Some(l) if self.per_listener_settings => l.allow_zero_length_clientid.unwrap_or(true),
+            _ => self.allow_zero_length_clientid,
+        }
+    }
+
+    /// `auto_id_prefix` in force on `listener`.
+    pub fn auto_id_prefix_for<'a>(&'a self, listener: Option<&'a ListenerConfig>) -> &'a str {
+        match listener {
+            Some(l) if self.per_listener_settings => l.auto_id_prefix.as_deref().unwrap_or("auto-"),
+            _ => &self.auto_id_prefix,
+        }
+    }
+}
+
+/// One `listener PORT [ADDRESS]` block (or the default listener) and the settings that follow it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerConfig {
+    /// TCP port; 0 asks the OS for an ephemeral port (tests).
+    pub port: u16,
+    /// Address or host name to bind; `None` = all interfaces.
+    pub bind_address: Option<String>,
+    /// `socket_domain`: restrict to IPv4 or IPv6 (`None` = both).
+    pub socket_domain: Option<SocketDomain>,
+    /// `protocol` (mqtt).
+    pub protocol: ListenerProtocol,
+    /// `http_dir`: files served over HTTP on a WebSockets listener.
+    pub http_dir: Option<PathBuf>,
+    /// `certfile`: PEM server certificate (chain); its presence makes the listener TLS.
+    pub certfile: Option<PathBuf>,
+    /// `keyfile`: PEM private key for `certfile`.
+    pub keyfile: Option<PathBuf>,
+    /// `cafile`: PEM CA certificates for verifying client certificates.
+    pub cafile: Option<PathBuf>,
+    /// `capath`: directory of PEM CA certificates.
+    pub capath: Option<PathBuf>,
+    /// `require_certificate` (false).
+    pub require_certificate: bool,
+    /// `use_identity_as_username` (false): certificate CN replaces the MQTT username.
+    pub use_identity_as_username: bool,
+    /// `use_subject_as_username` (false): certificate subject replaces the MQTT username.
+    pub use_subject_as_username: bool,
+    /// `tls_version`: the lowest TLS version accepted (`None` = 1.2 and 1.3).
+    pub tls_version: Option<TlsVersion>,
+    /// `ciphers`: OpenSSL-style cipher list, as written.
+    pub ciphers: Option<String>,
+    /// `allow_anonymous` for this listener (only with `per_listener_settings true`).
+    pub allow_anonymous: Option<bool>,
+    /// `password_file` for this listener (only with `per_listener_settings true`).
+    pub password_file: Option<PathBuf>,
+    /// `acl_file` for this listener (only with `per_listener_settings true`).
+    pub acl_file: Option<PathBuf>,
+    /// `allow_zero_length_clientid` for this listener (only with `per_listener_settings true`).
+    pub allow_zero_length_clientid: Option<bool>,
+    /// `auto_id_prefix` for this listener (only with `per_listener_settings true`).
+    pub auto_id_prefix: Option<String>,
+    /// `max_connections` in force: the listener's own, else the one written before any listener
+    /// (`None` = unlimited).
+    pub max_connections: Option<usize>,
+    /// `max_qos` in force: the listener's own, else the one written before any listener (2).
+    pub max_qos: u8,
+    /// `mount_point`: topic prefix for clients of this listener.
+    pub mount_point: Option<String>,
+    /// Where the listener was defined: its `listener` line, or the first line that configured the default.
+    pub defined_at: Location,
+}
+
+impl ListenerConfig {
+    /// A listener with every setting at its default.
+    pub fn new(port: u16, bind_address: Option<String>, defined_at: Location) -> Self {
+        ListenerConfig {
+            port,
+            bind_address,
+            socket_domain: None,
+            protocol: ListenerProtocol::Mqtt,
+            http_dir: None,
+            certfile: None,
+            keyfile: None,
+            cafile: None,
+            capath: None,
+            require_certificate: false,
+            use_identity_as_username: false,
+            use_subject_as_username: false,
+            tls_version: None,
+            ciphers: None,
+            allow_anonymous: None,
+            password_file: None,
+            acl_file: None,
+            allow_zero_length_clientid: None,
+            auto_id_prefix: None,
+            max_connections: None,
+            max_qos: 2,
+            mount_point: None,
+            defined_at,
+        }
+    }
+
+    /// Whether this listener speaks TLS (a `certfile` is configured).
+    pub fn is_tls(&self) -> bool {
+        self.certfile.is_some()
+    }
+}
+
+/// `protocol` of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerProtocol {
+    Mqtt,
+    WebSockets,
+}
+
+/// `socket_domain` of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketDomain {
+    Ipv4,
+    Ipv6,
+}
+
+/// `tls_version`: the lowest accepted version. rustls has no TLS 1.1, so `Tls1_1` behaves as `Tls1_2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    Tls1_1,
+    Tls1_2,
+    Tls1_3,
+}
+
+/// One `log_type` value. `log_type none` is represented by an empty list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogType {
+    Debug,
+    Error,
+    Warning,
+    Notice,
+    Information,
+    Subscribe,
+    Unsubscribe,
+    WebSockets,
+    Internal,
+    All,
+}
+
+impl LogType {
+    /// Mosquitto's default when no `log_type` line is given.
+    pub const DEFAULT: [LogType; 4] = [LogType::Error, LogType::Warning, LogType::Notice, LogType::Information];
+}
+
+/// One `log_dest` value. `log_dest none` is represented by an empty list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogDest {
+    Stdout,
+    Stderr,
+    Syslog,
+    /// `$SYS/broker/log/...` topics.
+    Topic,
+    /// Linux Diagnostic Log and Trace.
+    Dlt,
+    File(PathBuf),
+}
