@@ -1,1 +1,19 @@
-//! placeholder
+//! The mqttd broker: configuration, listeners, one task per connection, sessions with wills and expiry,
+//! and `$SYS`. Broker logic that needs no I/O lives in `mqttd-core`; the wire format in `mqttd-proto`.
+//!
+//! Transports reach the core as plain byte streams ([`connection::serve`]); every delivery passes one
+//! authorization point ([`Broker::may_read`]), every publish and will another ([`Broker::may_write`]).
+
+pub mod broker;
+pub mod config;
+mod connect;
+pub mod connection;
+mod handle;
+pub mod server;
+pub mod session;
+pub mod settings;
+pub mod sys;
+
+pub use broker::Broker;
+pub use server::Server;
+pub use settings::Settings;

@@ -1,0 +1,255 @@
+//! The CONNECT exchange: the first packet within the connect timeout, client id rules, keep-alive,
+//! authentication, session attach (with takeover), CONNACK, then resending what the session still owes.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mqttd_proto::{
+    decode, reason, reason::v3, ConnAck, Connect, DecodeError, Limits, Packet, Properties, ProtocolVersion,
+};
+use tokio::sync::mpsc;
+
+use crate::broker::{Broker, ClientIdentity, Stats};
+use crate::connection::{Client, End, Transport};
+use crate::session::{Attach, Expiry, Owner};
+
+/// A refused CONNECT: the 5.0 reason code (mapped for 3.x) and why, for the log.
+struct Refusal(u8, String);
+
+/// Reads CONNECT and answers it. `None` when the connection ended (logged here).
+pub(crate) async fn handshake(broker: &Arc<Broker>, mut io: Transport) -> Option<Client> {
+    let limits = Limits { max_packet_size: broker.settings.max_incoming_packet() };
+    let first = tokio::time::timeout(broker.settings.connect_timeout, first_packet(&mut io, &limits, broker)).await;
+    let connect = match first {
+        Err(_) => {
+            tracing::info!(peer = %io.peer, "closed: no CONNECT within {:?}", broker.settings.connect_timeout);
+            return None;
+        }
+        Ok(Err(end)) => {
+            tracing::info!(peer = %io.peer, "closed before CONNECT: {end}");
+            io.flush(Duration::from_secs(1), &broker.stats).await;
+            return None;
+        }
+        Ok(Ok(connect)) => connect,
+    };
+    let version = connect.protocol;
+    match accept(broker, io, *connect, limits).await {
+        Ok(client) => Some(client),
+        Err((mut io, Refusal(code, why), client_id)) => {
+            let code = if version.is_v5() { code } else { v3::connack_from_v5(code) };
+            let ack = ConnAck { session_present: false, code, properties: Properties::default() };
+            io.queue(&Packet::ConnAck(ack), version);
+            io.flush(Duration::from_secs(1), &broker.stats).await;
+            tracing::info!(peer = %io.peer, %client_id, protocol = %version, "connection refused: {why}");
+            None
+        }
+    }
+}
+
+async fn first_packet(io: &mut Transport, limits: &Limits, broker: &Broker) -> Result<Box<Connect>, End> {
+    loop {
+        match decode(&mut io.rbuf, ProtocolVersion::V3_1_1, limits) {
+            Ok(Some(Packet::Connect(c))) => return Ok(c),
+            Ok(Some(other)) => {
+                return Err(End::Protocol(
+                    format!("first packet is {}, not CONNECT [MQTT-3.1.0-1]", other.name()),
+                    reason::PROTOCOL_ERROR,
+                ))
+            }
+            Ok(None) => {}
+            Err(e @ DecodeError::UnsupportedProtocol { .. }) => {
+                // [MQTT-3.1.2-2]: CONNACK 0x01 (3.1.1 form, the client's version is unknown), then close.
+                let ack = ConnAck {
+                    session_present: false,
+                    code: v3::UNACCEPTABLE_PROTOCOL_VERSION,
+                    properties: Properties::default(),
+                };
+                io.queue(&Packet::ConnAck(ack), ProtocolVersion::V3_1_1);
+                return Err(End::protocol(&e));
+            }
+            Err(e) => return Err(End::protocol(&e)),
+        }
+        match io.fill(&broker.stats).await {
+            Ok(true) => {}
+            Ok(false) => return Err(End::Closed),
+            Err(e) => return Err(End::Io(e)),
+        }
+    }
+}
+
+/// A unique client id for a client that sent an empty one.
+fn assigned_id(prefix: &str) -> String {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    let a = h.finish();
+    h.write_u64(a);
+    format!("{prefix}{a:016X}{:016X}", h.finish())
+}
+
+type Refused = (Transport, Refusal, String);
+
+fn check_client_id(broker: &Broker, c: &Connect) -> Result<Option<String>, Refusal> {
+    if !c.client_id.is_empty() {
+        return Ok(None);
+    }
+    let s = &broker.settings;
+    let refuse = |why: &str| Refusal(reason::CLIENT_IDENTIFIER_NOT_VALID, why.to_string());
+    if c.protocol == ProtocolVersion::V3_1 {
+        return Err(refuse("empty client id in MQTT 3.1"));
+    }
+    if !c.clean_start && c.protocol == ProtocolVersion::V3_1_1 {
+        return Err(refuse("empty client id without clean session [MQTT-3.1.3-8]"));
+    }
+    if !s.allow_zero_length_clientid {
+        return Err(refuse("empty client id and allow_zero_length_clientid is false"));
+    }
+    Ok(Some(assigned_id(&s.auto_id_prefix)))
+}
+
+/// The keep-alive to use, or a refusal for 3.x clients above `max_keepalive` (as Mosquitto does).
+fn negotiate_keep_alive(broker: &Broker, c: &Connect) -> Result<(u16, Option<u16>), Refusal> {
+    let max = broker.settings.max_keepalive;
+    let too_long = c.keep_alive > max || (c.keep_alive == 0 && max < u16::MAX);
+    if !too_long {
+        return Ok((c.keep_alive, None));
+    }
+    if c.protocol.is_v5() {
+        // Server Keep Alive tells the client the value to use [MQTT-3.2.2-21].
+        return Ok((max, Some(max)));
+    }
+    Err(Refusal(
+        reason::CLIENT_IDENTIFIER_NOT_VALID,
+        format!("keep-alive {}s above max_keepalive {max}s", c.keep_alive),
+    ))
+}
+
+fn expiry_of(broker: &Broker, c: &Connect) -> Expiry {
+    if c.protocol.is_v5() {
+        return Expiry::from_v5(c.properties.session_expiry_interval.unwrap_or(0));
+    }
+    if c.clean_start {
+        return Expiry::Immediate;
+    }
+    match broker.settings.persistent_client_expiration {
+        Some(d) => Expiry::After(d),
+        None => Expiry::Never,
+    }
+}
+
+async fn accept(broker: &Arc<Broker>, io: Transport, c: Connect, limits: Limits) -> Result<Client, Refused> {
+    let id_for_log = c.client_id.clone();
+    let assigned = match check_client_id(broker, &c) {
+        Ok(a) => a,
+        Err(r) => return Err((io, r, id_for_log)),
+    };
+    if c.properties.authentication_method.is_some() {
+        let why = "enhanced authentication is not supported".to_string();
+        return Err((io, Refusal(reason::BAD_AUTHENTICATION_METHOD, why), id_for_log));
+    }
+    let (keep_alive, server_keep_alive) = match negotiate_keep_alive(broker, &c) {
+        Ok(k) => k,
+        Err(r) => return Err((io, r, id_for_log)),
+    };
+    let client_id = assigned.clone().unwrap_or_else(|| c.client_id.clone());
+    if let Err(r) = broker.authenticate(&c) {
+        return Err((io, r.into_refusal(), client_id));
+    }
+    Ok(attach(broker, io, c, limits, client_id, assigned, keep_alive, server_keep_alive))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attach(
+    broker: &Arc<Broker>,
+    mut io: Transport,
+    c: Connect,
+    limits: Limits,
+    client_id: String,
+    assigned: Option<String>,
+    keep_alive: u16,
+    server_keep_alive: Option<u16>,
+) -> Client {
+    let version = c.protocol;
+    let connection_id = broker.next_id();
+    // Capacity 1: a connection is kicked at most once.
+    let (kick_tx, kick_rx) = mpsc::channel(1);
+    let identity = ClientIdentity { client_id: client_id.clone(), username: c.username.clone() };
+    let expiry = expiry_of(broker, &c);
+    let attach = Attach {
+        identity,
+        clean_start: c.clean_start,
+        expiry,
+        will: c.will.clone(),
+        owner: Owner { connection_id, kick: kick_tx },
+    };
+    let (session, session_present) = broker.attach(attach);
+    let s = &broker.settings;
+    let mut properties = Properties::default();
+    if version.is_v5() {
+        properties.assigned_client_identifier = assigned;
+        properties.server_keep_alive = server_keep_alive;
+        properties.receive_maximum = Some(s.inflight_window()).filter(|&w| w != u16::MAX);
+        properties.maximum_qos = Some(s.max_qos).filter(|&q| q < 2);
+        properties.retain_available = Some(0).filter(|_| !s.retain_available);
+        properties.maximum_packet_size = Some(s.max_packet_size).filter(|&m| m > 0);
+        properties.topic_alias_maximum = None;
+        properties.subscription_identifier_available = Some(0);
+        properties.shared_subscription_available = Some(0);
+    }
+    let ack = ConnAck { session_present, code: reason::SUCCESS, properties };
+    io.queue(&Packet::ConnAck(ack), version);
+    Stats::add(&broker.stats.clients_total_connects, 1);
+    // Unacknowledged messages go again, with DUP, before anything new [MQTT-4.4.0-1].
+    for packet in session.state.lock().resend(std::time::Instant::now()) {
+        io.queue(&packet, version);
+    }
+    tracing::info!(
+        client_id = %client_id,
+        peer = %io.peer,
+        protocol = %version,
+        clean_start = c.clean_start,
+        keep_alive,
+        session_present,
+        "connected"
+    );
+    Client {
+        broker: broker.clone(),
+        io,
+        session,
+        connection_id,
+        version,
+        limits,
+        keep_alive: Duration::from_secs(u64::from(keep_alive)),
+        send_window: usize::from(c.properties.receive_maximum.unwrap_or(u16::MAX).min(s.inflight_window())),
+        client_max_packet: c.properties.maximum_packet_size,
+        connect_expiry: c.properties.session_expiry_interval.unwrap_or(0),
+        expiry_override: None,
+        kick: kick_rx,
+    }
+}
+
+/// Why authentication refused a client.
+#[derive(Debug)]
+pub enum AuthRefusal {
+    BadCredentials(String),
+    NotAuthorized(String),
+}
+
+impl AuthRefusal {
+    fn into_refusal(self) -> Refusal {
+        match self {
+            AuthRefusal::BadCredentials(why) => Refusal(reason::BAD_USER_NAME_OR_PASSWORD, why),
+            AuthRefusal::NotAuthorized(why) => Refusal(reason::NOT_AUTHORIZED, why),
+        }
+    }
+}
+
+impl Broker {
+    /// Authenticates a CONNECT. Without a password file, anonymous clients follow `allow_anonymous`.
+    pub fn authenticate(&self, c: &Connect) -> Result<(), AuthRefusal> {
+        if c.username.is_none() && !self.settings.allow_anonymous {
+            return Err(AuthRefusal::NotAuthorized("anonymous client and allow_anonymous is false".into()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,263 @@
+//! One connection task per socket: read the CONNECT, attach the session, then loop over
+//! `select! { read packets | write pending bytes | outbox ready | keep-alive deadline | kick | shutdown }`.
+//! Partial reads and writes live in the struct's buffers, so every branch is cancel-safe.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use mqttd_proto::{decode, encode, encoded_len, reason, DecodeError, Limits, Packet, ProtocolVersion};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+
+use crate::broker::{Broker, Stats};
+use crate::session::{Expiry, Kick, Session, WillOutcome};
+
+/// Stop draining the outbox into the write buffer beyond this many bytes; stop reading beyond 4x.
+const WRITE_HIGH_WATER: usize = 64 * 1024;
+const READ_CHUNK: usize = 4096;
+
+pub(crate) type Reader = Box<dyn AsyncRead + Send + Unpin>;
+pub(crate) type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Why a connection ended; decides the log line, the will and the 5.0 DISCONNECT we send.
+#[derive(Debug)]
+pub(crate) enum End {
+    /// The client sent DISCONNECT; `with_will` for 5.0 reason 0x04.
+    Disconnect {
+        with_will: bool,
+    },
+    KeepAlive(Duration),
+    Closed,
+    Io(std::io::Error),
+    Takeover,
+    /// A protocol violation: what, and the 5.0 reason code sent in DISCONNECT.
+    Protocol(String, u8),
+    Shutdown,
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Disconnect { with_will: false } => f.write_str("client sent DISCONNECT"),
+            End::Disconnect { with_will: true } => f.write_str("client sent DISCONNECT asking for its will (0x04)"),
+            End::KeepAlive(d) => write!(f, "keep-alive timeout after {}s", d.as_secs_f32()),
+            End::Closed => f.write_str("socket closed by peer"),
+            End::Io(e) => write!(f, "socket error: {e}"),
+            End::Takeover => f.write_str("session taken over by a new connection"),
+            End::Protocol(what, code) => write!(f, "protocol error ({}): {what}", reason::name(*code)),
+            End::Shutdown => f.write_str("server shutting down"),
+        }
+    }
+}
+
+impl End {
+    pub(crate) fn protocol(err: &DecodeError) -> End {
+        End::Protocol(err.to_string(), err.reason_code())
+    }
+
+    /// The reason code of the DISCONNECT the server sends a 5.0 client, if any.
+    fn disconnect_code(&self) -> Option<u8> {
+        match self {
+            End::Takeover => Some(reason::SESSION_TAKEN_OVER),
+            End::Protocol(_, code) => Some(*code),
+            End::Shutdown => Some(reason::SERVER_SHUTTING_DOWN),
+            End::KeepAlive(_) => Some(reason::KEEP_ALIVE_TIMEOUT),
+            _ => None,
+        }
+    }
+}
+
+/// The socket and its buffers.
+pub(crate) struct Transport {
+    pub rd: Reader,
+    pub wr: Writer,
+    pub rbuf: BytesMut,
+    pub wbuf: BytesMut,
+    pub peer: SocketAddr,
+}
+
+impl Transport {
+    /// Reads more bytes; `Ok(false)` on end of stream.
+    pub(crate) async fn fill(&mut self, stats: &Stats) -> std::io::Result<bool> {
+        fill(&mut self.rd, &mut self.rbuf, stats).await
+    }
+
+    /// Writes everything buffered, bounded by `limit`.
+    pub(crate) async fn flush(&mut self, limit: Duration, stats: &Stats) {
+        let len = self.wbuf.len() as u64;
+        let write = async {
+            self.wr.write_all_buf(&mut self.wbuf).await?;
+            self.wr.flush().await
+        };
+        if let Ok(Ok(())) = tokio::time::timeout(limit, write).await {
+            Stats::add(&stats.bytes_sent, len);
+        }
+    }
+
+    pub(crate) fn queue(&mut self, packet: &Packet, version: ProtocolVersion) {
+        if let Err(e) = encode(packet, version, &mut self.wbuf) {
+            tracing::warn!(peer = %self.peer, packet = packet.name(), "cannot encode: {e}");
+        }
+    }
+
+    /// Keeps an idle connection small: drop large empty buffers.
+    fn shrink(&mut self) {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 4 * READ_CHUNK {
+            self.rbuf = BytesMut::new();
+        }
+        if self.wbuf.is_empty() && self.wbuf.capacity() > 4 * WRITE_HIGH_WATER {
+            self.wbuf = BytesMut::new();
+        }
+    }
+}
+
+/// Reads more bytes into `rbuf`; `Ok(false)` on end of stream. Cancel-safe: bytes read stay in `rbuf`.
+async fn fill(rd: &mut Reader, rbuf: &mut BytesMut, stats: &Stats) -> std::io::Result<bool> {
+    if rbuf.capacity() - rbuf.len() < 512 {
+        rbuf.reserve(READ_CHUNK);
+    }
+    let n = rd.read_buf(rbuf).await?;
+    Stats::add(&stats.bytes_received, n as u64);
+    Ok(n > 0)
+}
+
+/// A connected client: the transport plus its session and negotiated parameters.
+pub(crate) struct Client {
+    pub broker: Arc<Broker>,
+    pub io: Transport,
+    pub session: Arc<Session>,
+    pub connection_id: u64,
+    pub version: ProtocolVersion,
+    pub limits: Limits,
+    /// Negotiated keep-alive; zero disables it.
+    pub keep_alive: Duration,
+    /// The client's Receive Maximum: our outgoing QoS 1/2 window.
+    pub send_window: usize,
+    /// The client's Maximum Packet Size (5.0).
+    pub client_max_packet: Option<u32>,
+    /// Session Expiry Interval from CONNECT (5.0), to validate the one in DISCONNECT.
+    pub connect_expiry: u32,
+    /// Expiry set by a 5.0 DISCONNECT.
+    pub expiry_override: Option<Expiry>,
+    pub kick: mpsc::Receiver<Kick>,
+}
+
+/// Serves one accepted socket until it ends. Logs once, at the end.
+pub async fn serve<S>(broker: Arc<Broker>, stream: S, peer: SocketAddr, shutdown: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (rd, wr) = tokio::io::split(stream);
+    let io = Transport { rd: Box::new(rd), wr: Box::new(wr), rbuf: BytesMut::new(), wbuf: BytesMut::new(), peer };
+    let Some(mut client) = crate::connect::handshake(&broker, io).await else { return };
+    Stats::add(&broker.stats.clients_connected, 1);
+    let end = client.run(shutdown).await;
+    client.finish(end).await;
+    broker.stats.clients_connected.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+impl Client {
+    async fn run(&mut self, mut shutdown: watch::Receiver<bool>) -> End {
+        let far = Duration::from_secs(86400 * 365);
+        let grace = if self.keep_alive.is_zero() { far } else { self.keep_alive.mul_f32(1.5) };
+        let deadline = tokio::time::sleep(grace);
+        tokio::pin!(deadline);
+        loop {
+            self.drain();
+            let reading = self.io.wbuf.len() < 4 * WRITE_HIGH_WATER;
+            tokio::select! {
+                _ = shutdown.changed() => return End::Shutdown,
+                Some(kick) = self.kick.recv() => match kick { Kick::Takeover => return End::Takeover },
+                written = self.io.wr.write_buf(&mut self.io.wbuf), if !self.io.wbuf.is_empty() => {
+                    match written {
+                        Ok(0) => return End::Closed,
+                        Ok(n) => Stats::add(&self.broker.stats.bytes_sent, n as u64),
+                        Err(e) => return End::Io(e),
+                    }
+                    if self.io.wbuf.is_empty() {
+                        if let Err(e) = self.io.wr.flush().await { return End::Io(e) }
+                        self.io.shrink();
+                    }
+                }
+                read = fill(&mut self.io.rd, &mut self.io.rbuf, &self.broker.stats), if reading => {
+                    match read {
+                        Ok(true) => {}
+                        Ok(false) => return End::Closed,
+                        Err(e) => return End::Io(e),
+                    }
+                    let mut got_packet = false;
+                    loop {
+                        match decode(&mut self.io.rbuf, self.version, &self.limits) {
+                            Ok(Some(packet)) => {
+                                got_packet = true;
+                                if let Err(end) = self.handle(packet) { return end }
+                            }
+                            Ok(None) => break,
+                            Err(e) => return End::protocol(&e),
+                        }
+                    }
+                    if got_packet {
+                        // [MQTT-3.1.2-24]: 1.5 times the keep-alive since the last control packet.
+                        deadline.as_mut().reset(tokio::time::Instant::now() + grace);
+                    }
+                    self.io.shrink();
+                }
+                _ = self.session.wake.notified() => {}
+                _ = &mut deadline => return End::KeepAlive(grace),
+            }
+        }
+    }
+
+    /// Moves deliveries from the outbox into the write buffer, within the inflight window.
+    pub(crate) fn drain(&mut self) {
+        let now = Instant::now();
+        let mut state = self.session.state.lock();
+        while self.io.wbuf.len() < WRITE_HIGH_WATER {
+            let Some(publish) = state.next_outgoing(self.send_window, now) else { break };
+            let packet = Packet::Publish(publish);
+            if let Some(max) = self.client_max_packet {
+                if encoded_len(&packet, self.version) > max as usize {
+                    // Too large for this client: discard as if delivered [MQTT-3.1.2-25].
+                    if let Packet::Publish(p) = &packet {
+                        if let Some(id) = p.packet_id {
+                            let _ =
+                                state.puback(id).or_else(|_| state.pubrec(id, reason::PACKET_TOO_LARGE).map(|_| ()));
+                        }
+                    }
+                    continue;
+                }
+            }
+            self.io.queue(&packet, self.version);
+            Stats::add(&self.broker.stats.messages_sent, 1);
+        }
+    }
+
+    /// Ends the connection: a 5.0 DISCONNECT when the server ends it, the will, the session, one log line.
+    async fn finish(&mut self, end: End) {
+        if self.version.is_v5() {
+            if let Some(code) = end.disconnect_code() {
+                let d = mqttd_proto::Disconnect { reason: code, properties: Default::default() };
+                self.io.queue(&Packet::Disconnect(d), self.version);
+            }
+        }
+        if !matches!(end, End::Io(_) | End::Closed) {
+            self.io.flush(Duration::from_secs(1), &self.broker.stats).await;
+        }
+        let _ = self.io.wr.shutdown().await;
+        let publish_will = !matches!(end, End::Disconnect { with_will: false });
+        let will = self.broker.detach(&self.session, self.connection_id, publish_will, self.expiry_override);
+        let will = if matches!(end, End::Takeover) && will == WillOutcome::HandedOver {
+            "will handled by the takeover".to_string()
+        } else {
+            will.to_string()
+        };
+        tracing::info!(
+            client_id = %self.session.client_id,
+            peer = %self.io.peer,
+            protocol = %self.version,
+            "disconnected: {end}; {will}"
+        );
+    }
+}

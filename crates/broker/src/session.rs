@@ -1,0 +1,337 @@
+//! Sessions in the broker: attaching a connection (with takeover), detaching it (with the will and the
+//! session expiry), and the delayed tasks for wills and expiry. This module owns the takeover protocol.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mqttd_core::{Message, QueueLimits, SessionState};
+use mqttd_proto::{SubscriptionOptions, Will};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, Notify};
+
+use crate::broker::{Broker, ClientIdentity};
+
+/// Why a connection is told to stop by someone else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kick {
+    /// Another connection took the session over [MQTT-3.1.4-3].
+    Takeover,
+}
+
+/// The connection currently attached to a session.
+#[derive(Debug)]
+pub struct Owner {
+    pub connection_id: u64,
+    /// A channel, because the kick must reach a task that may be busy: it reads it in its select loop.
+    pub kick: mpsc::Sender<Kick>,
+}
+
+/// How long a session lives after its connection ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Ends with the connection (clean session, or Session Expiry Interval 0).
+    Immediate,
+    After(Duration),
+    Never,
+}
+
+impl Expiry {
+    /// From a 5.0 Session Expiry Interval in seconds (0xFFFFFFFF means never [MQTT-3.1.2-?]).
+    pub fn from_v5(seconds: u32) -> Expiry {
+        match seconds {
+            0 => Expiry::Immediate,
+            u32::MAX => Expiry::Never,
+            s => Expiry::After(Duration::from_secs(u64::from(s))),
+        }
+    }
+}
+
+/// What a session knows about itself beyond its queues: owner, will, subscriptions, expiry.
+#[derive(Debug)]
+pub struct Control {
+    pub owner: Option<Owner>,
+    pub identity: ClientIdentity,
+    /// The will of the attached connection, taken exactly once: on abnormal end or on takeover.
+    pub will: Option<Will>,
+    /// Subscriptions by filter, to restore or remove them from the tree.
+    pub subscriptions: HashMap<String, SubscriptionOptions>,
+    pub expiry: Expiry,
+    /// Bumped whenever a connection attaches or the session ends, so delayed tasks can tell if they still
+    /// apply.
+    pub epoch: u64,
+    /// A will waiting for its Will Delay Interval [MQTT-3.1.3-9].
+    pub pending_will: Option<Will>,
+}
+
+/// A session: shared by its connection task and every publisher that delivers to it.
+#[derive(Debug)]
+pub struct Session {
+    /// Unique per session instance; the subscription tree key and the No Local origin.
+    pub id: u64,
+    pub client_id: String,
+    /// Queues and inflight window; locked briefly by publishers (enqueue) and the connection (drain).
+    pub state: Mutex<SessionState>,
+    /// Wakes the connection task when its outbox gains a delivery. `Notify` keeps one permit, so a wake
+    /// that arrives before the task waits is not lost.
+    pub wake: Notify,
+    /// Ownership, will, subscriptions; never held while `state` is locked by the same thread.
+    pub control: Mutex<Control>,
+}
+
+impl Session {
+    fn new(id: u64, identity: ClientIdentity, limits: QueueLimits) -> Session {
+        Session {
+            id,
+            client_id: identity.client_id.clone(),
+            state: Mutex::new(SessionState::new(limits)),
+            wake: Notify::new(),
+            control: Mutex::new(Control {
+                owner: None,
+                identity,
+                will: None,
+                subscriptions: HashMap::new(),
+                expiry: Expiry::Immediate,
+                epoch: 0,
+                pending_will: None,
+            }),
+        }
+    }
+
+    /// Who owns this session, for authorization.
+    pub fn identity(&self) -> ClientIdentity {
+        self.control.lock().identity.clone()
+    }
+}
+
+/// What a new connection asks of the session registry.
+#[derive(Debug)]
+pub struct Attach {
+    pub identity: ClientIdentity,
+    pub clean_start: bool,
+    pub expiry: Expiry,
+    pub will: Option<Will>,
+    pub owner: Owner,
+}
+
+/// What happened to a will when a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WillOutcome {
+    None,
+    Published,
+    Delayed(Duration),
+    /// Normal DISCONNECT: the will is discarded [MQTT-3.1.2-10].
+    Discarded,
+    /// The owner may not publish to the will topic.
+    Denied,
+    /// Taken over: decided by the new connection.
+    HandedOver,
+}
+
+impl std::fmt::Display for WillOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WillOutcome::None => f.write_str("no will"),
+            WillOutcome::Published => f.write_str("will published"),
+            WillOutcome::Delayed(d) => write!(f, "will delayed {}s", d.as_secs()),
+            WillOutcome::Discarded => f.write_str("will discarded (normal disconnect)"),
+            WillOutcome::Denied => f.write_str("will not published: not authorized"),
+            WillOutcome::HandedOver => f.write_str("will handled by takeover"),
+        }
+    }
+}
+
+impl Broker {
+    /// Attaches a connection to the session of its client id: takes over a connected one, resumes or
+    /// discards an existing one per Clean Start. Returns the session and Session Present.
+    pub fn attach(self: &Arc<Self>, attach: Attach) -> (Arc<Session>, bool) {
+        let client_id = attach.identity.client_id.clone();
+        let mut owner = Some(attach.owner);
+        let mut sessions = self.sessions.lock();
+        let existing = sessions.get(&client_id).cloned();
+        let mut resumed = None;
+        if let Some(old) = existing {
+            let mut ctl = old.control.lock();
+            if let Some(owner) = ctl.owner.take() {
+                // The old task sees the kick in its loop, sends DISCONNECT 0x8E (5.0) and ends.
+                let _ = owner.kick.try_send(Kick::Takeover);
+            }
+            let old_will = ctl.will.take();
+            ctl.epoch += 1;
+            let pending = ctl.pending_will.take();
+            if attach.clean_start {
+                drop(ctl);
+                // The old session ends: its will goes out now [MQTT-3.1.3-9].
+                for will in [old_will, pending].into_iter().flatten() {
+                    self.publish_will(&old, will);
+                }
+                self.remove_subscriptions(&old);
+                sessions.remove(&client_id);
+            } else {
+                // The session continues: a will with a delay is not sent [MQTT-3.1.3-9]; without one it is.
+                if let Some(will) = old_will {
+                    if will_delay(&will).is_zero() {
+                        drop(ctl);
+                        self.publish_will(&old, will);
+                        ctl = old.control.lock();
+                    }
+                }
+                ctl.identity = attach.identity.clone();
+                ctl.owner = owner.take();
+                ctl.will = attach.will.clone();
+                ctl.expiry = attach.expiry;
+                drop(ctl);
+                resumed = Some(old);
+            }
+        }
+        if let Some(session) = resumed {
+            session.state.lock().online = true;
+            return (session, true);
+        }
+        let session = Arc::new(Session::new(self.next_id(), attach.identity, self.settings.queue));
+        {
+            let mut ctl = session.control.lock();
+            ctl.owner = owner;
+            ctl.will = attach.will;
+            ctl.expiry = attach.expiry;
+        }
+        session.state.lock().online = true;
+        sessions.insert(client_id, session.clone());
+        (session, false)
+    }
+
+    /// Detaches connection `connection_id` from `session`. `publish_will` is false after a normal
+    /// DISCONNECT. `expiry` overrides the session expiry (5.0 DISCONNECT may change it).
+    pub fn detach(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        connection_id: u64,
+        publish_will: bool,
+        expiry: Option<Expiry>,
+    ) -> WillOutcome {
+        let mut ctl = session.control.lock();
+        if ctl.owner.as_ref().map(|o| o.connection_id) != Some(connection_id) {
+            return WillOutcome::HandedOver;
+        }
+        ctl.owner = None;
+        if let Some(e) = expiry {
+            ctl.expiry = e;
+        }
+        let will = ctl.will.take();
+        ctl.epoch += 1;
+        let epoch = ctl.epoch;
+        let expiry = ctl.expiry;
+        drop(ctl);
+        session.state.lock().online = false;
+        let outcome = match will {
+            None => WillOutcome::None,
+            Some(_) if !publish_will => WillOutcome::Discarded,
+            Some(will) => {
+                let delay = will_delay(&will);
+                let ends_first = match expiry {
+                    Expiry::Immediate => true,
+                    Expiry::After(d) => d <= delay,
+                    Expiry::Never => false,
+                };
+                if delay.is_zero() || ends_first {
+                    self.publish_will(session, will)
+                } else {
+                    session.control.lock().pending_will = Some(will);
+                    self.schedule_will(session.clone(), epoch, delay);
+                    WillOutcome::Delayed(delay)
+                }
+            }
+        };
+        match expiry {
+            Expiry::Immediate => self.end_session(session, epoch),
+            Expiry::After(d) => self.schedule_expiry(session.clone(), epoch, d),
+            Expiry::Never => {}
+        }
+        outcome
+    }
+
+    /// Publishes a will as its owner, if the owner may write its topic.
+    pub fn publish_will(&self, session: &Session, will: Will) -> WillOutcome {
+        let identity = session.identity();
+        if !self.may_write(&identity, &will.topic) {
+            tracing::info!(client_id = %identity.client_id, topic = %will.topic, "will dropped: not authorized");
+            return WillOutcome::Denied;
+        }
+        let mut properties = will.properties;
+        properties.will_delay_interval = None;
+        let expires_at = properties.message_expiry_interval.map(|s| Instant::now() + Duration::from_secs(u64::from(s)));
+        let message = Message {
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos.min(mqttd_proto::QoS::from_u8(self.settings.max_qos).unwrap_or_default()),
+            retain: will.retain,
+            properties,
+            expires_at,
+            origin: session.id,
+        };
+        self.route(Arc::new(message));
+        WillOutcome::Published
+    }
+
+    fn schedule_will(self: &Arc<Self>, session: Arc<Session>, epoch: u64, delay: Duration) {
+        let broker = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let will = {
+                let mut ctl = session.control.lock();
+                if ctl.epoch != epoch {
+                    return;
+                }
+                ctl.pending_will.take()
+            };
+            if let Some(will) = will {
+                broker.publish_will(&session, will);
+                tracing::info!(client_id = %session.client_id, "delayed will published");
+            }
+        });
+    }
+
+    fn schedule_expiry(self: &Arc<Self>, session: Arc<Session>, epoch: u64, after: Duration) {
+        let broker = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            broker.end_session(&session, epoch);
+        });
+    }
+
+    /// Ends a session that is still at `epoch` (no connection came back): its pending will goes out, its
+    /// subscriptions and queue go away.
+    fn end_session(&self, session: &Arc<Session>, epoch: u64) {
+        let mut sessions = self.sessions.lock();
+        let pending = {
+            let mut ctl = session.control.lock();
+            if ctl.epoch != epoch || ctl.owner.is_some() {
+                return;
+            }
+            ctl.epoch += 1;
+            ctl.pending_will.take()
+        };
+        if sessions.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, session)) {
+            sessions.remove(&session.client_id);
+        }
+        drop(sessions);
+        if let Some(will) = pending {
+            self.publish_will(session, will);
+        }
+        self.remove_subscriptions(session);
+        tracing::debug!(client_id = %session.client_id, "session ended");
+    }
+
+    fn remove_subscriptions(&self, session: &Session) {
+        let filters: Vec<String> = session.control.lock().subscriptions.drain().map(|(f, _)| f).collect();
+        let mut tree = self.tree.write();
+        for filter in filters {
+            tree.unsubscribe(&filter, session.id);
+        }
+    }
+}
+
+/// The Will Delay Interval of a will (5.0; zero before).
+pub fn will_delay(will: &Will) -> Duration {
+    Duration::from_secs(u64::from(will.properties.will_delay_interval.unwrap_or(0)))
+}
