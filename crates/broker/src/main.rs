@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use mqttd_broker::config::{Config, ListenerConfig, ListenerProtocol};
+use mqttd_broker::config::{Config, ListenerConfig, ListenerProtocol, LogDest, LogType};
 use mqttd_broker::{Broker, Server, Settings};
 
 /// An MQTT 3.1, 3.1.1 and 5.0 broker that reads Mosquitto's configuration files.
@@ -30,12 +30,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let level = if args.verbose { "debug" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MQTTD_LOG").unwrap_or_else(|_| level.into());
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
-    match run(args) {
+    match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mqttd: {e:#}");
@@ -49,6 +44,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
+    init_logging(&config, args.verbose)?;
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
@@ -57,6 +53,41 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(serve(config, args.port))
+}
+
+/// Logging per `log_type` / `log_dest` (stderr, stdout or a file); `-v` or `MQTTD_LOG` override the level.
+fn init_logging(config: &Config, verbose: bool) -> anyhow::Result<()> {
+    let level = if verbose || config.log_type.iter().any(|t| matches!(t, LogType::Debug | LogType::All)) {
+        "debug"
+    } else if config.log_type.is_empty() {
+        "off"
+    } else {
+        "info"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MQTTD_LOG").unwrap_or_else(|_| level.into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let file = config.log_dest.iter().find_map(|d| match d {
+        LogDest::File(path) => Some(path.clone()),
+        _ => None,
+    });
+    if let Some(path) = file {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open log file {}", path.display()))?;
+        builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).init();
+    } else if config.log_dest.contains(&LogDest::Stdout) && !config.log_dest.contains(&LogDest::Stderr) {
+        builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())).with_writer(std::io::stdout).init();
+    } else {
+        builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_writer(std::io::stderr).init();
+    }
+    for dest in &config.log_dest {
+        if matches!(dest, LogDest::Syslog | LogDest::Topic | LogDest::Dlt) {
+            tracing::warn!("log_dest {dest:?} is not supported yet; logging to the other destinations");
+        }
+    }
+    Ok(())
 }
 
 async fn serve(config: Config, port: Option<u16>) -> anyhow::Result<()> {
