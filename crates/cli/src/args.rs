@@ -56,15 +56,6 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    pub fn name(self) -> &'static str {
-        match self {
-            Protocol::Mqtt => "mqtt",
-            Protocol::Mqtts => "mqtts",
-            Protocol::Ws => "ws",
-            Protocol::Wss => "wss",
-        }
-    }
-
     /// The default port of the transport, as mqtt.js chooses it.
     pub fn default_port(self) -> u16 {
         match self {
