@@ -120,7 +120,8 @@ fn decode_body(first: u8, mut body: Bytes, version: ProtocolVersion) -> Result<P
             expect_flags(first, 0)?;
             let packet_id = packet_id(&mut body)?;
             let properties = props(&mut body, version, Context::UnsubAck)?;
-            let reasons = body.split_to(body.len()).to_vec();
+            // Before 5.0 an UNSUBACK is only the packet id: trailing bytes are malformed.
+            let reasons = if v5 { body.split_to(body.len()).to_vec() } else { Vec::new() };
             Packet::UnsubAck(UnsubAck { packet_id, reasons, properties })
         }
         12 => {

@@ -215,6 +215,8 @@ fn unsubscribe_and_unsuback() {
     both_ways(&[0xA2, 6, 0, 2, 0, 0, 1, b'a'], V5, Packet::Unsubscribe(u));
     let ack = UnsubAck { packet_id: id(2), reasons: vec![], properties: Properties::default() };
     both_ways(&[0xB0, 2, 0, 2], V311, Packet::UnsubAck(ack));
+    // 3.1.1 UNSUBACK carries no reason codes (found by fuzzing `b0 04 f0 04 10 5b`).
+    assert!(matches!(decode_err(&[0xB0, 4, 0, 2, 0x10, 0x5B], V311), DecodeError::Malformed(_)));
     let ack5 = UnsubAck { packet_id: id(2), reasons: vec![0x11], properties: Properties::default() };
     both_ways(&[0xB0, 4, 0, 2, 0, 0x11], V5, Packet::UnsubAck(ack5));
 }
