@@ -268,6 +268,11 @@ impl Process {
         }
     }
 
+    /// The next line (markers included) if one comes within `timeout`.
+    pub fn line_within(&mut self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
     /// Sends a signal to this process, by its pid, with kill(1).
     pub fn signal(&self, name: &str) {
         let status =
