@@ -10,8 +10,10 @@ use mqttd_core::{Delivery, Enqueued, Match, Message, Retained, TopicTree};
 use mqttd_proto::QoS;
 use parking_lot::{Mutex, RwLock};
 
+use crate::security::{Security, SecuritySet};
 use crate::session::Session;
 use crate::settings::Settings;
+use mqttd_auth::Access;
 
 /// Counters behind `$SYS/broker/...`.
 #[derive(Debug, Default)]
@@ -36,6 +38,8 @@ impl Stats {
 pub struct ClientIdentity {
     pub client_id: String,
     pub username: Option<String>,
+    /// Index of the listener the client connected through (for per-listener security).
+    pub listener: usize,
 }
 
 /// The broker core shared by every connection task.
@@ -48,6 +52,8 @@ pub struct Broker {
     pub(crate) tree: RwLock<TopicTree<Arc<Session>>>,
     /// Written by retained publishes, read on subscribe.
     pub(crate) retained: RwLock<Retained>,
+    /// Swapped whole on SIGHUP; readers take an `Arc` snapshot and never hold the lock.
+    security: RwLock<Arc<SecuritySet>>,
     pub stats: Stats,
     pub started: Instant,
     next_id: AtomicU64,
@@ -55,11 +61,13 @@ pub struct Broker {
 
 impl Broker {
     pub fn new(settings: Settings) -> Broker {
+        let security = SecuritySet::new(vec![Arc::new(Security::anonymous(settings.allow_anonymous))]);
         Broker {
             settings,
             sessions: Mutex::new(HashMap::new()),
             tree: RwLock::new(TopicTree::default()),
             retained: RwLock::new(Retained::default()),
+            security: RwLock::new(Arc::new(security)),
             stats: Stats::default(),
             started: Instant::now(),
             next_id: AtomicU64::new(1),
@@ -71,14 +79,35 @@ impl Broker {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The one authorization point for reading: every delivery passes here.
-    pub fn may_read(&self, _reader: &Session, _topic: &str) -> bool {
-        true
+    /// The current security settings.
+    pub fn security(&self) -> Arc<SecuritySet> {
+        self.security.read().clone()
+    }
+
+    /// Replaces the security settings (startup and SIGHUP); connections keep running.
+    pub fn set_security(&self, set: SecuritySet) {
+        *self.security.write() = Arc::new(set);
+    }
+
+    /// The one authorization point for reading: every delivery passes here (with a snapshot of the
+    /// security settings taken once per routed message).
+    pub fn may_read_with(&self, security: &SecuritySet, reader: &Session, topic: &str) -> bool {
+        if !security.any_acl {
+            return true;
+        }
+        let id = reader.identity();
+        security.get(id.listener).allows(id.username.as_deref(), &id.client_id, topic, Access::Read)
+    }
+
+    /// [`Broker::may_read_with`] with the current settings.
+    pub fn may_read(&self, reader: &Session, topic: &str) -> bool {
+        self.may_read_with(&self.security(), reader, topic)
     }
 
     /// The one authorization point for writing: publishes and wills pass here.
-    pub fn may_write(&self, _writer: &ClientIdentity, _topic: &str) -> bool {
-        true
+    pub fn may_write(&self, writer: &ClientIdentity, topic: &str) -> bool {
+        let security = self.security();
+        security.get(writer.listener).allows(writer.username.as_deref(), &writer.client_id, topic, Access::Write)
     }
 
     /// Number of retained messages.
@@ -102,6 +131,7 @@ impl Broker {
         if message.retain && self.settings.retain_available {
             self.retained.write().set(message.clone());
         }
+        let security = self.security();
         let mut matches: Vec<Match<Arc<Session>>> = Vec::new();
         self.tree.read().matches(&message.topic, &mut matches);
         if matches.len() > 1 {
@@ -129,7 +159,7 @@ impl Broker {
             if no_local && session.id == message.origin {
                 continue;
             }
-            if !self.may_read(session, &message.topic) {
+            if !self.may_read_with(&security, session, &message.topic) {
                 continue;
             }
             let delivery = Delivery {

@@ -5,6 +5,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
+use mqttd_auth::AuthOutcome;
 use mqttd_proto::{
     decode, reason, reason::v3, ConnAck, Connect, DecodeError, Limits, Packet, Properties, ProtocolVersion,
 };
@@ -152,8 +153,8 @@ async fn accept(broker: &Arc<Broker>, io: Transport, c: Connect, limits: Limits)
         Err(r) => return Err((io, r, id_for_log)),
     };
     let client_id = assigned.clone().unwrap_or_else(|| c.client_id.clone());
-    if let Err(r) = broker.authenticate(&c) {
-        return Err((io, r.into_refusal(), client_id));
+    if let Err(r) = authenticate(broker, &c, io.listener).await {
+        return Err((io, r, client_id));
     }
     Ok(attach(broker, io, c, limits, client_id, assigned, keep_alive, server_keep_alive))
 }
@@ -173,7 +174,7 @@ fn attach(
     let connection_id = broker.next_id();
     // Capacity 1: a connection is kicked at most once.
     let (kick_tx, kick_rx) = mpsc::channel(1);
-    let identity = ClientIdentity { client_id: client_id.clone(), username: c.username.clone() };
+    let identity = ClientIdentity { client_id: client_id.clone(), username: c.username.clone(), listener: io.listener };
     let expiry = expiry_of(broker, &c);
     let attach = Attach {
         identity,
@@ -228,28 +229,23 @@ fn attach(
     }
 }
 
-/// Why authentication refused a client.
-#[derive(Debug)]
-pub enum AuthRefusal {
-    BadCredentials(String),
-    NotAuthorized(String),
-}
-
-impl AuthRefusal {
-    fn into_refusal(self) -> Refusal {
-        match self {
-            AuthRefusal::BadCredentials(why) => Refusal(reason::BAD_USER_NAME_OR_PASSWORD, why),
-            AuthRefusal::NotAuthorized(why) => Refusal(reason::NOT_AUTHORIZED, why),
+/// Checks the credentials of a CONNECT on its listener, off the async threads (password hashing is
+/// slow by design). The log names the user and the reason, never the password.
+async fn authenticate(broker: &Broker, c: &Connect, listener: usize) -> Result<(), Refusal> {
+    let security = broker.security().get(listener);
+    let username = c.username.clone();
+    let password = c.password.clone();
+    let outcome = tokio::task::spawn_blocking(move || security.authenticate(username.as_deref(), password.as_deref()))
+        .await
+        .unwrap_or(AuthOutcome::NoCredentials);
+    let user = c.username.as_deref().unwrap_or("(anonymous)");
+    match outcome {
+        AuthOutcome::Allowed => Ok(()),
+        AuthOutcome::NoCredentials => {
+            Err(Refusal(reason::NOT_AUTHORIZED, format!("user {user}: {}", outcome.reason())))
         }
-    }
-}
-
-impl Broker {
-    /// Authenticates a CONNECT. Without a password file, anonymous clients follow `allow_anonymous`.
-    pub fn authenticate(&self, c: &Connect) -> Result<(), AuthRefusal> {
-        if c.username.is_none() && !self.settings.allow_anonymous {
-            return Err(AuthRefusal::NotAuthorized("anonymous client and allow_anonymous is false".into()));
+        AuthOutcome::BadPassword | AuthOutcome::UnknownUser => {
+            Err(Refusal(reason::BAD_USER_NAME_OR_PASSWORD, format!("user {user}: {}", outcome.reason())))
         }
-        Ok(())
     }
 }

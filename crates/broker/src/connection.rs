@@ -76,6 +76,8 @@ pub(crate) struct Transport {
     pub rbuf: BytesMut,
     pub wbuf: BytesMut,
     pub peer: SocketAddr,
+    /// Index of the listener that accepted the socket.
+    pub listener: usize,
 }
 
 impl Transport {
@@ -145,12 +147,18 @@ pub(crate) struct Client {
 }
 
 /// Serves one accepted socket until it ends. Logs once, at the end.
-pub async fn serve<S>(broker: Arc<Broker>, stream: S, peer: SocketAddr, shutdown: watch::Receiver<bool>)
-where
+pub async fn serve<S>(
+    broker: Arc<Broker>,
+    stream: S,
+    peer: SocketAddr,
+    listener: usize,
+    shutdown: watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (rd, wr) = tokio::io::split(stream);
-    let io = Transport { rd: Box::new(rd), wr: Box::new(wr), rbuf: BytesMut::new(), wbuf: BytesMut::new(), peer };
+    let io =
+        Transport { rd: Box::new(rd), wr: Box::new(wr), rbuf: BytesMut::new(), wbuf: BytesMut::new(), peer, listener };
     let Some(mut client) = crate::connect::handshake(&broker, io).await else { return };
     Stats::add(&broker.stats.clients_connected, 1);
     let end = client.run(shutdown).await;

@@ -190,6 +190,11 @@ impl Client {
                 options = mqttd_proto::SubscriptionOptions { qos: options.qos, ..Default::default() };
             }
             options.qos = options.qos.min(max_qos);
+            if !self.may_subscribe(&filter) {
+                tracing::info!(client_id = %self.session.client_id, %filter, "subscription denied by the ACL");
+                reasons.push(if v5 { reason::NOT_AUTHORIZED } else { reason::v3::SUBACK_FAILURE });
+                continue;
+            }
             let is_new =
                 self.broker.tree.write().subscribe(&filter, self.session.id, self.session.clone(), options, None);
             self.session.control.lock().subscriptions.insert(filter.clone(), options);
@@ -208,6 +213,12 @@ impl Client {
             self.send_retained(&filter, granted);
         }
         Ok(())
+    }
+
+    /// Whether the ACL lets this client read anything through `filter`.
+    fn may_subscribe(&self, filter: &str) -> bool {
+        let id = self.session.identity();
+        self.broker.security().get(id.listener).allows_subscribe(id.username.as_deref(), &id.client_id, filter)
     }
 
     /// Retained messages matching a new subscription, with RETAIN set [MQTT-3.3.1-8], after the SUBACK.

@@ -9,6 +9,7 @@ pub mod config;
 mod connect;
 pub mod connection;
 mod handle;
+pub mod security;
 pub mod server;
 pub mod session;
 pub mod settings;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::Parser;
 use mqttd_broker::config::{Config, ListenerConfig, ListenerProtocol, LogDest, LogType};
+use mqttd_broker::security::{Security, SecuritySet};
 use mqttd_broker::{Broker, Server, Settings};
 
 /// An MQTT 3.1, 3.1.1 and 5.0 broker that reads Mosquitto's configuration files.
@@ -94,36 +95,51 @@ async fn serve(config: Config, port: Option<u16>) -> anyhow::Result<()> {
     let addrs = listen_addrs(&config, port).await?;
     let max_connections = config.listeners.iter().filter_map(|l| l.max_connections).min();
     let broker = Arc::new(Broker::new(Settings::from_config(&config)));
-    let server = Server::start(broker, &addrs, max_connections).await?;
+    broker.set_security(security_of(&config)?);
+    let server = Server::start(broker.clone(), &addrs, max_connections).await?;
     tracing::info!("mqttd {} running", env!("CARGO_PKG_VERSION"));
-    wait_for_signal().await?;
+    wait_for_signal(&broker).await?;
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(())
 }
 
+/// Password and ACL files per listener (`per_listener_settings true`) or one set shared by all.
+fn security_of(config: &Config) -> anyhow::Result<SecuritySet> {
+    let open = |l: Option<&ListenerConfig>| {
+        Security::open(config.allow_anonymous_for(l), config.password_file_for(l), config.acl_file_for(l)).map(Arc::new)
+    };
+    if !config.per_listener_settings || config.listeners.is_empty() {
+        let shared = open(config.listeners.first().filter(|_| config.per_listener_settings))?;
+        let count = config.listeners.len().max(1);
+        return Ok(SecuritySet::new(vec![shared; count]));
+    }
+    let each = config.listeners.iter().map(|l| open(Some(l))).collect::<Result<Vec<_>, _>>()?;
+    Ok(SecuritySet::new(each))
+}
+
 /// The addresses to bind: the configured listeners, or the local-only default.
-async fn listen_addrs(config: &Config, port: Option<u16>) -> anyhow::Result<Vec<SocketAddr>> {
+async fn listen_addrs(config: &Config, port: Option<u16>) -> anyhow::Result<Vec<(SocketAddr, usize)>> {
     if config.listeners.is_empty() {
         let port = port.unwrap_or(1883);
-        let mut addrs = vec![SocketAddr::from(([127, 0, 0, 1], port))];
+        let mut addrs = vec![(SocketAddr::from(([127, 0, 0, 1], port)), 0)];
         // [::1] only where this machine has IPv6 loopback.
         if std::net::TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, 0)).is_ok() {
-            addrs.push(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)));
+            addrs.push((SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)), 0));
         }
         return Ok(addrs);
     }
     let mut addrs = Vec::new();
-    for listener in &config.listeners {
+    for (index, listener) in config.listeners.iter().enumerate() {
         check_supported(listener)?;
         let port = port.unwrap_or(listener.port);
         match &listener.bind_address {
-            None => addrs.push(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))),
+            None => addrs.push((SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)), index)),
             Some(host) => {
                 let found = tokio::net::lookup_host((host.as_str(), port))
                     .await
                     .with_context(|| format!("{}: cannot resolve listener address {host}", listener.defined_at))?;
-                addrs.extend(found);
+                addrs.extend(found.map(|a| (a, index)));
             }
         }
     }
@@ -140,18 +156,29 @@ fn check_supported(listener: &ListenerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits for SIGINT or SIGTERM; SIGHUP reloads the password and ACL files meanwhile (a broken file keeps
+/// the old rules and logs the line at fault).
 #[cfg(unix)]
-async fn wait_for_signal() -> anyhow::Result<()> {
+async fn wait_for_signal(broker: &Broker) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("cannot install the SIGINT handler")?,
-        _ = term.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => return r.context("cannot install the SIGINT handler"),
+            _ = term.recv() => return Ok(()),
+            _ = hup.recv() => match broker.security().reload() {
+                Ok(fresh) => {
+                    broker.set_security(fresh);
+                    tracing::info!("SIGHUP: password and ACL files reloaded");
+                }
+                Err(e) => tracing::error!("SIGHUP: reload failed, keeping the previous rules: {e}"),
+            },
+        }
     }
-    Ok(())
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() -> anyhow::Result<()> {
+async fn wait_for_signal(_broker: &Broker) -> anyhow::Result<()> {
     tokio::signal::ctrl_c().await.context("cannot install the Ctrl-C handler")
 }

@@ -25,35 +25,41 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds every address and starts accepting. `max_connections` bounds concurrent clients.
+    /// Binds every address and starts accepting. Each address comes with the index of the configured
+    /// listener it belongs to (for per-listener security). `max_connections` bounds concurrent clients.
     pub async fn start(
         broker: Arc<Broker>,
-        addrs: &[SocketAddr],
+        addrs: &[(SocketAddr, usize)],
         max_connections: Option<usize>,
     ) -> std::io::Result<Server> {
         let mut listeners = Vec::new();
-        for addr in addrs {
+        for &(addr, index) in addrs {
             let listener = TcpListener::bind(addr)
                 .await
                 .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-            listeners.push(listener);
+            listeners.push((listener, index));
         }
         Ok(Server::from_listeners(broker, listeners, max_connections))
     }
 
     /// Starts accepting on already bound listeners.
-    pub fn from_listeners(broker: Arc<Broker>, listeners: Vec<TcpListener>, max_connections: Option<usize>) -> Server {
+    pub fn from_listeners(
+        broker: Arc<Broker>,
+        listeners: Vec<(TcpListener, usize)>,
+        max_connections: Option<usize>,
+    ) -> Server {
         let (shutdown, _) = watch::channel(false);
         let (done_tx, done) = mpsc::channel(1);
         let limit = Arc::new(Semaphore::new(max_connections.unwrap_or(Semaphore::MAX_PERMITS)));
         let mut local_addrs = Vec::new();
         let mut tasks = Vec::new();
-        for listener in listeners {
+        for (listener, index) in listeners {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!("listening on {addr}");
                 local_addrs.push(addr);
             }
-            let accept = accept_loop(broker.clone(), listener, limit.clone(), shutdown.subscribe(), done_tx.clone());
+            let accept =
+                accept_loop(broker.clone(), listener, index, limit.clone(), shutdown.subscribe(), done_tx.clone());
             tasks.push(tokio::spawn(accept));
         }
         tasks.push(tokio::spawn(crate::sys::run(broker.clone(), shutdown.subscribe(), done_tx)));
@@ -73,6 +79,7 @@ impl Server {
 async fn accept_loop(
     broker: Arc<Broker>,
     listener: TcpListener,
+    index: usize,
     limit: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
@@ -94,21 +101,21 @@ async fn accept_loop(
             tracing::warn!(%peer, "connection refused: max_connections reached");
             continue;
         };
-        spawn_connection(broker.clone(), stream, peer, shutdown.clone(), done.clone(), permit);
+        spawn_connection(broker.clone(), stream, (peer, index), shutdown.clone(), done.clone(), permit);
     }
 }
 
 fn spawn_connection(
     broker: Arc<Broker>,
     stream: TcpStream,
-    peer: SocketAddr,
+    (peer, index): (SocketAddr, usize),
     shutdown: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
     tokio::spawn(async move {
-        crate::connection::serve(broker, stream, peer, shutdown).await;
+        crate::connection::serve(broker, stream, peer, index, shutdown).await;
         drop(permit);
         drop(done);
     });

@@ -42,7 +42,7 @@ impl TestBroker {
             runtime.block_on(async move {
                 let broker = Arc::new(Broker::new(settings));
                 let addr = SocketAddr::from(([127, 0, 0, 1], 0));
-                let server = Server::start(broker.clone(), &[addr], None).await.expect("binds port 0");
+                let server = Server::start(broker.clone(), &[(addr, 0)], None).await.expect("binds port 0");
                 ready_tx.send((server.local_addrs[0], broker)).expect("test waits for the address");
                 let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
                 server.shutdown().await;
