@@ -184,3 +184,51 @@ fn rules_display_their_line_and_section() {
     let anon = acl.check(None, "c", "public/x", Access::Read).rule.unwrap();
     assert_eq!(anon.to_string(), "line 2: topic read public/# (anonymous clients)");
 }
+
+mod soundness {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn level() -> impl Strategy<Value = String> {
+        prop_oneof![Just("a"), Just("b"), Just("$SYS"), Just("%c"), Just("%u")].prop_map(String::from)
+    }
+
+    fn filter(wild: bool) -> impl Strategy<Value = String> {
+        let lvl = if wild { prop_oneof![4 => level(), 1 => Just("+".to_string())].boxed() } else { level().boxed() };
+        (prop::collection::vec(lvl, 1..4), any::<bool>()).prop_map(move |(levels, hash)| {
+            let mut text = levels.join("/");
+            if hash && wild {
+                text.push_str("/#");
+            }
+            text
+        })
+    }
+
+    fn line() -> impl Strategy<Value = String> {
+        let access = prop_oneof![Just("read "), Just("write "), Just("readwrite "), Just("deny "), Just("")];
+        prop_oneof![
+            (prop_oneof![Just("topic "), Just("pattern ")], access, filter(true))
+                .prop_map(|(k, a, f)| format!("{k}{a}{f}")),
+            prop_oneof![Just("user a"), Just("user b")].prop_map(String::from),
+        ]
+    }
+
+    proptest! {
+        /// A refused subscription never hides a message the client could read.
+        #[test]
+        fn refusing_a_subscription_implies_its_topics_are_unreadable(
+            lines in prop::collection::vec(line(), 0..8),
+            user in prop_oneof![Just(None), Just(Some("a")), Just(Some("b"))],
+            client_id in prop_oneof![Just("a"), Just("b"), Just("+")],
+            sub in filter(true),
+            topic in filter(false),
+        ) {
+            let acl = Acl::parse(&lines.join("\n")).unwrap();
+            let topic = topic.replace('%', "x");
+            let sub = sub.replace('%', "x");
+            if mqttd_proto::topic::matches(&sub, &topic) && !acl.check_subscribe(user, client_id, &sub).allowed {
+                prop_assert!(!acl.check(user, client_id, &topic, Access::Read).allowed);
+            }
+        }
+    }
+}
