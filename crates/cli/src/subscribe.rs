@@ -63,7 +63,7 @@ pub async fn run(args: SubArgs) -> Result<(), Failure> {
             }
             End::Interrupted => return interrupted(client, args.clean_exit).await,
             End::Failed(failure) => return Err(failure),
-            End::Lost(error) if args.conn.reconnect_period == 0 => return Err(error.into()),
+            End::Lost(error) if args.conn.reconnect_period == 0 || error.is_permanent() => return Err(error.into()),
             End::Lost(error) => match reconnect(&connect, &args, error, &mut sigint, deadline).await? {
                 Some(c) => client = c,
                 None => return Err(Failure::new(fail::TIMEOUT, "")),

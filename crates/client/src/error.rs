@@ -57,16 +57,31 @@ fn refused_name(version: ProtocolVersion, code: u8) -> String {
 }
 
 impl Error {
-    /// Whether trying again later cannot help (a refusal, an unsupported transport, a bad argument).
+    /// Whether trying again later cannot help: a refusal, an unsupported transport, a bad argument, or a
+    /// DISCONNECT whose reason is something we sent (or a takeover, where reconnecting would take the
+    /// session back and forth). Server shutdown, keep-alive timeout, busy: retrying may help.
     pub fn is_permanent(&self) -> bool {
-        matches!(
-            self,
+        match self {
             Error::Refused { .. }
-                | Error::UnsupportedTransport { .. }
-                | Error::InvalidTopic { .. }
-                | Error::Encode(_)
-                | Error::NeedsV5(_)
-        )
+            | Error::UnsupportedTransport { .. }
+            | Error::InvalidTopic { .. }
+            | Error::Encode(_)
+            | Error::NeedsV5(_) => true,
+            Error::Disconnected { code, .. } => !matches!(
+                *code,
+                reason::UNSPECIFIED_ERROR
+                    | reason::SERVER_BUSY
+                    | reason::SERVER_SHUTTING_DOWN
+                    | reason::KEEP_ALIVE_TIMEOUT
+                    | reason::USE_ANOTHER_SERVER
+                    | reason::SERVER_MOVED
+                    | reason::ADMINISTRATIVE_ACTION
+                    | reason::CONNECTION_RATE_EXCEEDED
+                    | reason::MAXIMUM_CONNECT_TIME
+                    | reason::SERVER_UNAVAILABLE
+            ),
+            _ => false,
+        }
     }
 
     /// For a CONNACK refusal, the code as a v5 reason code (3.1.1 return codes are mapped).
