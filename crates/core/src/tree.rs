@@ -91,27 +91,17 @@ impl<S: Clone> TopicTree<S> {
     }
 
     fn node_for(&mut self, filter: &str) -> (&mut Node<S>, bool) {
-        let (path, multi) = match filter.strip_suffix('#') {
-            Some(rest) if rest.is_empty() => ("", true),
-            Some(rest) => (rest.strip_suffix('/').unwrap_or(rest), true),
-            None => (filter, false),
-        };
+        let (path, multi) = split_filter(filter);
         let mut node = &mut self.root;
-        if !(multi && filter == "#") {
-            for level in path.split('/') {
-                node = node.children.entry(level.into()).or_default();
-            }
+        for level in path.into_iter().flat_map(|p| p.split('/')) {
+            node = node.children.entry(level.into()).or_default();
         }
         (node, multi)
     }
 
     /// Removes the subscription of `key` to `filter`. Returns true if it existed.
     pub fn unsubscribe(&mut self, filter: &str, key: u64) -> bool {
-        let (path, multi) = match filter.strip_suffix('#') {
-            Some("") => (None, true),
-            Some(rest) => (Some(rest.strip_suffix('/').unwrap_or(rest)), true),
-            None => (Some(filter), false),
-        };
+        let (path, multi) = split_filter(filter);
         let levels: Vec<&str> = path.map(|p| p.split('/').collect()).unwrap_or_default();
         let removed = remove(&mut self.root, &levels, multi, key);
         if removed {
@@ -125,6 +115,15 @@ impl<S: Clone> TopicTree<S> {
     pub fn matches(&self, topic: &str, out: &mut Vec<Match<S>>) {
         let dollar = topic.starts_with('$');
         walk(&self.root, topic, dollar, true, out);
+    }
+}
+
+/// The levels of a filter before a trailing `#` (`None` for `#` alone), and whether it ends with `#`.
+fn split_filter(filter: &str) -> (Option<&str>, bool) {
+    match filter.strip_suffix('#') {
+        Some("") => (None, true),
+        Some(rest) => (Some(rest.strip_suffix('/').unwrap_or(rest)), true),
+        None => (Some(filter), false),
     }
 }
 

@@ -134,8 +134,7 @@ fn connect_5_with_properties_and_will_properties() {
     ];
     let mut c = connect(V5);
     c.properties.session_expiry_interval = Some(30);
-    let mut wp = Properties::default();
-    wp.will_delay_interval = Some(5);
+    let wp = Properties { will_delay_interval: Some(5), ..Properties::default() };
     c.will =
         Some(Will { topic: "w".into(), payload: Bytes::new(), qos: QoS::AtMostOnce, retain: false, properties: wp });
     both_ways(&bytes, V311, Packet::Connect(Box::new(c)));
