@@ -125,6 +125,11 @@ impl Broker {
         self.sessions.lock().len()
     }
 
+    /// The session of `client_id`, online or not (for `$SYS`, administration and tests).
+    pub fn session(&self, client_id: &str) -> Option<Arc<Session>> {
+        self.sessions.lock().get(client_id).cloned()
+    }
+
     /// Routes a message: updates the retained store, then delivers to each matching session once, at the
     /// highest QoS of its matching subscriptions [MQTT-3.3.4-2]. Returns the number of sessions reached.
     pub fn route(&self, message: Arc<Message>) -> usize {

@@ -90,6 +90,11 @@ impl SessionState {
         self.outbox.len()
     }
 
+    /// Bytes of the queued deliveries (by [`crate::Message::cost`]), the figure `max_bytes` bounds.
+    pub fn queued_bytes(&self) -> usize {
+        self.outbox_bytes
+    }
+
     /// Outgoing QoS 1/2 messages awaiting acknowledgement.
     pub fn inflight(&self) -> usize {
         self.inflight.len()
