@@ -80,7 +80,7 @@ pub(crate) async fn run(
                     match Stamp::read(publish.payload) {
                         Some(s) if (s.publisher as usize) < result.tracks.len() => {
                             result.tracks[s.publisher as usize].record(s.seq);
-                            result.latency.saturating_record(now_ns.saturating_sub(s.sent_ns));
+                            let _ = result.latency.record(now_ns.saturating_sub(s.sent_ns));
                         }
                         _ => result.foreign += 1,
                     }
