@@ -2,7 +2,7 @@
 //! Publishing tasks route messages themselves: match the tree, authorize, push into outboxes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -54,6 +54,8 @@ pub struct Broker {
     pub(crate) retained: RwLock<Retained>,
     /// Swapped whole on SIGHUP; readers take an `Arc` snapshot and never hold the lock.
     security: RwLock<Arc<SecuritySet>>,
+    /// Whether the current security has an ACL; routing skips the security snapshot when it has none.
+    acl_active: AtomicBool,
     pub stats: Stats,
     pub started: Instant,
     next_id: AtomicU64,
@@ -67,6 +69,7 @@ impl Broker {
             sessions: Mutex::new(HashMap::new()),
             tree: RwLock::new(TopicTree::default()),
             retained: RwLock::new(Retained::default()),
+            acl_active: AtomicBool::new(security.any_acl),
             security: RwLock::new(Arc::new(security)),
             stats: Stats::default(),
             started: Instant::now(),
@@ -86,7 +89,9 @@ impl Broker {
 
     /// Replaces the security settings (startup and SIGHUP); connections keep running.
     pub fn set_security(&self, set: SecuritySet) {
+        let any_acl = set.any_acl;
         *self.security.write() = Arc::new(set);
+        self.acl_active.store(any_acl, Ordering::Release);
     }
 
     /// The one authorization point for reading: every delivery passes here (with a snapshot of the
@@ -136,7 +141,7 @@ impl Broker {
         if message.retain && self.settings.retain_available {
             self.retained.write().set(message.clone());
         }
-        let security = self.security();
+        let security = self.acl_active.load(Ordering::Acquire).then(|| self.security());
         let mut matches: Vec<Match<Arc<Session>>> = Vec::new();
         self.tree.read().matches(&message.topic, &mut matches);
         if matches.len() > 1 {
@@ -164,7 +169,7 @@ impl Broker {
             if no_local && session.id == message.origin {
                 continue;
             }
-            if !self.may_read_with(&security, session, &message.topic) {
+            if security.as_ref().is_some_and(|s| !self.may_read_with(s, session, &message.topic)) {
                 continue;
             }
             let delivery = Delivery {

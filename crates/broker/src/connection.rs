@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use mqttd_proto::{decode, encode, encoded_len, reason, DecodeError, Limits, Packet, ProtocolVersion};
+use mqttd_proto::{
+    decode, encode, encode_publish, publish_len, reason, DecodeError, Limits, Packet, Properties, ProtocolVersion,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
@@ -78,6 +80,8 @@ pub(crate) struct Transport {
     pub peer: SocketAddr,
     /// Index of the listener that accepted the socket.
     pub listener: usize,
+    /// The username from the client certificate, on listeners with `use_identity_as_username`.
+    pub cert_username: crate::tls::CertUsername,
 }
 
 impl Transport {
@@ -156,9 +160,21 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    serve_as(broker, stream, (peer, listener, crate::tls::CertUsername::Unused), shutdown).await
+}
+
+/// [`serve`], with the username a TLS listener took from the client certificate.
+pub async fn serve_as<S>(
+    broker: Arc<Broker>,
+    stream: S,
+    (peer, listener, cert_username): (SocketAddr, usize, crate::tls::CertUsername),
+    shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let (rd, wr) = tokio::io::split(stream);
-    let io =
-        Transport { rd: Box::new(rd), wr: Box::new(wr), rbuf: BytesMut::new(), wbuf: BytesMut::new(), peer, listener };
+    let (rbuf, wbuf) = (BytesMut::new(), BytesMut::new());
+    let io = Transport { rd: Box::new(rd), wr: Box::new(wr), rbuf, wbuf, peer, listener, cert_username };
     let Some(mut client) = crate::connect::handshake(&broker, io).await else { return };
     Stats::add(&broker.stats.clients_connected, 1);
     let end = client.run(shutdown).await;
@@ -222,23 +238,26 @@ impl Client {
     pub(crate) fn drain(&mut self) {
         let now = Instant::now();
         let mut state = self.session.state.lock();
+        let mut scratch = Properties::default();
+        let mut sent = 0;
         while self.io.wbuf.len() < WRITE_HIGH_WATER {
-            let Some(publish) = state.next_outgoing(self.send_window, now) else { break };
-            let packet = Packet::Publish(publish);
-            if let Some(max) = self.client_max_packet {
-                if encoded_len(&packet, self.version) > max as usize {
-                    // Too large for this client: discard as if delivered [MQTT-3.1.2-25].
-                    if let Packet::Publish(p) = &packet {
-                        if let Some(id) = p.packet_id {
-                            let _ =
-                                state.puback(id).or_else(|_| state.pubrec(id, reason::PACKET_TOO_LARGE).map(|_| ()));
-                        }
-                    }
-                    continue;
+            let Some(out) = state.next_delivery(self.send_window, now) else { break };
+            let publish = out.delivery.borrowed(out.packet_id, false, now, &mut scratch);
+            if self.client_max_packet.is_some_and(|max| publish_len(&publish, self.version) > max as usize) {
+                // Too large for this client: discard as if delivered [MQTT-3.1.2-25].
+                if let Some(id) = out.packet_id {
+                    let _ = state.puback(id).or_else(|_| state.pubrec(id, reason::PACKET_TOO_LARGE).map(|_| ()));
                 }
+                continue;
             }
-            self.io.queue(&packet, self.version);
-            Stats::add(&self.broker.stats.messages_sent, 1);
+            if let Err(e) = encode_publish(&publish, self.version, &mut self.io.wbuf) {
+                tracing::warn!(peer = %self.io.peer, "cannot encode PUBLISH: {e}");
+                continue;
+            }
+            sent += 1;
+        }
+        if sent > 0 {
+            Stats::add(&self.broker.stats.messages_sent, sent);
         }
     }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use mqttd_proto::{PacketId, Properties, Publish, QoS};
+use mqttd_proto::{PacketId, Properties, Publish, PublishRef, QoS};
 
 /// An application message, stored once and shared by every delivery (`Arc<Message>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,8 +48,15 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// The PUBLISH packet for this delivery. `now` recomputes the remaining Message Expiry [MQTT-3.3.2-6].
-    pub fn to_publish(&self, packet_id: Option<PacketId>, dup: bool, now: Instant) -> Publish {
+    /// Whether the stored properties must be adjusted for this delivery.
+    fn adjusts_properties(&self) -> bool {
+        let m = &self.message;
+        m.expires_at.is_some() || !self.subscription_ids.is_empty() || m.properties.topic_alias.is_some()
+    }
+
+    /// The properties as sent: the remaining Message Expiry [MQTT-3.3.2-6], this delivery's subscription
+    /// identifiers, no topic alias.
+    fn adjusted_properties(&self, now: Instant) -> Properties {
         let m = &self.message;
         let mut properties = m.properties.clone();
         if let Some(at) = m.expires_at {
@@ -57,6 +64,40 @@ impl Delivery {
         }
         properties.topic_alias = None;
         properties.subscription_identifiers.clone_from(&self.subscription_ids);
+        properties
+    }
+
+    /// The PUBLISH for this delivery with borrowed fields, for encoding without copying the message.
+    /// `scratch` holds adjusted properties when the stored ones cannot be sent as they are.
+    pub fn borrowed<'a>(
+        &'a self,
+        packet_id: Option<PacketId>,
+        dup: bool,
+        now: Instant,
+        scratch: &'a mut Properties,
+    ) -> PublishRef<'a> {
+        let m = &self.message;
+        let properties = if self.adjusts_properties() {
+            *scratch = self.adjusted_properties(now);
+            &*scratch
+        } else {
+            &m.properties
+        };
+        PublishRef {
+            dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: &m.topic,
+            packet_id,
+            properties,
+            payload: &m.payload,
+        }
+    }
+
+    /// The PUBLISH packet for this delivery. `now` recomputes the remaining Message Expiry [MQTT-3.3.2-6].
+    pub fn to_publish(&self, packet_id: Option<PacketId>, dup: bool, now: Instant) -> Publish {
+        let m = &self.message;
+        let properties = self.adjusted_properties(now);
         Publish {
             dup,
             qos: self.qos,

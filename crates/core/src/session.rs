@@ -57,6 +57,13 @@ pub struct Inflight {
     pub state: InflightState,
 }
 
+/// A delivery leaving the outbox, with the packet id it was given (QoS 1/2).
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub delivery: Delivery,
+    pub packet_id: Option<PacketId>,
+}
+
 /// An acknowledgement that does not fit the inflight window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckError {
@@ -138,9 +145,14 @@ impl SessionState {
         }
     }
 
+    /// [`SessionState::next_delivery`] as a PUBLISH packet.
+    pub fn next_outgoing(&mut self, window: usize, now: Instant) -> Option<Publish> {
+        self.next_delivery(window, now).map(|o| o.delivery.to_publish(o.packet_id, false, now))
+    }
+
     /// Takes the next delivery to send, if the inflight `window` allows: QoS 1/2 messages get a packet id
     /// and enter the inflight window. Expired messages are dropped [MQTT-3.3.2-5].
-    pub fn next_outgoing(&mut self, window: usize, now: Instant) -> Option<Publish> {
+    pub fn next_delivery(&mut self, window: usize, now: Instant) -> Option<Outgoing> {
         loop {
             let front = self.outbox.front()?;
             if front.qos != QoS::AtMostOnce && self.inflight.len() >= window.max(1) && !front.message.expired(now) {
@@ -157,17 +169,17 @@ impl SessionState {
                 continue;
             }
             if delivery.qos == QoS::AtMostOnce {
-                return Some(delivery.to_publish(None, false, now));
+                return Some(Outgoing { delivery, packet_id: None });
             }
             let packet_id = self.allocate_packet_id();
-            let publish = delivery.to_publish(Some(packet_id), false, now);
+            let outgoing = Outgoing { delivery: delivery.clone(), packet_id: Some(packet_id) };
             let state = if delivery.qos == QoS::AtLeastOnce {
                 InflightState::AwaitingPubAck
             } else {
                 InflightState::AwaitingPubRec
             };
             self.inflight.push_back(Inflight { packet_id, delivery, state });
-            return Some(publish);
+            return Some(outgoing);
         }
     }
 

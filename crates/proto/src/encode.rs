@@ -40,10 +40,7 @@ fn body_len(packet: &Packet, version: ProtocolVersion) -> usize {
             len
         }
         Packet::ConnAck(c) => 2 + props_len(&c.properties, v5),
-        Packet::Publish(p) => {
-            let id = if p.qos == QoS::AtMostOnce { 0 } else { 2 };
-            2 + p.topic.len() + id + props_len(&p.properties, v5) + p.payload.len()
-        }
+        Packet::Publish(p) => publish_body_len(&p.as_borrowed(), v5),
         Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
             2 + reason_len(a.reason, &a.properties, v5)
         }
@@ -71,7 +68,7 @@ fn first_byte(packet: &Packet) -> u8 {
     match packet {
         Packet::Connect(_) => 0x10,
         Packet::ConnAck(_) => 0x20,
-        Packet::Publish(p) => 0x30 | (u8::from(p.dup) << 3) | ((p.qos as u8) << 1) | u8::from(p.retain),
+        Packet::Publish(p) => publish_first_byte(&p.as_borrowed()),
         Packet::PubAck(_) => 0x40,
         Packet::PubRec(_) => 0x50,
         Packet::PubRel(_) => 0x62,
@@ -109,16 +106,7 @@ pub fn encode(packet: &Packet, version: ProtocolVersion, buf: &mut BytesMut) -> 
                 c.properties.encode(buf)?;
             }
         }
-        Packet::Publish(p) => {
-            write_binary(buf, p.topic.as_bytes());
-            if let Some(id) = p.packet_id {
-                buf.put_u16(id.get());
-            }
-            if v5 {
-                p.properties.encode(buf)?;
-            }
-            buf.put_slice(&p.payload);
-        }
+        Packet::Publish(p) => publish_body(&p.as_borrowed(), v5, buf)?,
         Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
             buf.put_u16(a.packet_id.get());
             reason_and_props(a.reason, &a.properties, v5, buf)?;
@@ -207,12 +195,7 @@ fn check(packet: &Packet, v5: bool) -> Result<(), EncodeError> {
                 check_field(f)?;
             }
         }
-        Packet::Publish(p) => {
-            check_field(p.topic.len())?;
-            if p.qos != QoS::AtMostOnce && p.packet_id.is_none() {
-                return Err(EncodeError::MissingPacketId(p.qos as u8));
-            }
-        }
+        Packet::Publish(p) => check_publish(&p.as_borrowed())?,
         Packet::Subscribe(s) => {
             for (f, _) in &s.filters {
                 check_field(f.len())?;
@@ -271,4 +254,57 @@ fn connect(c: &Connect, buf: &mut BytesMut) -> Result<(), EncodeError> {
         write_binary(buf, p);
     }
     Ok(())
+}
+
+fn publish_body_len(p: &PublishRef<'_>, v5: bool) -> usize {
+    let id = if p.qos == QoS::AtMostOnce { 0 } else { 2 };
+    2 + p.topic.len() + id + props_len(p.properties, v5) + p.payload.len()
+}
+
+fn publish_first_byte(p: &PublishRef<'_>) -> u8 {
+    0x30 | (u8::from(p.dup) << 3) | ((p.qos as u8) << 1) | u8::from(p.retain)
+}
+
+fn check_publish(p: &PublishRef<'_>) -> Result<(), EncodeError> {
+    check_field(p.topic.len())?;
+    if p.qos != QoS::AtMostOnce && p.packet_id.is_none() {
+        return Err(EncodeError::MissingPacketId(p.qos as u8));
+    }
+    Ok(())
+}
+
+fn publish_body(p: &PublishRef<'_>, v5: bool, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    write_binary(buf, p.topic.as_bytes());
+    if let Some(id) = p.packet_id {
+        buf.put_u16(id.get());
+    }
+    if v5 {
+        p.properties.encode(buf)?;
+    }
+    buf.put_slice(p.payload);
+    Ok(())
+}
+
+/// The whole encoded size of a borrowed PUBLISH.
+pub fn publish_len(p: &PublishRef<'_>, version: ProtocolVersion) -> usize {
+    let body = publish_body_len(p, version.is_v5());
+    1 + varint_len(body) + body
+}
+
+/// Appends a PUBLISH from borrowed parts: a stored message is encoded without being copied into a
+/// [`Publish`] first. Same bytes as `encode(&Packet::Publish(..))`.
+pub fn encode_publish(p: &PublishRef<'_>, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    let v5 = version.is_v5();
+    check_publish(p)?;
+    if v5 {
+        p.properties.check()?;
+    }
+    let body = publish_body_len(p, v5);
+    if body > MAX_VARINT as usize {
+        return Err(EncodeError::PacketTooLong(body));
+    }
+    buf.reserve(1 + varint_len(body) + body);
+    buf.put_u8(publish_first_byte(p));
+    write_varint(buf, body);
+    publish_body(p, v5, buf)
 }

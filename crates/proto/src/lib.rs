@@ -13,7 +13,7 @@ pub mod topic;
 mod wire;
 
 pub use decode::{decode, frame_len, Limits};
-pub use encode::{encode, encoded_len};
+pub use encode::{encode, encode_publish, encoded_len, publish_len};
 pub use error::{DecodeError, EncodeError};
 pub use packet::*;
 pub use properties::Properties;

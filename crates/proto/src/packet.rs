@@ -178,6 +178,33 @@ pub struct Publish {
     pub payload: Bytes,
 }
 
+/// A PUBLISH with borrowed fields, for [`crate::encode_publish`].
+#[derive(Debug, Clone, Copy)]
+pub struct PublishRef<'a> {
+    pub dup: bool,
+    pub qos: QoS,
+    pub retain: bool,
+    pub topic: &'a str,
+    pub packet_id: Option<PacketId>,
+    pub properties: &'a Properties,
+    pub payload: &'a [u8],
+}
+
+impl Publish {
+    /// The same packet with borrowed fields.
+    pub fn as_borrowed(&self) -> PublishRef<'_> {
+        PublishRef {
+            dup: self.dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: &self.topic,
+            packet_id: self.packet_id,
+            properties: &self.properties,
+            payload: &self.payload,
+        }
+    }
+}
+
 /// PUBACK, PUBREC, PUBREL and PUBCOMP: a packet id, and in 5.0 a reason code and properties.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ack {
