@@ -1,0 +1,104 @@
+//! Retained messages: stored, replaced, cleared with an empty payload, sent on subscribe with RETAIN set.
+
+use std::time::Duration;
+
+use mqttd_proto::{Properties, QoS, RetainHandling, SubscriptionOptions};
+use mqttd_testkit::Peer;
+
+use crate::common::*;
+
+/// A retained message is stored and sent to a later subscriber with RETAIN set [MQTT-3.3.1-5]
+/// [MQTT-3.3.1-6] [MQTT-3.3.1-8].
+#[tokio::test]
+async fn a_retained_message_is_sent_to_a_new_subscriber_with_retain_set() {
+    let tb = without_sys();
+    publish_once(&tb, "r/temp", b"21", QoS::AtLeastOnce, true).await;
+    assert_eq!(tb.broker.retained_count(), 1);
+    let mut sub = subscriber(&tb, "sub", V4, "r/#", QoS::AtLeastOnce).await;
+    let got = sub.recv_publish().await;
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..], got.retain, got.qos),
+        ("r/temp", &b"21"[..], true, QoS::AtLeastOnce)
+    );
+}
+
+/// A retained message sent to a client already subscribed goes out with RETAIN 0 [MQTT-3.3.1-9].
+#[tokio::test]
+async fn a_retained_message_reaches_existing_subscribers_with_retain_cleared() {
+    let tb = without_sys();
+    let mut sub = subscriber(&tb, "sub", V4, "r/live", QoS::AtMostOnce).await;
+    publish_once(&tb, "r/live", b"now", QoS::AtMostOnce, true).await;
+    let got = sub.recv_publish().await;
+    assert_eq!((&got.payload[..], got.retain), (&b"now"[..], false));
+}
+
+/// A new retained message replaces the one stored for its topic [MQTT-3.3.1-5].
+#[tokio::test]
+async fn a_retained_message_replaces_the_previous_one() {
+    let tb = without_sys();
+    publish_once(&tb, "r/t", b"old", QoS::AtMostOnce, true).await;
+    publish_once(&tb, "r/t", b"new", QoS::AtMostOnce, true).await;
+    assert_eq!(tb.broker.retained_count(), 1);
+    let mut sub = subscriber(&tb, "sub", V4, "r/t", QoS::AtMostOnce).await;
+    assert_eq!(sub.recv_publish().await.payload, &b"new"[..]);
+    assert!(sub.quiet_for(Duration::from_millis(300)).await, "only the latest is kept");
+}
+
+/// A retained message with an empty payload removes the stored one and is not stored itself
+/// [MQTT-3.3.1-10] [MQTT-3.3.1-11].
+#[tokio::test]
+async fn an_empty_retained_message_clears_the_topic() {
+    let tb = without_sys();
+    publish_once(&tb, "r/t", b"old", QoS::AtMostOnce, true).await;
+    publish_once(&tb, "r/t", b"", QoS::AtMostOnce, true).await;
+    assert_eq!(tb.broker.retained_count(), 0);
+    let mut sub = subscriber(&tb, "sub", V4, "r/#", QoS::AtMostOnce).await;
+    assert!(sub.quiet_for(Duration::from_millis(300)).await, "nothing retained");
+}
+
+/// A message without RETAIN neither stores nor replaces a retained message [MQTT-3.3.1-12].
+#[tokio::test]
+async fn a_message_without_retain_leaves_the_retained_message_alone() {
+    let tb = without_sys();
+    publish_once(&tb, "r/t", b"kept", QoS::AtMostOnce, true).await;
+    publish_once(&tb, "r/t", b"passing", QoS::AtMostOnce, false).await;
+    let mut sub = subscriber(&tb, "sub", V4, "r/t", QoS::AtMostOnce).await;
+    assert_eq!(sub.recv_publish().await.payload, &b"kept"[..]);
+}
+
+/// Every retained message matching a wildcard subscription is sent, at the lower of its QoS and the
+/// granted QoS [MQTT-3.3.1-6] [MQTT-3.8.4-6].
+#[tokio::test]
+async fn every_retained_message_matching_a_wildcard_is_sent() {
+    let tb = without_sys();
+    for topic in ["home/kitchen", "home/hall", "office/desk"] {
+        publish_once(&tb, topic, topic.as_bytes(), QoS::ExactlyOnce, true).await;
+    }
+    let mut sub = subscriber(&tb, "sub", V4, "home/+", QoS::AtLeastOnce).await;
+    let mut topics = Vec::new();
+    for _ in 0..2 {
+        let got = sub.recv_publish().await;
+        assert_eq!((got.retain, got.qos), (true, QoS::AtLeastOnce));
+        topics.push(got.topic);
+    }
+    topics.sort();
+    assert_eq!(topics, ["home/hall", "home/kitchen"]);
+    assert!(sub.quiet_for(Duration::from_millis(300)).await);
+}
+
+/// 5.0 Retain Handling: 0 sends the retained messages at subscribe [MQTT-3.3.1-9] (5.0), 1 only for a
+/// subscription that did not exist [MQTT-3.3.1-10], 2 never [MQTT-3.3.1-11].
+#[tokio::test]
+async fn v5_retain_handling_decides_whether_retained_messages_are_sent() {
+    let tb = without_sys();
+    publish_once(&tb, "r/t", b"kept", QoS::AtMostOnce, true).await;
+    let mut sub = Peer::connect(tb.addr, "sub", V5).await;
+    let with =
+        |handling| vec![("r/t".to_string(), SubscriptionOptions { retain_handling: handling, ..Default::default() })];
+    sub.subscribe_with(with(RetainHandling::DoNotSend), Properties::default()).await;
+    assert!(sub.quiet_for(Duration::from_millis(200)).await, "handling 2: nothing");
+    sub.subscribe_with(with(RetainHandling::SendIfNew), Properties::default()).await;
+    assert!(sub.quiet_for(Duration::from_millis(200)).await, "handling 1 on an existing subscription: nothing");
+    sub.subscribe_with(with(RetainHandling::SendAtSubscribe), Properties::default()).await;
+    assert_eq!(sub.recv_publish().await.payload, &b"kept"[..], "handling 0: sent");
+}

@@ -1,0 +1,156 @@
+//! SUBSCRIBE and UNSUBSCRIBE: wildcards, `$` topics, overlapping subscriptions, replacement, and the 5.0
+//! features refused with their reason codes.
+
+use std::time::Duration;
+
+use mqttd_proto::{reason, Packet, PacketId, Properties, QoS, SubscriptionOptions, Unsubscribe};
+use mqttd_testkit::{Peer, TestBroker};
+
+use crate::common::*;
+
+/// Publishes each topic in turn and returns the topics `sub` received, ending with a marker message on
+/// `marker` that `sub` must also match.
+async fn received_of(tb: &TestBroker, sub: &mut Peer, topics: &[&str], marker: &str) -> Vec<String> {
+    for topic in topics.iter().chain([&marker]) {
+        publish_once(tb, topic, b"m", QoS::AtMostOnce, false).await;
+    }
+    let mut got = Vec::new();
+    loop {
+        let p = sub.recv_publish().await;
+        if p.topic == marker {
+            return got;
+        }
+        got.push(p.topic);
+    }
+}
+
+/// `+` matches exactly one whole level, including an empty one [MQTT-4.7.1-3].
+#[tokio::test]
+async fn the_single_level_wildcard_matches_exactly_one_level() {
+    let tb = TestBroker::start();
+    let mut sub = subscriber(&tb, "sub", V4, "sport/+/player", QoS::AtMostOnce).await;
+    sub.subscribe("end", QoS::AtMostOnce).await;
+    let topics = ["sport/tennis/player", "sport//player", "sport/player", "sport/a/b/player", "sport/tennis/player/x"];
+    let got = received_of(&tb, &mut sub, &topics, "end").await;
+    assert_eq!(got, ["sport/tennis/player", "sport//player"]);
+}
+
+/// `#` matches its parent level and every level below it [MQTT-4.7.1-2].
+#[tokio::test]
+async fn the_multi_level_wildcard_matches_the_parent_and_every_child() {
+    let tb = TestBroker::start();
+    let mut sub = subscriber(&tb, "sub", V4, "sport/tennis/#", QoS::AtMostOnce).await;
+    sub.subscribe("end", QoS::AtMostOnce).await;
+    let topics = ["sport/tennis", "sport/tennis/player1", "sport/tennis/a/b/c", "sport/golf", "sport"];
+    let got = received_of(&tb, &mut sub, &topics, "end").await;
+    assert_eq!(got, ["sport/tennis", "sport/tennis/player1", "sport/tennis/a/b/c"]);
+}
+
+/// Topics starting with `$` are not matched by filters starting with a wildcard [MQTT-4.7.2-1], but
+/// are by a filter that names the `$` level.
+#[tokio::test]
+async fn dollar_topics_are_not_matched_by_a_leading_wildcard() {
+    let tb = TestBroker::start();
+    let mut wild = subscriber(&tb, "wild", V4, "#", QoS::AtMostOnce).await;
+    wild.subscribe("+/private/x", QoS::AtMostOnce).await;
+    let mut dollar = subscriber(&tb, "dollar", V4, "$private/#", QoS::AtMostOnce).await;
+    dollar.subscribe("end", QoS::AtMostOnce).await;
+    let got = received_of(&tb, &mut wild, &["$private/x", "a/private/x"], "end").await;
+    assert_eq!(got, ["a/private/x"]);
+    assert_eq!(dollar.recv_publish().await.topic, "$private/x");
+}
+
+/// A client whose subscriptions overlap gets each message once, at the highest granted QoS
+/// [MQTT-3.3.5-1].
+#[tokio::test]
+async fn overlapping_subscriptions_deliver_a_message_once_at_the_highest_qos() {
+    let tb = TestBroker::start();
+    let mut sub = subscriber(&tb, "sub", V4, "a/#", QoS::AtMostOnce).await;
+    sub.subscribe("a/+", QoS::ExactlyOnce).await;
+    sub.subscribe("a/b", QoS::AtLeastOnce).await;
+    publish_once(&tb, "a/b", b"once", QoS::ExactlyOnce, false).await;
+    let got = sub.recv_publish().await;
+    assert_eq!((got.qos, &got.payload[..]), (QoS::ExactlyOnce, &b"once"[..]));
+    assert!(sub.quiet_for(Duration::from_millis(300)).await, "delivered once");
+}
+
+/// A SUBSCRIBE with a filter already subscribed replaces that subscription [MQTT-3.8.4-3]; the SUBACK
+/// has one code per filter in order [MQTT-3.8.4-5] and the packet id of the SUBSCRIBE [MQTT-3.8.4-2].
+#[tokio::test]
+async fn a_subscribe_to_the_same_filter_replaces_the_subscription() {
+    let tb = TestBroker::start();
+    let mut sub = subscriber(&tb, "sub", V4, "replace", QoS::ExactlyOnce).await;
+    let packet_id = PacketId::new(4242).unwrap();
+    let filters = vec![
+        ("replace".to_string(), SubscriptionOptions { qos: QoS::AtMostOnce, ..Default::default() }),
+        ("other".to_string(), SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() }),
+    ];
+    sub.send(&Packet::Subscribe(mqttd_proto::Subscribe { packet_id, filters, properties: Properties::default() }))
+        .await;
+    match sub.recv().await {
+        Packet::SubAck(ack) => assert_eq!((ack.packet_id, ack.reasons), (packet_id, vec![0, 1])),
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+    assert_eq!(tb.broker.subscription_count(), 2);
+    publish_once(&tb, "replace", b"r", QoS::ExactlyOnce, false).await;
+    assert_eq!(sub.recv_publish().await.qos, QoS::AtMostOnce);
+    assert!(sub.quiet_for(Duration::from_millis(300)).await, "one subscription, one delivery");
+}
+
+/// After UNSUBSCRIBE nothing more arrives on that filter [MQTT-3.10.4-2]; 5.0 UNSUBACK says 0x11 for a
+/// filter that was not subscribed.
+#[tokio::test]
+async fn unsubscribe_stops_delivery_and_v5_unsuback_reports_unknown_filters() {
+    let tb = TestBroker::start();
+    let mut sub = subscriber(&tb, "sub", V5, "gone", QoS::AtLeastOnce).await;
+    sub.subscribe("kept", QoS::AtLeastOnce).await;
+    let packet_id = PacketId::new(5).unwrap();
+    let filters = vec!["gone".to_string(), "never".to_string()];
+    sub.send(&Packet::Unsubscribe(Unsubscribe { packet_id, filters, properties: Properties::default() })).await;
+    match sub.recv().await {
+        Packet::UnsubAck(ack) => {
+            assert_eq!(ack.packet_id, packet_id);
+            assert_eq!(ack.reasons, vec![reason::SUCCESS, reason::NO_SUBSCRIPTION_EXISTED]);
+        }
+        other => panic!("expected UNSUBACK, got {other:?}"),
+    }
+    publish_once(&tb, "gone", b"no", QoS::AtLeastOnce, false).await;
+    publish_once(&tb, "kept", b"yes", QoS::AtLeastOnce, false).await;
+    assert_eq!(sub.recv_publish().await.payload, &b"yes"[..]);
+}
+
+/// Shared subscriptions are not supported yet: a 5.0 SUBSCRIBE to `$share/...` gets SUBACK 0x9E
+/// (shared subscriptions not supported), 3.1.1 gets 0x80; the other filters of the packet still work.
+#[tokio::test]
+async fn a_shared_subscription_is_refused_with_suback_0x9e() {
+    let tb = TestBroker::start();
+    let mut subs = Vec::new();
+    for (version, code) in [(V5, reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED), (V4, 0x80)] {
+        let mut sub = Peer::connect(tb.addr, &format!("sub{version}"), version).await;
+        let options = SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() };
+        let filters = vec![("$share/group/t".to_string(), options), (format!("plain{version}"), options)];
+        assert_eq!(sub.subscribe_with(filters, Properties::default()).await, vec![code, 1], "{version}");
+        subs.push(sub);
+    }
+    assert_eq!(tb.broker.subscription_count(), 2);
+}
+
+/// Subscription identifiers are not supported yet (the 5.0 CONNACK says so): a SUBSCRIBE carrying one
+/// ends the connection with DISCONNECT 0xA1 (subscription identifiers not supported).
+#[tokio::test]
+async fn a_subscription_identifier_is_refused_with_disconnect_0xa1() {
+    let tb = TestBroker::start();
+    let mut witness = Witness::new(&tb).await;
+    let (mut sub, ack) = Peer::connect_with(tb.addr, mqttd_testkit::connect("sub", V5)).await;
+    assert_eq!(ack.properties.subscription_identifier_available, Some(0));
+    let options = SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() };
+    let properties = Properties { subscription_identifiers: vec![7], ..Properties::default() };
+    let subscribe = mqttd_proto::Subscribe {
+        packet_id: PacketId::new(1).unwrap(),
+        filters: vec![("t".into(), options)],
+        properties,
+    };
+    sub.send(&Packet::Subscribe(subscribe)).await;
+    assert_eq!(closed_with(&mut sub).await, Some(reason::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED));
+    witness.still_served(&tb).await;
+}
