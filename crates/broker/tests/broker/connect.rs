@@ -220,3 +220,14 @@ async fn a_v5_takeover_with_clean_start_1_publishes_the_delayed_will_once() {
     assert_eq!(watcher.recv_publish().await.payload, &b"gone"[..]);
     assert!(watcher.quiet_for(Duration::from_millis(300)).await, "no will twice");
 }
+
+/// MQTT 5 allows a password without a user name (3.1.2.9), unlike 3.1.1 [MQTT-3.1.2-22].
+#[tokio::test]
+async fn a_v5_client_may_send_a_password_without_a_user_name() {
+    let tb = TestBroker::start();
+    let mut c = connect("pw-only", V5);
+    c.password = Some(bytes::Bytes::from_static(b"secret"));
+    let (peer, ack) = Peer::connect_with(tb.addr, c).await;
+    assert_eq!(ack.code, 0);
+    peer.disconnect().await;
+}

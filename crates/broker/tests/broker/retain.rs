@@ -102,3 +102,24 @@ async fn v5_retain_handling_decides_whether_retained_messages_are_sent() {
     sub.subscribe_with(with(RetainHandling::SendAtSubscribe), Properties::default()).await;
     assert_eq!(sub.recv_publish().await.payload, &b"kept"[..], "handling 0: sent");
 }
+
+/// A retained message whose Message Expiry Interval has passed is no longer sent to new subscribers
+/// [MQTT-3.3.2-5].
+#[tokio::test]
+async fn an_expired_retained_message_is_not_sent() {
+    let tb = without_sys();
+    let mut publisher = Peer::connect(tb.addr, "pub", V5).await;
+    for (topic, expiry) in [("r/short", 1), ("r/long", 60)] {
+        let mut p = mqttd_testkit::publish(topic, b"x", QoS::AtMostOnce, true, None);
+        p.properties.message_expiry_interval = Some(expiry);
+        publisher.send(&mqttd_proto::Packet::Publish(p)).await;
+    }
+    wait_until("both are retained", || tb.broker.retained_count() == 2).await;
+    // Lets the one-second expiry run out: the subject of the test.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut sub = subscriber(&tb, "sub", V5, "r/#", QoS::AtMostOnce).await;
+    let got = sub.recv_publish().await;
+    assert_eq!(got.topic, "r/long");
+    assert!(got.properties.message_expiry_interval.is_some_and(|s| s < 60));
+    assert!(sub.quiet_for(Duration::from_millis(300)).await, "the expired one is gone");
+}
