@@ -244,8 +244,11 @@ async fn authenticate(broker: &Broker, c: &Connect, listener: usize) -> Result<(
         AuthOutcome::NoCredentials => {
             Err(Refusal(reason::NOT_AUTHORIZED, format!("user {user}: {}", outcome.reason())))
         }
+        // 3.1.1 return code 4 means malformed credentials; a wrong password is 5, not authorized, as
+        // in Mosquitto (mosquitto_sub exits 5). 5.0 has a reason code for it.
         AuthOutcome::BadPassword | AuthOutcome::UnknownUser => {
-            Err(Refusal(reason::BAD_USER_NAME_OR_PASSWORD, format!("user {user}: {}", outcome.reason())))
+            let code = if c.protocol.is_v5() { reason::BAD_USER_NAME_OR_PASSWORD } else { reason::NOT_AUTHORIZED };
+            Err(Refusal(code, format!("user {user}: {}", outcome.reason())))
         }
     }
 }
