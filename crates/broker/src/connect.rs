@@ -138,6 +138,21 @@ fn expiry_of(broker: &Broker, c: &Connect) -> Expiry {
     }
 }
 
+/// A 5.0 will the broker cannot honour: Will Retain while retain is unavailable [MQTT-3.2.2-13], or a
+/// Will QoS above the maximum QoS [MQTT-3.2.2-12].
+fn will_refusal(broker: &Broker, w: &mqttd_proto::Will) -> Option<Refusal> {
+    let s = &broker.settings;
+    if w.retain && !s.retain_available {
+        let why = "will retain while retain is unavailable [MQTT-3.2.2-13]".to_string();
+        return Some(Refusal(reason::RETAIN_NOT_SUPPORTED, why));
+    }
+    if w.qos as u8 > s.max_qos {
+        let why = format!("will QoS {} above max_qos {} [MQTT-3.2.2-12]", w.qos as u8, s.max_qos);
+        return Some(Refusal(reason::QOS_NOT_SUPPORTED, why));
+    }
+    None
+}
+
 async fn accept(broker: &Arc<Broker>, io: Transport, c: Connect, limits: Limits) -> Result<Client, Refused> {
     let id_for_log = c.client_id.clone();
     let assigned = match check_client_id(broker, &c) {
@@ -147,6 +162,9 @@ async fn accept(broker: &Arc<Broker>, io: Transport, c: Connect, limits: Limits)
     if c.properties.authentication_method.is_some() {
         let why = "enhanced authentication is not supported".to_string();
         return Err((io, Refusal(reason::BAD_AUTHENTICATION_METHOD, why), id_for_log));
+    }
+    if let Some(r) = c.will.as_ref().filter(|_| c.protocol.is_v5()).and_then(|w| will_refusal(broker, w)) {
+        return Err((io, r, id_for_log));
     }
     let (keep_alive, server_keep_alive) = match negotiate_keep_alive(broker, &c) {
         Ok(k) => k,
