@@ -242,3 +242,26 @@ async fn a_v5_publish_with_a_topic_alias_is_refused_with_disconnect_0x94() {
     assert_eq!(closed_with(&mut peer).await, Some(reason::TOPIC_ALIAS_INVALID));
     witness.still_served(&tb).await;
 }
+
+/// A QoS 2 message whose PUBREL is lost with the connection is still delivered once: the resumed session
+/// remembers the packet id, so the DUP resend is acknowledged but not routed again [MQTT-4.3.3-2]
+/// [MQTT-4.4.0-1].
+#[tokio::test]
+async fn a_qos2_message_resent_after_a_reconnect_is_delivered_exactly_once() {
+    let tb = TestBroker::start();
+    let mut sub = subscriber(&tb, "sub", V4, "across", QoS::ExactlyOnce).await;
+    let (mut publisher, _) = connect_ok(&tb, persistent("pub", V4, 0)).await;
+    let mut p = publish("across", b"once", QoS::ExactlyOnce, false, id(11));
+    publisher.send(&Packet::Publish(p.clone())).await;
+    assert!(matches!(publisher.recv().await, Packet::PubRec(_)));
+    publisher.drop_abruptly();
+    let (mut publisher, present) = connect_ok(&tb, persistent("pub", V4, 0)).await;
+    assert!(present);
+    p.dup = true;
+    publisher.send(&Packet::Publish(p)).await;
+    assert!(matches!(publisher.recv().await, Packet::PubRec(_)));
+    publisher.send(&Packet::PubRel(Ack::new(id(11).unwrap()))).await;
+    assert!(matches!(publisher.recv().await, Packet::PubComp(a) if a.reason == 0));
+    assert_eq!(sub.recv_publish().await.payload, &b"once"[..]);
+    assert!(sub.quiet_for(Duration::from_millis(300)).await, "delivered once");
+}

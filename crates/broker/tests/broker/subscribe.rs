@@ -154,3 +154,32 @@ async fn a_subscription_identifier_is_refused_with_disconnect_0xa1() {
     assert_eq!(closed_with(&mut sub).await, Some(reason::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED));
     witness.still_served(&tb).await;
 }
+
+/// Retained messages on `$` topics are not sent for a subscription starting with a wildcard either
+/// [MQTT-4.7.2-1]: a subscriber to `#` gets none of the retained `$SYS` values.
+#[tokio::test]
+async fn retained_dollar_topics_are_not_sent_to_a_leading_wildcard_subscription() {
+    let tb = TestBroker::start();
+    publish_once(&tb, "$private/kept", b"secret", QoS::AtMostOnce, true).await;
+    publish_once(&tb, "public/kept", b"open", QoS::AtMostOnce, true).await;
+    assert!(tb.broker.retained_count() > 2, "the $SYS values are retained too");
+    let mut sub = subscriber(&tb, "all", V4, "#", QoS::AtMostOnce).await;
+    assert_eq!(sub.recv_publish().await.topic, "public/kept");
+    assert!(sub.quiet_for(Duration::from_millis(300)).await, "no $ topic");
+}
+
+/// 5.0 No Local: a client does not get back its own messages on such a subscription [MQTT-3.8.3-3] (5.0);
+/// Retain As Published keeps the RETAIN flag on live delivery (3.8.3.1).
+#[tokio::test]
+async fn v5_no_local_and_retain_as_published_are_honoured() {
+    let tb = TestBroker::start();
+    let mut me = Peer::connect(tb.addr, "me", V5).await;
+    let no_local = SubscriptionOptions { qos: QoS::AtLeastOnce, no_local: true, ..Default::default() };
+    let as_published = SubscriptionOptions { qos: QoS::AtLeastOnce, retain_as_published: true, ..Default::default() };
+    let filters = vec![("mine".to_string(), no_local), ("flagged".to_string(), as_published)];
+    assert_eq!(me.subscribe_with(filters, Properties::default()).await, vec![1, 1]);
+    me.publish("mine", b"echo?", QoS::AtLeastOnce, false).await;
+    publish_once(&tb, "flagged", b"retained", QoS::AtLeastOnce, true).await;
+    let got = me.recv_publish().await;
+    assert_eq!((got.topic.as_str(), got.retain), ("flagged", true), "no echo of 'mine' came first");
+}

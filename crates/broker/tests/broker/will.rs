@@ -154,3 +154,26 @@ async fn a_will_is_never_published_twice() {
     wait_until("the session expires", || tb.broker.session_count() == 1).await;
     assert!(watcher.quiet_for(Duration::from_millis(300)).await);
 }
+
+/// A 5.0 CONNECT whose will asks for retain while retain is unavailable is refused with CONNACK 0x9A
+/// (retain not supported) [MQTT-3.2.2-13].
+#[tokio::test]
+async fn a_v5_will_with_retain_is_refused_when_retain_is_unavailable() {
+    let tb = TestBroker::with_settings(mqttd_broker::Settings { retain_available: false, ..Default::default() });
+    let c = with_will(connect("retainer", V5), b"bye", QoS::AtMostOnce, true);
+    let (mut peer, ack) = mqttd_testkit::Peer::connect_with(tb.addr, c).await;
+    assert_eq!(ack.code, reason::RETAIN_NOT_SUPPORTED);
+    assert!(peer.expect_closed().await.is_empty());
+    assert_eq!(tb.broker.session_count(), 0);
+}
+
+/// A 5.0 CONNECT whose Will QoS exceeds the broker's maximum QoS is refused with CONNACK 0x9B (QoS not
+/// supported) [MQTT-3.2.2-12].
+#[tokio::test]
+async fn a_v5_will_above_the_maximum_qos_is_refused() {
+    let tb = TestBroker::with_settings(mqttd_broker::Settings { max_qos: 1, ..Default::default() });
+    let c = with_will(connect("eager", V5), b"bye", QoS::ExactlyOnce, false);
+    let (mut peer, ack) = mqttd_testkit::Peer::connect_with(tb.addr, c).await;
+    assert_eq!(ack.code, reason::QOS_NOT_SUPPORTED);
+    assert!(peer.expect_closed().await.is_empty());
+}
