@@ -228,17 +228,18 @@ impl Broker {
             Some(_) if !publish_will => WillOutcome::Discarded,
             Some(will) => {
                 let delay = will_delay(&will);
-                let ends_first = match expiry {
-                    Expiry::Immediate => true,
-                    Expiry::After(d) => d <= delay,
-                    Expiry::Never => false,
-                };
-                if delay.is_zero() || ends_first {
+                if delay.is_zero() || expiry == Expiry::Immediate {
                     self.publish_will(session, will)
                 } else {
                     session.control.lock().pending_will = Some(will);
-                    self.schedule_will(session.clone(), epoch, delay);
-                    WillOutcome::Delayed(delay)
+                    match expiry {
+                        // The session ends first: its expiry publishes the pending will [MQTT-3.1.3-9].
+                        Expiry::After(d) if d <= delay => WillOutcome::Delayed(d),
+                        _ => {
+                            self.schedule_will(session.clone(), epoch, delay);
+                            WillOutcome::Delayed(delay)
+                        }
+                    }
                 }
             }
         };
