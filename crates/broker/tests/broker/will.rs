@@ -177,3 +177,20 @@ async fn a_v5_will_above_the_maximum_qos_is_refused() {
     assert_eq!(ack.code, reason::QOS_NOT_SUPPORTED);
     assert!(peer.expect_closed().await.is_empty());
 }
+
+/// A will whose session expires before the Will Delay Interval goes out when the session ends, not
+/// before [MQTT-3.1.3-9]: Session Expiry 1 s with a will delay of 60 s publishes it after about 1 s.
+#[tokio::test]
+async fn a_will_is_published_when_the_session_expires_before_the_will_delay() {
+    let tb = TestBroker::start();
+    let mut watcher = subscriber(&tb, "watcher", V4, "will/t", QoS::AtLeastOnce).await;
+    let mut c = with_will(persistent("expires", V5, 1), b"session expired", QoS::AtLeastOnce, false);
+    c.will.as_mut().unwrap().properties.will_delay_interval = Some(60);
+    let (peer, _) = connect_ok(&tb, c).await;
+    let dropped = Instant::now();
+    peer.drop_abruptly();
+    assert_eq!(watcher.recv_publish().await.payload, &b"session expired"[..]);
+    let waited = dropped.elapsed();
+    assert!(waited >= Duration::from_millis(900), "published after {waited:?}, before the session ended");
+    assert!(watcher.quiet_for(Duration::from_millis(300)).await, "once");
+}
