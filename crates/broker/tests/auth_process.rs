@@ -46,8 +46,13 @@ impl Mqttd {
     /// with it and waits until it accepts connections.
     fn start(dir: &Path, settings: &str) -> Mqttd {
         let port = free_port();
+        Mqttd::start_config(dir, &format!("listener {port} 127.0.0.1\n{settings}"), port)
+    }
+
+    /// Starts mqttd with the whole config `text` and waits until `port` accepts connections.
+    fn start_config(dir: &Path, text: &str, port: u16) -> Mqttd {
         let config = dir.join("mqttd.conf");
-        std::fs::write(&config, format!("listener {port} 127.0.0.1\n{settings}")).expect("writes the config");
+        std::fs::write(&config, text).expect("writes the config");
         let mut mqttd = Mqttd::spawn(&config, port);
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -295,6 +300,49 @@ async fn sighup_reloads_the_acl_file_and_a_broken_acl_keeps_the_old_rules() {
     assert!(line.contains(&acl.display().to_string()) && line.contains("line 3"), "names file and line: {line}");
     assert_eq!(alice.subscribe("b/#", QoS::AtMostOnce).await, vec![0], "the previous rules stay");
     assert_eq!(alice.subscribe("c/#", QoS::AtMostOnce).await, vec![reason::NOT_AUTHORIZED]);
+}
+
+#[tokio::test]
+async fn per_listener_settings_give_each_listener_its_own_users_and_acl() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let passwd = dir.path().join("passwd");
+    let acl = dir.path().join("acl");
+    write_passwords(&passwd, &[("alice", "alice-pw")]);
+    std::fs::write(&acl, "topic read open/#\n").expect("writes the ACL");
+    let (open_port, closed_port) = (free_port(), free_port());
+    let config = format!(
+        "per_listener_settings true\n\
+         listener {open_port} 127.0.0.1\nallow_anonymous true\nacl_file {}\n\
+         listener {closed_port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n",
+        acl.display(),
+        passwd.display()
+    );
+    let mqttd = Mqttd::start_config(dir.path(), &config, open_port);
+    wait_until("the second listener accepts", || std::net::TcpStream::connect(("127.0.0.1", closed_port)).is_ok());
+    let closed = SocketAddr::from(([127, 0, 0, 1], closed_port));
+
+    // The first listener: anonymous clients welcome, and its ACL applies.
+    let mut anon = Peer::connect(mqttd.addr(), "anon", V5).await;
+    assert_eq!(anon.subscribe("open/#", QoS::AtMostOnce).await, vec![0]);
+    assert_eq!(anon.subscribe("closed/#", QoS::AtMostOnce).await, vec![reason::NOT_AUTHORIZED]);
+    // The second: a password is needed, and without an ACL file everything is allowed.
+    let (_, ack) = Peer::connect_with(closed, connect("anon2", V5)).await;
+    assert_eq!(ack.code, reason::NOT_AUTHORIZED, "anonymous refused on the second listener");
+    let mut c = connect("alice", V5);
+    c.username = Some("alice".into());
+    c.password = Some("alice-pw".into());
+    let (mut alice, ack) = Peer::connect_with(closed, c).await;
+    assert_eq!(ack.code, 0);
+    assert_eq!(alice.subscribe("closed/#", QoS::AtMostOnce).await, vec![0], "no ACL on the second listener");
+}
+
+#[test]
+fn an_empty_password_file_with_allow_anonymous_false_logs_that_everyone_is_refused() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let passwd = dir.path().join("passwd");
+    std::fs::write(&passwd, "# no users yet\n").expect("writes the password file");
+    let mqttd = Mqttd::start(dir.path(), &format!("allow_anonymous false\npassword_file {}\n", passwd.display()));
+    mqttd.wait_for_log("every client is refused", 1);
 }
 
 #[test]
