@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use crate::broker::{Broker, ClientIdentity, Stats};
 use crate::connection::{Client, End, Transport};
 use crate::session::{Attach, Expiry, Owner};
+use crate::tls::CertUsername;
 
 /// A refused CONNECT: the 5.0 reason code (mapped for 3.x) and why, for the log.
 struct Refusal(u8, String);
@@ -153,7 +154,7 @@ fn will_refusal(broker: &Broker, w: &mqttd_proto::Will) -> Option<Refusal> {
     None
 }
 
-async fn accept(broker: &Arc<Broker>, io: Transport, c: Connect, limits: Limits) -> Result<Client, Refused> {
+async fn accept(broker: &Arc<Broker>, io: Transport, mut c: Connect, limits: Limits) -> Result<Client, Refused> {
     let id_for_log = c.client_id.clone();
     let assigned = match check_client_id(broker, &c) {
         Ok(a) => a,
@@ -171,7 +172,19 @@ async fn accept(broker: &Arc<Broker>, io: Transport, c: Connect, limits: Limits)
         Err(r) => return Err((io, r, id_for_log)),
     };
     let client_id = assigned.clone().unwrap_or_else(|| c.client_id.clone());
-    if let Err(r) = authenticate(broker, &c, io.listener).await {
+    // A certificate username replaces the CONNECT one, and no password is checked (as Mosquitto).
+    let authenticated = match &io.cert_username {
+        CertUsername::Unused => authenticate(broker, &c, io.listener).await,
+        CertUsername::Found(name) => {
+            c.username = Some(name.clone());
+            Ok(())
+        }
+        CertUsername::Missing => Err(Refusal(
+            reason::NOT_AUTHORIZED,
+            "the listener takes the username from the client certificate, and none was sent".into(),
+        )),
+    };
+    if let Err(r) = authenticated {
         return Err((io, r, client_id));
     }
     Ok(attach(broker, io, c, limits, client_id, assigned, keep_alive, server_keep_alive))

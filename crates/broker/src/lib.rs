@@ -14,6 +14,9 @@ pub mod server;
 pub mod session;
 pub mod settings;
 pub mod sys;
+pub mod tls;
+pub mod ws;
+mod x509;
 
 pub use broker::Broker;
 pub use server::Server;

@@ -6,10 +6,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Parser;
-use mqttd_broker::config::{Config, ListenerConfig, ListenerProtocol, LogDest, LogType};
+use mqttd_broker::config::{Config, ListenerConfig, ListenerProtocol, LogDest, LogType, SocketDomain};
 use mqttd_broker::security::{Security, SecuritySet};
+use mqttd_broker::server::{Bind, Wrapping};
+use mqttd_broker::tls::TlsListener;
 use mqttd_broker::{Broker, Server, Settings};
 
 /// An MQTT 3.1, 3.1.1 and 5.0 broker that reads Mosquitto's configuration files.
@@ -92,13 +94,19 @@ fn init_logging(config: &Config, verbose: bool) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config, port: Option<u16>) -> anyhow::Result<()> {
+    let wrappings = wrappings_of(&config)?;
     let addrs = listen_addrs(&config, port).await?;
+    let binds: Vec<Bind> = addrs
+        .into_iter()
+        .map(|(addr, listener)| Bind { addr, listener, wrapping: wrappings[listener].clone() })
+        .collect();
+    let tls: Vec<Arc<TlsListener>> = wrappings.iter().filter_map(|w| w.tls.clone()).collect();
     let max_connections = config.listeners.iter().filter_map(|l| l.max_connections).min();
     let broker = Arc::new(Broker::new(Settings::from_config(&config)));
     broker.set_security(security_of(&config)?);
-    let server = Server::start(broker.clone(), &addrs, max_connections).await?;
+    let server = Server::start_binds(broker.clone(), &binds, max_connections).await?;
     tracing::info!("mqttd {} running", env!("CARGO_PKG_VERSION"));
-    wait_for_signal(&broker).await?;
+    wait_for_signal(&broker, &tls).await?;
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(())
@@ -131,35 +139,50 @@ async fn listen_addrs(config: &Config, port: Option<u16>) -> anyhow::Result<Vec<
     }
     let mut addrs = Vec::new();
     for (index, listener) in config.listeners.iter().enumerate() {
-        check_supported(listener)?;
         let port = port.unwrap_or(listener.port);
-        match &listener.bind_address {
-            None => addrs.push((SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)), index)),
-            Some(host) => {
-                let found = tokio::net::lookup_host((host.as_str(), port))
-                    .await
-                    .with_context(|| format!("{}: cannot resolve listener address {host}", listener.defined_at))?;
-                addrs.extend(found.map(|a| (a, index)));
-            }
-        }
+        let found: Vec<SocketAddr> = match (&listener.bind_address, listener.socket_domain) {
+            (None, Some(SocketDomain::Ipv4)) => vec![SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, port))],
+            (None, _) => vec![SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))],
+            (Some(host), _) => tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .with_context(|| format!("{}: cannot resolve listener address {host}", listener.defined_at))?
+                .collect(),
+        };
+        // socket_domain keeps only the addresses of that family.
+        let wanted = |a: &SocketAddr| match listener.socket_domain {
+            Some(SocketDomain::Ipv4) => a.is_ipv4(),
+            Some(SocketDomain::Ipv6) => a.is_ipv6(),
+            None => true,
+        };
+        addrs.extend(found.into_iter().filter(wanted).map(|a| (a, index)));
     }
     Ok(addrs)
 }
 
-fn check_supported(listener: &ListenerConfig) -> anyhow::Result<()> {
-    if listener.protocol != ListenerProtocol::Mqtt {
-        bail!("{}: protocol websockets is not supported by this build yet", listener.defined_at);
+/// Each listener's transport; TLS files are read here, so a missing certificate stops startup.
+fn wrappings_of(config: &Config) -> anyhow::Result<Vec<Arc<Wrapping>>> {
+    if config.listeners.is_empty() {
+        return Ok(vec![Arc::new(Wrapping::default())]);
     }
-    if listener.is_tls() {
-        bail!("{}: TLS listeners (certfile/keyfile) are not supported by this build yet", listener.defined_at);
+    let mut wrappings = Vec::new();
+    for listener in &config.listeners {
+        let tls = match listener.is_tls() {
+            true => Some(Arc::new(TlsListener::load(listener)?)),
+            false => None,
+        };
+        let websockets = listener.protocol == ListenerProtocol::WebSockets;
+        if listener.http_dir.is_some() && !websockets {
+            tracing::warn!("{}: http_dir is only used by protocol websockets listeners", listener.defined_at);
+        }
+        wrappings.push(Arc::new(Wrapping { tls, websockets, http_dir: listener.http_dir.clone() }));
     }
-    Ok(())
+    Ok(wrappings)
 }
 
-/// Waits for SIGINT or SIGTERM; SIGHUP reloads the password and ACL files meanwhile (a broken file keeps
-/// the old rules and logs the line at fault).
+/// Waits for SIGINT or SIGTERM; SIGHUP reloads the password and ACL files and the TLS certificates
+/// meanwhile (a broken file keeps the old rules or certificates and logs the line at fault).
 #[cfg(unix)]
-async fn wait_for_signal(broker: &Broker) -> anyhow::Result<()> {
+async fn wait_for_signal(broker: &Broker, tls: &[Arc<TlsListener>]) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
@@ -167,18 +190,31 @@ async fn wait_for_signal(broker: &Broker) -> anyhow::Result<()> {
         tokio::select! {
             r = tokio::signal::ctrl_c() => return r.context("cannot install the SIGINT handler"),
             _ = term.recv() => return Ok(()),
-            _ = hup.recv() => match broker.security().reload() {
-                Ok(fresh) => {
-                    broker.set_security(fresh);
-                    tracing::info!("SIGHUP: password and ACL files reloaded");
+            _ = hup.recv() => {
+                match broker.security().reload() {
+                    Ok(fresh) => {
+                        broker.set_security(fresh);
+                        tracing::info!("SIGHUP: password and ACL files reloaded");
+                    }
+                    Err(e) => tracing::error!("SIGHUP: reload failed, keeping the previous rules: {e}"),
                 }
-                Err(e) => tracing::error!("SIGHUP: reload failed, keeping the previous rules: {e}"),
-            },
+                reload_tls(tls);
+            }
+        }
+    }
+}
+
+/// Reads every TLS listener's certificate, key and CA files again; new connections use them.
+fn reload_tls(tls: &[Arc<TlsListener>]) {
+    for listener in tls {
+        match listener.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificates of {} reloaded", listener.defined_at()),
+            Err(e) => tracing::error!("SIGHUP: TLS reload failed, keeping the previous certificates: {e}"),
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal(_broker: &Broker) -> anyhow::Result<()> {
+async fn wait_for_signal(_broker: &Broker, _tls: &[Arc<TlsListener>]) -> anyhow::Result<()> {
     tokio::signal::ctrl_c().await.context("cannot install the Ctrl-C handler")
 }

@@ -2,14 +2,48 @@
 //! waits for every connection task.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::broker::Broker;
+use crate::tls::{CertUsername, TlsListener};
+
+/// What a listener puts between the TCP socket and MQTT: TLS, WebSocket, both, or nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Wrapping {
+    /// The TLS configuration (`certfile` given), shared with the SIGHUP reload.
+    pub tls: Option<Arc<TlsListener>>,
+    /// `protocol websockets`.
+    pub websockets: bool,
+    /// `http_dir`: static files for plain HTTP GET requests on a WebSocket listener.
+    pub http_dir: Option<PathBuf>,
+}
+
+impl Wrapping {
+    /// The transport's name in log lines.
+    fn name(&self) -> &'static str {
+        match (self.tls.is_some(), self.websockets) {
+            (false, false) => "MQTT",
+            (true, false) => "TLS",
+            (false, true) => "WebSocket",
+            (true, true) => "TLS WebSocket",
+        }
+    }
+}
+
+/// One address to bind: the listener it belongs to (for per-listener security) and its transport.
+#[derive(Debug, Clone)]
+pub struct Bind {
+    pub addr: SocketAddr,
+    pub listener: usize,
+    pub wrapping: Arc<Wrapping>,
+}
 
 /// A running server. Dropping it does not stop it: call [`Server::shutdown`].
 #[derive(Debug)]
@@ -32,20 +66,44 @@ impl Server {
         addrs: &[(SocketAddr, usize)],
         max_connections: Option<usize>,
     ) -> std::io::Result<Server> {
+        let plain = Arc::new(Wrapping::default());
+        let binds: Vec<Bind> =
+            addrs.iter().map(|&(addr, listener)| Bind { addr, listener, wrapping: plain.clone() }).collect();
+        Server::start_binds(broker, &binds, max_connections).await
+    }
+
+    /// Binds every address, each with its transport (TLS, WebSocket), and starts accepting.
+    pub async fn start_binds(
+        broker: Arc<Broker>,
+        binds: &[Bind],
+        max_connections: Option<usize>,
+    ) -> std::io::Result<Server> {
         let mut listeners = Vec::new();
-        for &(addr, index) in addrs {
+        for bind in binds {
+            let addr = bind.addr;
             let listener = TcpListener::bind(addr)
                 .await
                 .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-            listeners.push((listener, index));
+            listeners.push((listener, bind.listener, bind.wrapping.clone()));
         }
-        Ok(Server::from_listeners(broker, listeners, max_connections))
+        Ok(Server::from_bound(broker, listeners, max_connections))
     }
 
-    /// Starts accepting on already bound listeners.
+    /// Starts accepting plain MQTT on already bound listeners.
     pub fn from_listeners(
         broker: Arc<Broker>,
         listeners: Vec<(TcpListener, usize)>,
+        max_connections: Option<usize>,
+    ) -> Server {
+        let plain = Arc::new(Wrapping::default());
+        let listeners = listeners.into_iter().map(|(l, index)| (l, index, plain.clone())).collect();
+        Server::from_bound(broker, listeners, max_connections)
+    }
+
+    /// Starts accepting on already bound listeners, each with its transport.
+    pub fn from_bound(
+        broker: Arc<Broker>,
+        listeners: Vec<(TcpListener, usize, Arc<Wrapping>)>,
         max_connections: Option<usize>,
     ) -> Server {
         let (shutdown, _) = watch::channel(false);
@@ -53,13 +111,18 @@ impl Server {
         let limit = Arc::new(Semaphore::new(max_connections.unwrap_or(Semaphore::MAX_PERMITS)));
         let mut local_addrs = Vec::new();
         let mut tasks = Vec::new();
-        for (listener, index) in listeners {
+        for (listener, index, wrapping) in listeners {
             if let Ok(addr) = listener.local_addr() {
-                tracing::info!("listening on {addr}");
+                tracing::info!("listening on {addr} ({})", wrapping.name());
                 local_addrs.push(addr);
             }
-            let accept =
-                accept_loop(broker.clone(), listener, index, limit.clone(), shutdown.subscribe(), done_tx.clone());
+            let accept = accept_loop(
+                broker.clone(),
+                (listener, index, wrapping),
+                limit.clone(),
+                shutdown.subscribe(),
+                done_tx.clone(),
+            );
             tasks.push(tokio::spawn(accept));
         }
         tasks.push(tokio::spawn(crate::sys::run(broker.clone(), shutdown.subscribe(), done_tx)));
@@ -78,8 +141,7 @@ impl Server {
 
 async fn accept_loop(
     broker: Arc<Broker>,
-    listener: TcpListener,
-    index: usize,
+    (listener, index, wrapping): (TcpListener, usize, Arc<Wrapping>),
     limit: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
@@ -101,22 +163,71 @@ async fn accept_loop(
             tracing::warn!(%peer, "connection refused: max_connections reached");
             continue;
         };
-        spawn_connection(broker.clone(), stream, (peer, index), shutdown.clone(), done.clone(), permit);
+        let wrapping = wrapping.clone();
+        spawn_connection(broker.clone(), stream, (peer, index, wrapping), shutdown.clone(), done.clone(), permit);
     }
 }
 
 fn spawn_connection(
     broker: Arc<Broker>,
     stream: TcpStream,
-    (peer, index): (SocketAddr, usize),
+    (peer, index, wrapping): (SocketAddr, usize, Arc<Wrapping>),
     shutdown: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
     tokio::spawn(async move {
-        crate::connection::serve(broker, stream, peer, index, shutdown).await;
+        let limit = broker.settings.connect_timeout;
+        match tokio::time::timeout(limit, wrap(stream, &wrapping)).await {
+            Ok(Ok((stream, cert_username))) => {
+                crate::connection::serve_as(broker, stream, (peer, index, cert_username), shutdown).await
+            }
+            Ok(Err(why)) => tracing::info!(%peer, listener = index, "closed before MQTT: {why}"),
+            Err(_) => {
+                let name = wrapping.name();
+                tracing::info!(%peer, listener = index, "closed: {name} handshake not finished within {limit:?}");
+            }
+        }
         drop(permit);
         drop(done);
     });
+}
+
+/// A byte stream that carries MQTT after the listener's handshakes.
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+/// Runs the listener's handshakes (TLS, WebSocket upgrade) on a new socket. The first byte tells a
+/// client that speaks the wrong protocol for this port; the error text is the log line.
+async fn wrap(stream: TcpStream, wrapping: &Wrapping) -> Result<(Box<dyn Stream>, CertUsername), String> {
+    let mut first = [0u8; 1];
+    let n = stream.peek(&mut first).await.map_err(|e| format!("socket error: {e}"))?;
+    if n == 0 {
+        return Err("the client closed the connection without sending anything".into());
+    }
+    let Some(tls) = &wrapping.tls else {
+        if first[0] == 0x16 {
+            return Err(format!("the client sent a TLS ClientHello, but this {} listener is not TLS", wrapping.name()));
+        }
+        if !wrapping.websockets {
+            return Ok((Box::new(stream), CertUsername::Unused));
+        }
+        let ws = crate::ws::accept(stream, wrapping.http_dir.as_deref()).await.map_err(|e| e.to_string())?;
+        return Ok((Box::new(ws), CertUsername::Unused));
+    };
+    match first[0] {
+        0x16 => {}
+        0x10 => return Err("the client sent a plain MQTT CONNECT to a TLS listener".into()),
+        b'G' | b'H' | b'P' => return Err("the client sent plain HTTP to a TLS listener".into()),
+        other => return Err(format!("the client did not start a TLS handshake (first byte {other:#04x})")),
+    }
+    let stream = tls.acceptor().accept(stream).await.map_err(|e| format!("TLS handshake failed: {e}"))?;
+    let cert_username = tls.cert_username(stream.get_ref().1);
+    if !wrapping.websockets {
+        return Ok((Box::new(stream), cert_username));
+    }
+    let ws = crate::ws::accept(stream, wrapping.http_dir.as_deref()).await.map_err(|e| e.to_string())?;
+    Ok((Box::new(ws), cert_username))
 }

@@ -122,7 +122,7 @@ pub struct ConnArgs {
     /// Broker host name.
     #[arg(short = 'h', long = "hostname", visible_alias = "host", default_value = "localhost")]
     pub host: String,
-    /// Broker port (default: 1883, or 8883 / 80 / 443 for mqtts / ws / wss).
+    /// Broker port (default: 1883, or 8883 / 80 / 443 for mqtts / ws / wss, as mqtt.js).
     #[arg(short = 'p', long)]
     pub port: Option<u16>,
     /// Client identifier (default `mqttjs_` and 8 hex digits, as mqtt.js).
@@ -144,6 +144,9 @@ pub struct ConnArgs {
     pub ca: Option<PathBuf>,
     #[arg(long)]
     pub insecure: bool,
+    /// HTTP path of the WebSocket upgrade.
+    #[arg(long = "ws-path", default_value = "/mqtt")]
+    pub ws_path: String,
     #[arg(short = 'k', long = "keepalive", alias = "keep-alive", default_value_t = 60)]
     pub keepalive: u16,
     /// Keep the session: clean session / clean start 0.

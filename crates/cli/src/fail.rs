@@ -60,9 +60,10 @@ impl From<Error> for Failure {
                     "is an MQTT broker listening on {host}:{port}? start one (mqttd) or give -h HOST -p PORT"
                 ))
             }
-            Error::UnsupportedTransport { .. } => {
-                Failure::new(CANNOT_CONNECT, message).with_hint("use -l mqtt (plain TCP) for now")
-            }
+            Error::UnsupportedTransport { .. } => Failure::new(CANNOT_CONNECT, message),
+            Error::Tls { .. } | Error::TlsFile { .. } | Error::TlsConfig(_) => Failure::new(CANNOT_CONNECT, message),
+            Error::WebSocketUpgrade { .. } | Error::WebSocket { .. } => Failure::new(CANNOT_CONNECT, message)
+                .with_hint("is this a WebSocket listener? check -p/--port and --ws-path"),
             Error::Refused { .. } => {
                 let failure = Failure::new(REFUSED, message);
                 match e.refusal_reason() {

@@ -46,6 +46,7 @@ Options:
   --cert PATH             client certificate file (TLS)
   --ca PATH               CA certificate file to verify the broker (also --cafile)
   --insecure              do not verify the broker certificate
+  --ws-path PATH          HTTP path of the WebSocket upgrade (ws, wss; default /mqtt)
   --will-topic TOPIC      topic of the will message
   --will-message BODY     payload of the will message (also --will-payload)
   --will-qos 0/1/2        QoS of the will message
@@ -98,6 +99,7 @@ Options:
   --cert PATH             client certificate file (TLS)
   --ca PATH               CA certificate file to verify the broker (also --cafile)
   --insecure              do not verify the broker certificate
+  --ws-path PATH          HTTP path of the WebSocket upgrade (ws, wss; default /mqtt)
   --will-topic TOPIC      topic of the will message
   --will-message BODY     payload of the will message (also --will-payload)
   --will-qos 0/1/2        QoS of the will message

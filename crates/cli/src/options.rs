@@ -53,6 +53,7 @@ pub fn connect_options(args: &ConnArgs, default_version: Version) -> Result<Conn
         key_file: args.key.clone(),
         insecure: args.insecure,
     };
+    options.ws_path = args.ws_path.clone();
     options.version = version;
     options.client_id = args.client_id.clone().unwrap_or_else(|| random_client_id("mqttjs_"));
     if version == ProtocolVersion::V3_1 && options.client_id.len() > 23 {

@@ -59,7 +59,7 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Opens the transport the options name, sends CONNECT and waits for a successful CONNACK.
     pub async fn connect(options: &ConnectOptions) -> Result<Client> {
-        let stream = transport::open(options.transport, &options.host, options.port, options.connect_timeout).await?;
+        let stream = transport::open(options).await?;
         Client::handshake(stream, options).await
     }
 

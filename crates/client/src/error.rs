@@ -18,6 +18,16 @@ pub enum Error {
     ConnectTimeout { host: String, port: u16, timeout: Duration },
     #[error("{transport} is not supported yet by this build")]
     UnsupportedTransport { transport: &'static str },
+    #[error("TLS handshake with {host}:{port} failed: {why}")]
+    Tls { host: String, port: u16, why: String },
+    #[error("cannot use {what} {}: {why}", path.display())]
+    TlsFile { what: &'static str, path: std::path::PathBuf, why: String },
+    #[error("TLS: {0}")]
+    TlsConfig(String),
+    #[error("WebSocket upgrade at {url} refused: HTTP {status} {reason}")]
+    WebSocketUpgrade { url: String, status: u16, reason: String },
+    #[error("WebSocket upgrade at {url} failed: {why}")]
+    WebSocket { url: String, why: String },
     #[error("no CONNACK within {0:?}")]
     ConnAckTimeout(Duration),
     #[error("connection refused by the broker: {}", refused_name(*.version, *.code))]
@@ -64,6 +74,10 @@ impl Error {
         match self {
             Error::Refused { .. }
             | Error::UnsupportedTransport { .. }
+            | Error::Tls { .. }
+            | Error::TlsFile { .. }
+            | Error::TlsConfig(_)
+            | Error::WebSocketUpgrade { .. }
             | Error::InvalidTopic { .. }
             | Error::Encode(_)
             | Error::NeedsV5(_) => true,

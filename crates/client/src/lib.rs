@@ -7,7 +7,9 @@
 mod client;
 mod error;
 mod options;
+mod tls;
 mod transport;
+mod ws;
 
 use std::time::Duration;
 

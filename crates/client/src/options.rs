@@ -16,6 +16,8 @@ pub struct ConnectOptions {
     pub port: u16,
     pub transport: TransportKind,
     pub tls: TlsOptions,
+    /// The HTTP path of the WebSocket upgrade (`/mqtt`, as mqtt.js).
+    pub ws_path: String,
     pub version: ProtocolVersion,
     pub client_id: String,
     /// Clean Session (3.1, 3.1.1) or Clean Start (5.0).
@@ -39,6 +41,7 @@ impl ConnectOptions {
             port,
             transport: TransportKind::Tcp,
             tls: TlsOptions::default(),
+            ws_path: "/mqtt".to_owned(),
             version: ProtocolVersion::V3_1_1,
             client_id: random_client_id("mqttjs_"),
             clean_start: true,

@@ -1,12 +1,12 @@
 //! Transports: the byte streams MQTT runs over. The client only needs `AsyncRead + AsyncWrite`, so TLS and
 //! WebSocket streams plug in here without touching the protocol code.
 
-use std::time::Duration;
-
+use mqttd_proto::ProtocolVersion;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::error::{Error, Result};
+use crate::options::ConnectOptions;
 
 /// A byte stream carrying MQTT packets.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -39,26 +39,46 @@ impl TransportKind {
     }
 }
 
-/// TLS settings, kept for the TLS transport (not yet in this build).
+/// TLS settings (mqtt.js `--ca`, `--cert`, `--key`, `--insecure`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsOptions {
+    /// CA certificates (PEM) that verify the server; `None`: the system's store.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Client certificate (PEM), sent when the server asks for one.
     pub cert_file: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
     pub key_file: Option<std::path::PathBuf>,
+    /// Accept any server certificate.
     pub insecure: bool,
 }
 
-/// Opens the transport to `host:port`, within `timeout`.
-pub async fn open(kind: TransportKind, host: &str, port: u16, timeout: Duration) -> Result<Box<dyn Transport>> {
-    match kind {
-        TransportKind::Tcp => {
-            let connect = tcp(host, port);
-            match tokio::time::timeout(timeout, connect).await {
-                Ok(result) => Ok(Box::new(result?)),
-                Err(_) => Err(Error::ConnectTimeout { host: host.to_owned(), port, timeout }),
-            }
+/// Opens the transport `options` name (TCP, then TLS and/or the WebSocket upgrade), within the connect
+/// timeout. Each step's failure is its own error: DNS, TCP, TLS verification, WebSocket upgrade.
+pub async fn open(options: &ConnectOptions) -> Result<Box<dyn Transport>> {
+    let (host, port, timeout) = (options.host.as_str(), options.port, options.connect_timeout);
+    match tokio::time::timeout(timeout, layers(options)).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::ConnectTimeout { host: host.to_owned(), port, timeout }),
+    }
+}
+
+async fn layers(options: &ConnectOptions) -> Result<Box<dyn Transport>> {
+    let (host, port) = (options.host.as_str(), options.port);
+    let stream = tcp(host, port).await?;
+    let subprotocol = if options.version == ProtocolVersion::V3_1 { "mqttv3.1" } else { "mqtt" };
+    let path = if options.ws_path.starts_with('/') { options.ws_path.clone() } else { format!("/{}", options.ws_path) };
+    let host_header = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let url = format!("{}://{host_header}{path}", options.transport.scheme());
+    match options.transport {
+        TransportKind::Tcp => Ok(Box::new(stream)),
+        TransportKind::Tls => Ok(Box::new(crate::tls::connect(stream, host, port, &options.tls).await?)),
+        TransportKind::WebSocket => {
+            Ok(Box::new(crate::ws::connect(stream, &url, &host_header, &path, subprotocol).await?))
         }
-        other => Err(Error::UnsupportedTransport { transport: other.scheme() }),
+        TransportKind::SecureWebSocket => {
+            let tls = crate::tls::connect(stream, host, port, &options.tls).await?;
+            Ok(Box::new(crate::ws::connect(tls, &url, &host_header, &path, subprotocol).await?))
+        }
     }
 }
 

@@ -1,11 +1,15 @@
 //! Test-only helpers: an in-process broker on 127.0.0.1 port 0 ([`TestBroker`]), a raw-byte MQTT peer
 //! ([`Peer`]) and packet builders. Waits are bounded by [`TIMEOUT`]; nothing sleeps to synchronise.
 
+pub mod pki;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use mqttd_broker::server::Bind;
+pub use mqttd_broker::server::Wrapping;
 use mqttd_broker::{Broker, Server, Settings};
 use mqttd_proto::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,6 +22,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// Dropping it shuts the server down and waits for it.
 pub struct TestBroker {
     pub addr: SocketAddr,
+    /// Every listener's address, in the order given to [`TestBroker::with_listeners`].
+    pub addrs: Vec<SocketAddr>,
     pub broker: Arc<Broker>,
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -31,6 +37,12 @@ impl TestBroker {
 
     /// Starts a broker with `settings`.
     pub fn with_settings(settings: Settings) -> TestBroker {
+        TestBroker::with_listeners(settings, vec![Wrapping::default()])
+    }
+
+    /// Starts a broker with one listener on 127.0.0.1 port 0 per transport (plain, TLS, WebSocket);
+    /// listener indexes follow the order of `listeners`.
+    pub fn with_listeners(settings: Settings, listeners: Vec<Wrapping>) -> TestBroker {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -42,14 +54,19 @@ impl TestBroker {
             runtime.block_on(async move {
                 let broker = Arc::new(Broker::new(settings));
                 let addr = SocketAddr::from(([127, 0, 0, 1], 0));
-                let server = Server::start(broker.clone(), &[(addr, 0)], None).await.expect("binds port 0");
-                ready_tx.send((server.local_addrs[0], broker)).expect("test waits for the address");
+                let binds: Vec<Bind> = listeners
+                    .into_iter()
+                    .enumerate()
+                    .map(|(listener, w)| Bind { addr, listener, wrapping: Arc::new(w) })
+                    .collect();
+                let server = Server::start_binds(broker.clone(), &binds, None).await.expect("binds port 0");
+                ready_tx.send((server.local_addrs.clone(), broker)).expect("test waits for the address");
                 let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
                 server.shutdown().await;
             });
         });
-        let (addr, broker) = ready_rx.recv_timeout(TIMEOUT).expect("broker starts");
-        TestBroker { addr, broker, stop: Some(stop_tx), thread: Some(thread) }
+        let (addrs, broker) = ready_rx.recv_timeout(TIMEOUT).expect("broker starts");
+        TestBroker { addr: addrs[0], addrs, broker, stop: Some(stop_tx), thread: Some(thread) }
     }
 
     /// `host:port` string.

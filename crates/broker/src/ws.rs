@@ -1,0 +1,322 @@
+//! WebSocket listeners (`protocol websockets`): the HTTP upgrade with subprotocol `mqtt` or `mqttv3.1`
+//! (RFC 6455 section 4.2), optional static files from `http_dir` for plain GET requests, and
+//! [`WsBytes`], which turns the WebSocket's binary messages back into the byte stream the MQTT
+//! connection reads: an MQTT packet may span several frames and a frame may hold several packets.
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use base64::Engine as _;
+use bytes::{Buf, Bytes};
+use futures_util::{Sink, Stream};
+use sha1::{Digest, Sha1};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// The largest HTTP request head we read.
+const MAX_HEAD: usize = 16 * 1024;
+/// Subprotocols we speak, in our order of preference.
+const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
+
+/// Why a WebSocket connection did not become an MQTT connection; the text is the log line.
+#[derive(Debug, thiserror::Error)]
+pub enum WsError {
+    #[error("socket error during the WebSocket handshake: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the first bytes are a TLS ClientHello, but this WebSocket listener is not TLS")]
+    TlsOnPlain,
+    #[error("the first bytes are an MQTT packet, but this listener expects a WebSocket upgrade")]
+    MqttOnWebSocket,
+    #[error("not an HTTP request: {0}")]
+    BadRequest(String),
+    #[error("HTTP request head larger than {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    #[error("HTTP {method} {path} is not a WebSocket upgrade; answered {status}")]
+    NotUpgrade { method: String, path: String, status: u16 },
+    #[error("served HTTP {method} {path} from http_dir: {status}")]
+    Served { method: String, path: String, status: u16 },
+    #[error("WebSocket upgrade without subprotocol mqtt or mqttv3.1 (offered: {offered:?}); answered 400")]
+    NoSubprotocol { offered: String },
+    #[error("WebSocket upgrade with Sec-WebSocket-Version {0:?}, not 13; answered 426")]
+    Version(String),
+}
+
+/// A parsed request head.
+struct Request {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Request {
+    /// Every value of header `name`, comma-separated lists split.
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .flat_map(|(_, v)| v.split(','))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    }
+
+    fn has(&self, name: &str, token: &str) -> bool {
+        self.values(name).any(|v| v.eq_ignore_ascii_case(token))
+    }
+}
+
+/// Accepts a WebSocket connection on `stream`: reads the HTTP request, answers it, and on a valid
+/// upgrade returns the MQTT byte stream. Plain GET requests are served from `http_dir` when set.
+pub async fn accept<S>(mut stream: S, http_dir: Option<&Path>) -> Result<WsBytes<S>, WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (request, rest) = read_head(&mut stream).await?;
+    let upgrade = request.has("connection", "upgrade") && request.has("upgrade", "websocket");
+    if !upgrade {
+        return Err(answer_http(&mut stream, request, http_dir).await);
+    }
+    let version = request.values("sec-websocket-version").next().unwrap_or("").to_owned();
+    if version != "13" {
+        respond(&mut stream, "426 Upgrade Required", &[("Sec-WebSocket-Version", "13")], b"").await;
+        return Err(WsError::Version(version));
+    }
+    let offered: Vec<&str> = request.values("sec-websocket-protocol").collect();
+    let chosen = offered.iter().find(|p| SUBPROTOCOLS.iter().any(|s| s.eq_ignore_ascii_case(p)));
+    let (Some(chosen), Some(key)) = (chosen, request.values("sec-websocket-key").next()) else {
+        let body = b"MQTT over WebSocket needs the subprotocol mqtt (Sec-WebSocket-Protocol: mqtt)\n";
+        respond(&mut stream, "400 Bad Request", &[("Content-Type", "text/plain")], body).await;
+        return Err(WsError::NoSubprotocol { offered: offered.join(", ") });
+    };
+    let accept = accept_key(key);
+    let head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {chosen}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.flush().await?;
+    let ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ws_config())).await;
+    Ok(WsBytes::new(ws))
+}
+
+fn ws_config() -> WebSocketConfig {
+    // MQTT packets may be large (256 MB); the MQTT layer enforces its own limits on the byte stream.
+    WebSocketConfig::default().max_message_size(Some(268_435_456 + 5)).max_frame_size(Some(268_435_456 + 5))
+}
+
+/// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 section 4.2.2).
+pub fn accept_key(key: &str) -> String {
+    let mut sha = Sha1::new();
+    sha.update(key.trim().as_bytes());
+    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+}
+
+/// Reads until the end of the request head; returns it and any bytes read past it.
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<(Request, Vec<u8>), WsError> {
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        if buf.len() >= MAX_HEAD {
+            return Err(WsError::HeadTooLarge);
+        }
+        let mut chunk = [0u8; 2048];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(WsError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        match buf.first() {
+            Some(0x16) => return Err(WsError::TlsOnPlain),
+            Some(0x10) => return Err(WsError::MqttOnWebSocket),
+            _ => {}
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut parsed = httparse::Request::new(&mut headers);
+        match parsed.parse(&buf) {
+            Ok(httparse::Status::Partial) => continue,
+            Ok(httparse::Status::Complete(len)) => {
+                let request = Request {
+                    method: parsed.method.unwrap_or("").to_owned(),
+                    path: parsed.path.unwrap_or("").to_owned(),
+                    headers: parsed
+                        .headers
+                        .iter()
+                        .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
+                        .collect(),
+                };
+                return Ok((request, buf[len..].to_vec()));
+            }
+            Err(e) => return Err(WsError::BadRequest(e.to_string())),
+        }
+    }
+}
+
+/// Answers a request that is not an upgrade: a file from `http_dir`, or 400 / 404 / 405.
+async fn answer_http<S: AsyncWrite + Unpin>(stream: &mut S, request: Request, http_dir: Option<&Path>) -> WsError {
+    let Request { method, path, .. } = request;
+    let Some(dir) = http_dir else {
+        let body = b"This is an MQTT over WebSocket endpoint: connect with a WebSocket client and subprotocol mqtt.\n";
+        respond(stream, "400 Bad Request", &[("Content-Type", "text/plain")], body).await;
+        return WsError::NotUpgrade { method, path, status: 400 };
+    };
+    if method != "GET" && method != "HEAD" {
+        respond(stream, "405 Method Not Allowed", &[("Allow", "GET, HEAD")], b"").await;
+        return WsError::Served { method, path, status: 405 };
+    }
+    let status = match file_in(dir, &path) {
+        Some(file) => match read_file(file.clone()).await {
+            Ok(data) => {
+                let body = if method == "HEAD" { &[][..] } else { &data[..] };
+                respond(stream, "200 OK", &[("Content-Type", content_type(&file))], body).await;
+                200
+            }
+            Err(_) => {
+                respond(stream, "404 Not Found", &[("Content-Type", "text/plain")], b"not found\n").await;
+                404
+            }
+        },
+        None => {
+            respond(stream, "403 Forbidden", &[("Content-Type", "text/plain")], b"forbidden\n").await;
+            403
+        }
+    };
+    WsError::Served { method, path, status }
+}
+
+/// Reads a file off the async threads.
+async fn read_file(file: PathBuf) -> std::io::Result<Vec<u8>> {
+    tokio::task::spawn_blocking(move || std::fs::read(file)).await.map_err(std::io::Error::other)?
+}
+
+/// The file under `dir` that `path` names; `None` for paths that try to leave `dir`.
+fn file_in(dir: &Path, path: &str) -> Option<PathBuf> {
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let mut file = dir.to_path_buf();
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        let bad = segment == ".." || segment == "." || segment.contains(['\\', '\0', '%']);
+        if bad {
+            return None;
+        }
+        file.push(segment);
+    }
+    if path.ends_with('/') || file == dir {
+        file.push("index.html");
+    }
+    Some(file)
+}
+
+fn content_type(file: &Path) -> &'static str {
+    match file.extension().and_then(|e| e.to_str()).unwrap_or("") {
+        "html" | "htm" => "text/html; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "json" => "application/json",
+        "png" => "image/png",
+        "svg" => "image/svg+xml",
+        "txt" => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Writes a complete HTTP response; errors are ignored (the connection closes next anyway).
+async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, status: &str, headers: &[(&str, &str)], body: &[u8]) {
+    let mut head = format!("HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body).await;
+    let _ = stream.flush().await;
+    let _ = stream.shutdown().await;
+}
+
+/// A WebSocket as a byte stream: each write is one binary message; reads return the bytes of binary
+/// messages in order, whatever their framing. A text message is an error (MQTT uses binary frames only);
+/// a close message is the end of the stream. Pings are answered by tungstenite.
+pub struct WsBytes<S> {
+    ws: WebSocketStream<S>,
+    /// The rest of the last message read.
+    pending: Bytes,
+}
+
+impl<S> WsBytes<S> {
+    pub fn new(ws: WebSocketStream<S>) -> Self {
+        WsBytes { ws, pending: Bytes::new() }
+    }
+}
+
+fn io_error(e: tokio_tungstenite::tungstenite::Error) -> std::io::Error {
+    use tokio_tungstenite::tungstenite::Error;
+    match e {
+        Error::Io(e) => e,
+        Error::ConnectionClosed | Error::AlreadyClosed => std::io::ErrorKind::BrokenPipe.into(),
+        other => std::io::Error::other(format!("WebSocket: {other}")),
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsBytes<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        loop {
+            if !self.pending.is_empty() {
+                let n = self.pending.len().min(buf.remaining());
+                buf.put_slice(&self.pending[..n]);
+                self.pending.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(Pin::new(&mut self.ws).poll_next(cx)) {
+                None | Some(Ok(Message::Close(_))) => return Poll::Ready(Ok(())),
+                Some(Ok(Message::Binary(data))) => self.pending = data,
+                Some(Ok(Message::Text(_))) => {
+                    let e = std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "WebSocket text frame: MQTT must be sent in binary frames",
+                    );
+                    return Poll::Ready(Err(e));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Poll::Ready(Err(io_error(e))),
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsBytes<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        ready!(Pin::new(&mut self.ws).poll_ready(cx)).map_err(io_error)?;
+        Pin::new(&mut self.ws).start_send(Message::Binary(Bytes::copy_from_slice(buf))).map_err(io_error)?;
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.ws).poll_flush(cx).map_err(io_error)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match ready!(Pin::new(&mut self.ws).poll_close(cx)) {
+            Ok(()) | Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed) => Poll::Ready(Ok(())),
+            Err(e) => Poll::Ready(Err(io_error(e))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_key_matches_rfc6455_example() {
+        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn http_dir_paths_stay_inside_the_directory() {
+        let dir = Path::new("/srv/www");
+        assert_eq!(file_in(dir, "/"), Some(PathBuf::from("/srv/www/index.html")));
+        assert_eq!(file_in(dir, "/a/b.js?x=1"), Some(PathBuf::from("/srv/www/a/b.js")));
+        assert_eq!(file_in(dir, "/../etc/passwd"), None);
+        assert_eq!(file_in(dir, "/%2e%2e/x"), None);
+    }
+}

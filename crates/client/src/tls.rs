@@ -1,0 +1,163 @@
+//! The TLS transport (rustls on ring): server verification against `--ca` or the system's CA store, or
+//! none with `--insecure`; a client certificate with `--cert` and `--key`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use tokio_rustls::rustls::crypto::{ring, verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use tokio_rustls::rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, Error as RustlsError, RootCertStore, SignatureScheme,
+};
+use tokio_rustls::TlsConnector;
+
+use crate::error::{Error, Result};
+use crate::transport::TlsOptions;
+
+/// Runs the TLS handshake with `host` over `stream`.
+pub async fn connect<S>(stream: S, host: &str, port: u16, options: &TlsOptions) -> Result<TlsStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let config = client_config(options)?;
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|e| Error::TlsConfig(format!("{host:?} is not a valid TLS server name: {e}")))?;
+    TlsConnector::from(Arc::new(config)).connect(name, stream).await.map_err(|e| handshake_error(host, port, e))
+}
+
+/// The error of a failed handshake: which name, and why verification failed, with what to try.
+fn handshake_error(host: &str, port: u16, e: std::io::Error) -> Error {
+    let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<RustlsError>()) else {
+        return Error::Tls { host: host.to_owned(), port, why: e.to_string() };
+    };
+    let why = match tls {
+        RustlsError::InvalidCertificate(cert) => {
+            let hint = match cert {
+                CertificateError::UnknownIssuer => {
+                    "; give the CA that signed it with --ca, or skip verification with --insecure"
+                }
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                    "; connect with a name the certificate lists, or skip verification with --insecure"
+                }
+                _ => "",
+            };
+            format!("the server certificate for {host:?} is not accepted: {tls}{hint}")
+        }
+        other => other.to_string(),
+    };
+    Error::Tls { host: host.to_owned(), port, why }
+}
+
+fn client_config(options: &TlsOptions) -> Result<ClientConfig> {
+    let provider = Arc::new(ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::TlsConfig(e.to_string()))?;
+    let builder = if options.insecure {
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+    } else {
+        builder.with_root_certificates(roots(options.ca_file.as_deref())?)
+    };
+    match (&options.cert_file, &options.key_file) {
+        (None, None) => Ok(builder.with_no_client_auth()),
+        (Some(cert), Some(key)) => {
+            let certs = read_certs("--cert", cert)?;
+            let pem = read("--key", key)?;
+            let key_der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| Error::TlsFile {
+                what: "--key",
+                path: key.clone(),
+                why: format!("no PEM private key: {e}"),
+            })?;
+            builder.with_client_auth_cert(certs, key_der).map_err(|e| Error::TlsFile {
+                what: "--key",
+                path: key.clone(),
+                why: format!("does not match --cert {}: {e}", cert.display()),
+            })
+        }
+        (Some(_), None) => Err(Error::TlsConfig("--cert needs --key".into())),
+        (None, Some(_)) => Err(Error::TlsConfig("--key needs --cert".into())),
+    }
+}
+
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::TlsFile { what, path: path.to_owned(), why: e.to_string() })
+}
+
+fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let pem = read(what, path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::TlsFile { what, path: path.to_owned(), why: format!("bad PEM: {e}") })?;
+    if certs.is_empty() {
+        return Err(Error::TlsFile { what, path: path.to_owned(), why: "no PEM certificate in the file".into() });
+    }
+    Ok(certs)
+}
+
+/// The CAs of `--ca`, or the system's store.
+fn roots(ca_file: Option<&Path>) -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in read_certs("--ca", path)? {
+                roots.add(cert).map_err(|e| Error::TlsFile {
+                    what: "--ca",
+                    path: path.to_owned(),
+                    why: format!("not a usable CA certificate: {e}"),
+                })?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
+                return Err(Error::TlsConfig("no CA certificates found on this system; give one with --ca".into()));
+            }
+        }
+    }
+    Ok(roots)
+}
+
+/// `--insecure`: any server certificate is accepted (handshake signatures are still checked, so the
+/// connection is encrypted, but not authenticated).
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, RustlsError> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, RustlsError> {
+        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, RustlsError> {
+        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
