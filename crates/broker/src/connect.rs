@@ -231,10 +231,8 @@ fn attach(
     let ack = ConnAck { session_present, code: reason::SUCCESS, properties };
     io.queue(&Packet::ConnAck(ack), version);
     Stats::add(&broker.stats.clients_total_connects, 1);
-    // Unacknowledged messages go again, with DUP, before anything new [MQTT-4.4.0-1].
-    for packet in session.state.lock().resend(std::time::Instant::now()) {
-        io.queue(&packet, version);
-    }
+    // Unacknowledged messages go again (`Broker::attach` marked them), with DUP, before anything new, as
+    // the connection task drains the session [MQTT-4.4.0-1].
     tracing::info!(
         client_id = %client_id,
         peer = %io.peer,

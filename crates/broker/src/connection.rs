@@ -238,6 +238,14 @@ impl Client {
     pub(crate) fn drain(&mut self) {
         let now = Instant::now();
         let mut state = self.session.state.lock();
+        if self.session.connection.load(std::sync::atomic::Ordering::Acquire) != self.connection_id {
+            // Taken over: the session's messages belong to the new connection now.
+            return;
+        }
+        while self.io.wbuf.len() < WRITE_HIGH_WATER {
+            let Some(packet) = state.next_resend(self.send_window, now) else { break };
+            self.io.queue(&packet, self.version);
+        }
         let mut scratch = Properties::default();
         let mut sent = 0;
         while self.io.wbuf.len() < WRITE_HIGH_WATER {
@@ -275,6 +283,10 @@ impl Client {
         let _ = self.io.wr.shutdown().await;
         let publish_will = !matches!(end, End::Disconnect { with_will: false });
         let will = self.broker.detach(&self.session, self.connection_id, publish_will, self.expiry_override);
+        if matches!(end, End::Takeover) {
+            // This task may have taken a wake-up meant for the new connection: pass one on.
+            self.session.wake.notify_one();
+        }
         let will = if matches!(end, End::Takeover) && will == WillOutcome::HandedOver {
             "will handled by the takeover".to_string()
         } else {

@@ -2,6 +2,7 @@
 //! session expiry), and the delayed tasks for wills and expiry. This module owns the takeover protocol.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -77,6 +78,9 @@ pub struct Session {
     pub wake: Notify,
     /// Ownership, will, subscriptions; never held while `state` is locked by the same thread.
     pub control: Mutex<Control>,
+    /// The attached connection's id (0: none). Atomic so a replaced connection sees, under the `state`
+    /// lock, that it must stop draining the outbox.
+    pub connection: AtomicU64,
 }
 
 impl Session {
@@ -86,6 +90,7 @@ impl Session {
             client_id: identity.client_id.clone(),
             state: Mutex::new(SessionState::new(limits)),
             wake: Notify::new(),
+            connection: AtomicU64::new(0),
             control: Mutex::new(Control {
                 owner: None,
                 identity,
@@ -146,6 +151,7 @@ impl Broker {
     /// discards an existing one per Clean Start. Returns the session and Session Present.
     pub fn attach(self: &Arc<Self>, attach: Attach) -> (Arc<Session>, bool) {
         let client_id = attach.identity.client_id.clone();
+        let connection_id = attach.owner.connection_id;
         let mut owner = Some(attach.owner);
         let mut sessions = self.sessions.lock();
         let existing = sessions.get(&client_id).cloned();
@@ -185,7 +191,11 @@ impl Broker {
             }
         }
         if let Some(session) = resumed {
-            session.state.lock().online = true;
+            session.connection.store(connection_id, Ordering::Release);
+            let mut state = session.state.lock();
+            state.online = true;
+            state.resume();
+            drop(state);
             return (session, true);
         }
         let session = Arc::new(Session::new(self.next_id(), attach.identity, self.settings.queue));
@@ -195,6 +205,7 @@ impl Broker {
             ctl.will = attach.will;
             ctl.expiry = attach.expiry;
         }
+        session.connection.store(connection_id, Ordering::Release);
         session.state.lock().online = true;
         sessions.insert(client_id, session.clone());
         (session, false)
@@ -214,6 +225,7 @@ impl Broker {
             return WillOutcome::HandedOver;
         }
         ctl.owner = None;
+        session.connection.store(0, Ordering::Release);
         if let Some(e) = expiry {
             ctl.expiry = e;
         }

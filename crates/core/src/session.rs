@@ -55,6 +55,8 @@ pub struct Inflight {
     pub packet_id: PacketId,
     pub delivery: Delivery,
     pub state: InflightState,
+    /// Whether it was sent on the current connection; false after a reconnect until resent.
+    pub sent: bool,
 }
 
 /// A delivery leaving the outbox, with the packet id it was given (QoS 1/2).
@@ -83,6 +85,8 @@ pub struct SessionState {
     inflight: VecDeque<Inflight>,
     next_packet_id: u16,
     incoming_qos2: HashSet<u16>,
+    /// Inflight entries possibly not yet resent since [`SessionState::resume`] (an upper bound).
+    owed: usize,
     /// Deliveries dropped since the session began (full outbox, expiry, offline QoS 0).
     pub dropped: u64,
 }
@@ -178,7 +182,7 @@ impl SessionState {
             } else {
                 InflightState::AwaitingPubRec
             };
-            self.inflight.push_back(Inflight { packet_id, delivery, state });
+            self.inflight.push_back(Inflight { packet_id, delivery, state, sent: true });
             return Some(outgoing);
         }
     }
@@ -219,16 +223,41 @@ impl SessionState {
         Ok(())
     }
 
-    /// What to send again when a client resumes this session: unacknowledged PUBLISH packets with DUP set,
-    /// and PUBREL for those that were received [MQTT-4.4.0-1].
-    pub fn resend(&self, now: Instant) -> Vec<Packet> {
-        self.inflight
-            .iter()
-            .map(|i| match i.state {
-                InflightState::AwaitingPubComp => Packet::PubRel(Ack::new(i.packet_id)),
-                _ => Packet::Publish(i.delivery.to_publish(Some(i.packet_id), true, now)),
-            })
-            .collect()
+    /// A client resumed this session: every unacknowledged message is to be sent again
+    /// ([`SessionState::next_resend`]), with its packet id kept [MQTT-4.4.0-1].
+    pub fn resume(&mut self) {
+        for i in &mut self.inflight {
+            i.sent = false;
+        }
+        self.owed = self.inflight.len();
+    }
+
+    /// The next message owed since [`SessionState::resume`], within the client's Receive Maximum `window`
+    /// [MQTT-3.3.4-9]: a PUBLISH with DUP set, or a PUBREL for one that was received. In the original order.
+    pub fn next_resend(&mut self, window: usize, now: Instant) -> Option<Packet> {
+        if self.owed == 0 {
+            return None;
+        }
+        let sent = self.inflight.iter().filter(|i| i.sent).count();
+        if sent >= window.max(1) {
+            return None;
+        }
+        let Some(entry) = self.inflight.iter_mut().find(|i| !i.sent) else {
+            self.owed = 0;
+            return None;
+        };
+        entry.sent = true;
+        self.owed -= 1;
+        Some(match entry.state {
+            InflightState::AwaitingPubComp => Packet::PubRel(Ack::new(entry.packet_id)),
+            _ => Packet::Publish(entry.delivery.to_publish(Some(entry.packet_id), true, now)),
+        })
+    }
+
+    /// Everything [`SessionState::resume`] owes, ignoring any window.
+    pub fn resend(&mut self, now: Instant) -> Vec<Packet> {
+        self.resume();
+        std::iter::from_fn(|| self.next_resend(usize::MAX, now)).collect()
     }
 
     /// An incoming QoS 2 PUBLISH: true if its packet id is new (route the message), false if it is a

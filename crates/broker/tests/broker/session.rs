@@ -231,9 +231,6 @@ async fn a_takeover_that_keeps_the_session_resends_unacknowledged_messages() {
 /// A client that comes back with a smaller Receive Maximum gets no more unacknowledged messages than
 /// it allows, resent ones included [MQTT-3.3.4-9]; the rest follow its acknowledgements in order.
 #[tokio::test]
-#[ignore = "broker bug: SessionState::resend sends every inflight message on reconnect, ignoring the new \
-            Receive Maximum; the fix needs a sent/unsent mark per inflight entry in mqttd-core (original \
-            packet ids must be kept), which is being reworked"]
 async fn messages_resent_on_reconnect_respect_the_new_receive_maximum() {
     let tb = TestBroker::start();
     let (mut sub, _) = connect_ok(&tb, persistent("window", V5, 60)).await;
