@@ -139,6 +139,11 @@ impl Broker {
         self.wait_ready();
     }
 
+    /// The broker's process id (to send it SIGHUP).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the broker (SIGKILL to its pid) and waits for it.
     pub fn stop(&mut self) {
         let _ = self.child.kill();
