@@ -211,6 +211,9 @@ async fn wrap(stream: TcpStream, wrapping: &Wrapping) -> Result<(Box<dyn Stream>
         if first[0] == 0x16 {
             return Err(format!("the client sent a TLS ClientHello, but this {} listener is not TLS", wrapping.name()));
         }
+        if first[0] == b'G' && !wrapping.websockets {
+            return Err("the client sent an HTTP request (a WebSocket client?) to a plain MQTT listener".into());
+        }
         if !wrapping.websockets {
             return Ok((Box::new(stream), CertUsername::Unused));
         }

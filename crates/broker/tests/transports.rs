@@ -245,6 +245,8 @@ async fn plain_mqtt_on_a_tls_port_and_tls_on_a_plain_port_close_only_that_connec
     assert_eq!(read_to_close(&mut raw).await, b"", "no CONNACK over a TLS port");
     let err = Client::connect(&options(plain_addr, TransportKind::Tls, Some(&pki.ca))).await.unwrap_err();
     assert!(err.to_string().contains("TLS handshake"), "{err}");
+    let err = Client::connect(&options(plain_addr, TransportKind::WebSocket, None)).await.unwrap_err();
+    assert!(err.to_string().contains("WebSocket upgrade"), "{err}");
     round_trip(&options(tls_addr, TransportKind::Tls, Some(&pki.ca)), "ok/tls").await;
     round_trip(&options(plain_addr, TransportKind::Tcp, None), "ok/plain").await;
 }

@@ -32,7 +32,8 @@ where
 /// The error of a failed handshake: which name, and why verification failed, with what to try.
 fn handshake_error(host: &str, port: u16, e: std::io::Error) -> Error {
     let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<RustlsError>()) else {
-        return Error::Tls { host: host.to_owned(), port, why: e.to_string() };
+        let why = format!("{e} (is port {port} a TLS port?)");
+        return Error::Tls { host: host.to_owned(), port, why };
     };
     let why = match tls {
         RustlsError::InvalidCertificate(cert) => {
