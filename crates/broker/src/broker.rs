@@ -33,6 +33,31 @@ impl Stats {
     }
 }
 
+/// Bytes queued for an online subscriber above which its publishers wait before reading more.
+pub const CONGESTED_BACKLOG: usize = 256 * 1024;
+/// Bytes queued below which waiting publishers resume (hysteresis: they do not wake for every message).
+pub const RELIEVED_BACKLOG: usize = CONGESTED_BACKLOG / 2;
+
+/// What routing a message did.
+#[derive(Debug, Clone, Default)]
+pub struct Routed {
+    /// Sessions that queued it.
+    pub reached: usize,
+    /// A subscriber's queue is past [`CONGESTED_BACKLOG`]: the publisher should yield to other tasks.
+    pub busy: bool,
+    /// An online subscriber whose queue is full while it still reads: the publisher waits for it to catch
+    /// up before reading more. A subscriber that stopped reading ([`Session::progressing`] false) never
+    /// slows its publishers down: its full queue drops messages instead.
+    pub congested: Option<Arc<Session>>,
+}
+
+/// What [`Broker::deliver`] did with one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivered {
+    Queued { backlog: usize, nearly_full: bool },
+    Dropped,
+}
+
 /// Who is asking, for authorization.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientIdentity {
@@ -109,6 +134,11 @@ impl Broker {
         self.may_read_with(&self.security(), reader, topic)
     }
 
+    /// [`Broker::may_write`] for the owner of `session`, without looking it up when no ACL is loaded.
+    pub fn may_write_session(&self, session: &Session, topic: &str) -> bool {
+        !self.acl_active.load(Ordering::Acquire) || self.may_write(&session.identity(), topic)
+    }
+
     /// The one authorization point for writing: publishes and wills pass here.
     pub fn may_write(&self, writer: &ClientIdentity, topic: &str) -> bool {
         let security = self.security();
@@ -136,8 +166,8 @@ impl Broker {
     }
 
     /// Routes a message: updates the retained store, then delivers to each matching session once, at the
-    /// highest QoS of its matching subscriptions [MQTT-3.3.4-2]. Returns the number of sessions reached.
-    pub fn route(&self, message: Arc<Message>) -> usize {
+    /// highest QoS of its matching subscriptions [MQTT-3.3.4-2].
+    pub fn route(&self, message: Arc<Message>) -> Routed {
         if message.retain && self.settings.retain_available {
             self.retained.write().set(message.clone());
         }
@@ -147,7 +177,7 @@ impl Broker {
         if matches.len() > 1 {
             matches.sort_unstable_by_key(|m| m.subscriber.id);
         }
-        let mut reached = 0;
+        let mut routed = Routed::default();
         let mut i = 0;
         while i < matches.len() {
             let session = &matches[i].subscriber;
@@ -179,22 +209,41 @@ impl Broker {
                 message: message.clone(),
                 subscription_ids: ids,
             };
-            if self.deliver(session, delivery) {
-                reached += 1;
+            match self.deliver(session, delivery) {
+                Delivered::Queued { backlog, nearly_full } => {
+                    routed.reached += 1;
+                    routed.busy |= backlog > CONGESTED_BACKLOG;
+                    let own = session.id == message.origin;
+                    if nearly_full && !own && session.progressing() && routed.congested.is_none() {
+                        routed.congested = Some(session.clone());
+                    }
+                }
+                // A full queue of a subscriber that still reads: slow the publisher down too.
+                Delivered::Dropped
+                    if session.id != message.origin && session.progressing() && routed.congested.is_none() =>
+                {
+                    routed.congested = Some(session.clone());
+                }
+                Delivered::Dropped => {}
             }
         }
-        reached
+        routed
     }
 
     /// Offers a delivery to a session's outbox and wakes its connection.
-    pub(crate) fn deliver(&self, session: &Session, delivery: Delivery) -> bool {
-        let outcome = session.state.lock().enqueue(delivery);
+    pub(crate) fn deliver(&self, session: &Session, delivery: Delivery) -> Delivered {
+        let mut state = session.state.lock();
+        let outcome = state.enqueue(delivery);
+        // An offline session's queue is not a reason to slow publishers down.
+        let (backlog, nearly_full) =
+            if state.online { (state.queued_bytes(), state.nearly_full()) } else { (0, false) };
+        drop(state);
         if outcome == Enqueued::Queued {
             session.wake.notify_one();
-            true
+            Delivered::Queued { backlog, nearly_full }
         } else {
             Stats::add(&self.stats.messages_dropped, 1);
-            false
+            Delivered::Dropped
         }
     }
 }

@@ -255,6 +255,8 @@ fn attach(
         connect_expiry: c.properties.session_expiry_interval.unwrap_or(0),
         expiry_override: None,
         kick: kick_rx,
+        congested: None,
+        busy: false,
     }
 }
 
@@ -262,11 +264,15 @@ fn attach(
 /// slow by design). The log names the user and the reason, never the password.
 async fn authenticate(broker: &Broker, c: &Connect, listener: usize) -> Result<(), Refusal> {
     let security = broker.security().get(listener);
-    let username = c.username.clone();
-    let password = c.password.clone();
-    let outcome = tokio::task::spawn_blocking(move || security.authenticate(username.as_deref(), password.as_deref()))
-        .await
-        .unwrap_or(AuthOutcome::NoCredentials);
+    let outcome = if security.passwords.is_some() && c.username.is_some() {
+        let (username, password) = (c.username.clone(), c.password.clone());
+        tokio::task::spawn_blocking(move || security.authenticate(username.as_deref(), password.as_deref()))
+            .await
+            .unwrap_or(AuthOutcome::NoCredentials)
+    } else {
+        // Nothing to hash: decide here, without a trip to the blocking pool.
+        security.authenticate(c.username.as_deref(), c.password.as_deref())
+    };
     let user = c.username.as_deref().unwrap_or("(anonymous)");
     match outcome {
         AuthOutcome::Allowed => Ok(()),

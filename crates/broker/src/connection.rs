@@ -13,12 +13,14 @@ use mqttd_proto::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
-use crate::broker::{Broker, Stats};
+use crate::broker::{Broker, Stats, RELIEVED_BACKLOG};
 use crate::session::{Expiry, Kick, Session, WillOutcome};
 
 /// Stop draining the outbox into the write buffer beyond this many bytes; stop reading beyond 4x.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
-const READ_CHUNK: usize = 4096;
+/// Read sizes adapt between these: an idle client holds no buffer, a busy one reads big batches.
+const READ_MIN: usize = 256;
+const READ_MAX: usize = 64 * 1024;
 
 pub(crate) type Reader = Box<dyn AsyncRead + Send + Unpin>;
 pub(crate) type Writer = Box<dyn AsyncWrite + Send + Unpin>;
@@ -82,12 +84,14 @@ pub(crate) struct Transport {
     pub listener: usize,
     /// The username from the client certificate, on listeners with `use_identity_as_username`.
     pub cert_username: crate::tls::CertUsername,
+    /// How much room the next read gets; doubles when a read fills it, halves when reads are small.
+    pub read_hint: usize,
 }
 
 impl Transport {
     /// Reads more bytes; `Ok(false)` on end of stream.
     pub(crate) async fn fill(&mut self, stats: &Stats) -> std::io::Result<bool> {
-        fill(&mut self.rd, &mut self.rbuf, stats).await
+        fill(&mut self.rd, &mut self.rbuf, &mut self.read_hint, stats).await
     }
 
     /// Writes everything buffered, bounded by `limit`.
@@ -108,26 +112,55 @@ impl Transport {
         }
     }
 
-    /// Keeps an idle connection small: drop large empty buffers.
+    /// Keeps an idle connection small: a quiet client holds no buffers, a busy one keeps its own.
     fn shrink(&mut self) {
-        if self.rbuf.is_empty() && self.rbuf.capacity() > 4 * READ_CHUNK {
+        let quiet = self.read_hint <= READ_MIN;
+        if self.rbuf.is_empty() && (quiet || self.rbuf.capacity() > 2 * READ_MAX) {
             self.rbuf = BytesMut::new();
         }
-        if self.wbuf.is_empty() && self.wbuf.capacity() > 4 * WRITE_HIGH_WATER {
+        if self.wbuf.is_empty() && (quiet || self.wbuf.capacity() > 4 * WRITE_HIGH_WATER) {
             self.wbuf = BytesMut::new();
         }
     }
 }
 
 /// Reads more bytes into `rbuf`; `Ok(false)` on end of stream. Cancel-safe: bytes read stay in `rbuf`.
-async fn fill(rd: &mut Reader, rbuf: &mut BytesMut, stats: &Stats) -> std::io::Result<bool> {
-    if rbuf.capacity() - rbuf.len() < 512 {
-        rbuf.reserve(READ_CHUNK);
+async fn fill(rd: &mut Reader, rbuf: &mut BytesMut, hint: &mut usize, stats: &Stats) -> std::io::Result<bool> {
+    if rbuf.capacity() - rbuf.len() < *hint / 2 {
+        rbuf.reserve(*hint);
     }
+    let room = rbuf.capacity() - rbuf.len();
     let n = rd.read_buf(rbuf).await?;
+    if n >= room {
+        *hint = (*hint * 2).min(READ_MAX);
+    } else if n < *hint / 8 {
+        *hint = (*hint / 2).max(READ_MIN);
+    }
     Stats::add(&stats.bytes_received, n as u64);
     Ok(n > 0)
 }
+
+/// Backpressure: before reading more from a publisher, wait (at most [`CONGESTION_WAIT`]) until a
+/// subscriber it feeds has drained its queue below [`RELIEVED_BACKLOG`], so queues and memory stay bounded
+/// without dropping messages.
+async fn wait_for_drain(slow: &Session) {
+    loop {
+        let drained = slow.drained.notified();
+        tokio::pin!(drained);
+        drained.as_mut().enable();
+        let relieved = {
+            let state = slow.state.lock();
+            state.queued_bytes() <= RELIEVED_BACKLOG && !state.nearly_full()
+        };
+        if relieved || !slow.progressing() {
+            return;
+        }
+        let _ = tokio::time::timeout(CONGESTION_POLL, drained).await;
+    }
+}
+
+/// How often a waiting publisher re-checks that its slow subscriber still makes progress.
+const CONGESTION_POLL: Duration = Duration::from_millis(20);
 
 /// A connected client: the transport plus its session and negotiated parameters.
 pub(crate) struct Client {
@@ -148,6 +181,10 @@ pub(crate) struct Client {
     /// Expiry set by a 5.0 DISCONNECT.
     pub expiry_override: Option<Expiry>,
     pub kick: mpsc::Receiver<Kick>,
+    /// A subscriber with a full queue, still reading, that a message this client published went to.
+    pub congested: Option<Arc<Session>>,
+    /// A subscriber this client publishes to has a long queue: yield before reading more.
+    pub busy: bool,
 }
 
 /// Serves one accepted socket until it ends. Logs once, at the end.
@@ -174,7 +211,16 @@ pub async fn serve_as<S>(
 {
     let (rd, wr) = tokio::io::split(stream);
     let (rbuf, wbuf) = (BytesMut::new(), BytesMut::new());
-    let io = Transport { rd: Box::new(rd), wr: Box::new(wr), rbuf, wbuf, peer, listener, cert_username };
+    let io = Transport {
+        rd: Box::new(rd),
+        wr: Box::new(wr),
+        rbuf,
+        wbuf,
+        peer,
+        listener,
+        cert_username,
+        read_hint: READ_MIN,
+    };
     let Some(mut client) = crate::connect::handshake(&broker, io).await else { return };
     Stats::add(&broker.stats.clients_connected, 1);
     let end = client.run(shutdown).await;
@@ -205,7 +251,7 @@ impl Client {
                         self.io.shrink();
                     }
                 }
-                read = fill(&mut self.io.rd, &mut self.io.rbuf, &self.broker.stats), if reading => {
+                read = fill(&mut self.io.rd, &mut self.io.rbuf, &mut self.io.read_hint, &self.broker.stats), if reading => {
                     match read {
                         Ok(true) => {}
                         Ok(false) => return End::Closed,
@@ -221,6 +267,15 @@ impl Client {
                             Ok(None) => break,
                             Err(e) => return End::protocol(&e),
                         }
+                        if let Some(slow) = self.congested.take() {
+                            // Before the next packet: a subscriber's queue is nearly full.
+                            self.drain();
+                            wait_for_drain(&slow).await;
+                        }
+                    }
+                    if std::mem::take(&mut self.busy) {
+                        // Let subscriber tasks write before this publisher reads more.
+                        tokio::task::yield_now().await;
                     }
                     if got_packet {
                         // [MQTT-3.1.2-24]: 1.5 times the keep-alive since the last control packet.
@@ -266,6 +321,11 @@ impl Client {
         }
         if sent > 0 {
             Stats::add(&self.broker.stats.messages_sent, sent);
+            self.session.made_progress();
+            if state.queued_bytes() <= RELIEVED_BACKLOG && !state.nearly_full() {
+                // Publishers waiting on this subscriber may read again (cheap when none waits).
+                self.session.drained.notify_waiters();
+            }
         }
     }
 

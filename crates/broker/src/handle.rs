@@ -86,58 +86,64 @@ impl Client {
                 self.ack(Packet::PubRec(Ack::new(p.packet_id.expect("QoS 2 has a packet id"))));
                 return Ok(());
             }
-            if state.incoming_qos2() > usize::from(s.inflight_window()) {
+            // Only 5.0 clients were told our Receive Maximum; 3.1.1 has no such limit (ids bound it).
+            if self.version.is_v5() && state.incoming_qos2() > usize::from(s.inflight_window()) {
                 return Err(violation(
-                    "more QoS 2 messages than Receive Maximum [MQTT-3.3.4-9]",
+                    "more QoS 2 messages than Receive Maximum [MQTT-3.3.4-7]",
                     reason::RECEIVE_MAXIMUM_EXCEEDED,
                 ));
             }
         }
-        let code = self.route_publish(&p);
+        let (qos, packet_id) = (p.qos, p.packet_id);
+        let code = self.route_publish(p);
         let code = self.reason_for_version(code);
         let ack = |id: Option<PacketId>| Ack {
             packet_id: id.expect("QoS 1/2 has a packet id"),
             reason: code,
             properties: Properties::default(),
         };
-        match p.qos {
+        match qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.ack(Packet::PubAck(ack(p.packet_id))),
+            QoS::AtLeastOnce => self.ack(Packet::PubAck(ack(packet_id))),
             QoS::ExactlyOnce => {
                 if code >= 0x80 {
                     // A refused QoS 2 message is not awaiting PUBREL.
-                    self.session.state.lock().release_qos2(p.packet_id.expect("QoS 2 has a packet id"));
+                    self.session.state.lock().release_qos2(packet_id.expect("QoS 2 has a packet id"));
                 }
-                self.ack(Packet::PubRec(ack(p.packet_id)));
+                self.ack(Packet::PubRec(ack(packet_id)));
             }
         }
         Ok(())
     }
 
     /// Checks size and authorization, then routes. Returns the 5.0 reason code for the acknowledgement.
-    fn route_publish(&mut self, p: &Publish) -> u8 {
+    fn route_publish(&mut self, p: Publish) -> u8 {
         let limit = self.broker.settings.message_size_limit;
         if limit > 0 && p.payload.len() > limit as usize {
             tracing::info!(client_id = %self.session.client_id, size = p.payload.len(), "message over message_size_limit dropped");
             return reason::PACKET_TOO_LARGE;
         }
-        let identity = self.session.identity();
-        if !self.broker.may_write(&identity, &p.topic) {
-            tracing::info!(client_id = %identity.client_id, topic = %p.topic, "publish denied");
+        if !self.broker.may_write_session(&self.session, &p.topic) {
+            tracing::info!(client_id = %self.session.client_id, topic = %p.topic, "publish denied");
             return reason::NOT_AUTHORIZED;
         }
         let expires_at =
             p.properties.message_expiry_interval.map(|s| Instant::now() + Duration::from_secs(u64::from(s)));
         let message = Message {
-            topic: p.topic.clone(),
-            payload: p.payload.clone(),
+            topic: p.topic,
+            payload: unpinned(p.payload),
             qos: p.qos,
             retain: p.retain,
-            properties: p.properties.clone(),
+            properties: p.properties,
             expires_at,
             origin: self.session.id,
         };
-        if self.broker.route(Arc::new(message)) == 0 {
+        let routed = self.broker.route(Arc::new(message));
+        self.busy |= routed.busy;
+        if self.congested.is_none() {
+            self.congested = routed.congested;
+        }
+        if routed.reached == 0 {
             reason::NO_MATCHING_SUBSCRIBERS
         } else {
             reason::SUCCESS
@@ -257,5 +263,15 @@ impl Client {
             self.expiry_override = Some(Expiry::from_v5(seconds));
         }
         Err(End::Disconnect { with_will: d.reason == reason::DISCONNECT_WITH_WILL_MESSAGE })
+    }
+}
+
+/// A small payload is copied out of the read buffer it was sliced from: a queued 64-byte message must not
+/// keep a whole read buffer alive. Large payloads stay zero-copy (they dominate their buffer anyway).
+fn unpinned(payload: bytes::Bytes) -> bytes::Bytes {
+    if payload.len() <= 2048 {
+        bytes::Bytes::copy_from_slice(&payload)
+    } else {
+        payload
     }
 }

@@ -76,8 +76,14 @@ pub struct Session {
     /// Wakes the connection task when its outbox gains a delivery. `Notify` keeps one permit, so a wake
     /// that arrives before the task waits is not lost.
     pub wake: Notify,
+    /// Wakes publishers waiting for this session's queue to drain (backpressure). `notify_waiters` only:
+    /// no permit is stored for publishers that are not waiting.
+    pub drained: Notify,
     /// Ownership, will, subscriptions; never held while `state` is locked by the same thread.
     pub control: Mutex<Control>,
+    /// When the connection last wrote deliveries, in [`clock`] nanoseconds; tells a slow subscriber from
+    /// one that stopped reading.
+    pub progress: AtomicU64,
     /// The attached connection's id (0: none). Atomic so a replaced connection sees, under the `state`
     /// lock, that it must stop draining the outbox.
     pub connection: AtomicU64,
@@ -90,6 +96,8 @@ impl Session {
             client_id: identity.client_id.clone(),
             state: Mutex::new(SessionState::new(limits)),
             wake: Notify::new(),
+            drained: Notify::new(),
+            progress: AtomicU64::new(clock()),
             connection: AtomicU64::new(0),
             control: Mutex::new(Control {
                 owner: None,
@@ -101,6 +109,16 @@ impl Session {
                 pending_will: None,
             }),
         }
+    }
+
+    /// Records that deliveries were written to the client.
+    pub fn made_progress(&self) {
+        self.progress.store(clock(), Ordering::Relaxed);
+    }
+
+    /// Whether deliveries were written within the last [`STALL`]: a subscriber that still reads.
+    pub fn progressing(&self) -> bool {
+        clock().saturating_sub(self.progress.load(Ordering::Relaxed)) < STALL.as_nanos() as u64
     }
 
     /// Who owns this session, for authorization.
@@ -347,4 +365,13 @@ impl Broker {
 /// The Will Delay Interval of a will (5.0; zero before).
 pub fn will_delay(will: &Will) -> Duration {
     Duration::from_secs(u64::from(will.properties.will_delay_interval.unwrap_or(0)))
+}
+
+/// A subscriber that wrote nothing for this long counts as stalled: publishers stop waiting for it.
+pub const STALL: Duration = Duration::from_millis(200);
+
+/// Monotonic nanoseconds since the first call; cheap to store in an atomic.
+pub fn clock() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }

@@ -24,7 +24,7 @@ pub struct QueueLimits {
 
 impl Default for QueueLimits {
     fn default() -> Self {
-        QueueLimits { max_messages: 1000, max_bytes: 0, queue_qos0_offline: false, max_qos0_bytes: 8 << 20 }
+        QueueLimits { max_messages: 1000, max_bytes: 0, queue_qos0_offline: false, max_qos0_bytes: 1 << 20 }
     }
 }
 
@@ -109,6 +109,16 @@ impl SessionState {
     /// Outgoing QoS 1/2 messages awaiting acknowledgement.
     pub fn inflight(&self) -> usize {
         self.inflight.len()
+    }
+
+    /// Whether the outbox is past three quarters of any of its limits: publishers should wait for this
+    /// session before it starts dropping.
+    pub fn nearly_full(&self) -> bool {
+        let l = &self.limits;
+        let over = |used: usize, limit: usize| limit > 0 && used * 4 >= limit * 3;
+        over(self.outbox.len(), l.max_messages)
+            || over(self.outbox_bytes, l.max_bytes)
+            || over(self.qos0_bytes, l.max_qos0_bytes)
     }
 
     /// Offers a delivery to the outbox, within the limits.

@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
+
 use mqttd_proto::SubscriptionOptions;
 
 /// A subscription found by [`TopicTree::matches`].
@@ -24,7 +26,9 @@ struct Entry<S> {
 
 #[derive(Debug)]
 struct Node<S> {
-    children: HashMap<Box<str>, Node<S>>,
+    /// foldhash: seeded per process like SipHash, several times faster on short topic levels (SipHash
+    /// was 4% of broker CPU in profiles).
+    children: HashMap<Box<str>, Node<S>, RandomState>,
     /// Subscriptions whose filter ends at this level.
     here: Vec<Entry<S>>,
     /// Subscriptions whose filter ends with `#` after this level.
@@ -33,7 +37,7 @@ struct Node<S> {
 
 impl<S> Default for Node<S> {
     fn default() -> Self {
-        Node { children: HashMap::new(), here: Vec::new(), multi: Vec::new() }
+        Node { children: HashMap::default(), here: Vec::new(), multi: Vec::new() }
     }
 }
 

@@ -112,3 +112,28 @@ async fn max_inflight_messages_bounds_unacknowledged_messages_to_any_client() {
     sub.send(&Packet::PubAck(Ack::new(first.packet_id.unwrap()))).await;
     assert_eq!(sub.recv_publish().await.payload, &b"2"[..]);
 }
+
+/// Backpressure instead of loss: a publisher pipelining 300 QoS 1 messages at a subscriber whose queue
+/// holds 10 is slowed down while the subscriber reads, so every acknowledged message is delivered, in
+/// order. (Without it, the burst would overflow `max_queued_messages` and 290 messages would be dropped.)
+#[tokio::test]
+async fn acknowledged_messages_are_not_dropped_for_a_subscriber_that_keeps_reading() {
+    let queue = QueueLimits { max_messages: 10, ..QueueLimits::default() };
+    let tb = TestBroker::with_settings(Settings { queue, ..Settings::default() });
+    let mut sub = subscriber(&tb, "reader", V4, "burst", QoS::AtLeastOnce).await;
+    let mut publisher = Peer::connect(tb.addr, "burster", V4).await;
+    let mut burst = Vec::new();
+    for i in 1..=300u16 {
+        let p = publish("burst", &i.to_be_bytes(), QoS::AtLeastOnce, false, PacketId::new(i));
+        burst.extend(bytes_of(&Packet::Publish(p), V4));
+    }
+    publisher.send_raw(&burst).await;
+    for i in 1..=300u16 {
+        let p = sub.recv_publish().await;
+        assert_eq!(p.payload[..], i.to_be_bytes(), "message {i} arrives, in order");
+    }
+    for _ in 0..300 {
+        assert!(matches!(publisher.recv().await, Packet::PubAck(_)));
+    }
+    assert_eq!(tb.broker.stats.messages_dropped.load(Ordering::Relaxed), 0);
+}
