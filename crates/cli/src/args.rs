@@ -27,6 +27,15 @@ pub struct Cli {
     pub version: bool,
 }
 
+/// `mqtt bench`: the options of the load generator, plus `-H/--help` as on every command.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub opts: mqttd_bench::BenchOptions,
+    #[arg(short = 'H', long = "help", action = ArgAction::Help)]
+    help: Option<bool>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Publish a message.
@@ -38,6 +47,8 @@ pub enum Command {
     /// Request / response (MQTT 5).
     #[command(visible_alias = "rr", disable_help_flag = true, override_help = help::RR)]
     Request(RrArgs),
+    /// Load a broker and measure it (throughput, losses, latency, CPU).
+    Bench(BenchArgs),
     /// Print the version.
     Version,
     /// Help about a command.

@@ -7,6 +7,7 @@ mqtt: an MQTT command line client (compatible with the MQTT.js CLI). Commands:
   * publish, pub     publish a message to a broker
   * subscribe, sub   subscribe to topics and print the messages received
   * rr               send a request and print the response (MQTT 5)
+  * bench            load a broker and measure it (mqtt bench --help)
   * version          print the version of this program
   * help             print help about a command
 

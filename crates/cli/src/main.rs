@@ -60,7 +60,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Publish(args) => block_on(publish::run(args)),
         Command::Subscribe(args) => block_on(subscribe::run(args)),
         Command::Request(args) => block_on(rr::run(args)),
+        Command::Bench(args) => bench(args.opts),
     }
+}
+
+/// `mqtt bench`: the load generator of `mqttd-bench`, with its table (or one JSON line with `--json`).
+fn bench(opts: mqttd_bench::BenchOptions) -> Result<(), Failure> {
+    let json = opts.json;
+    let report = mqttd_bench::run_blocking(opts).map_err(|e| Failure::new(1, format!("bench: {e}")))?;
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
 }
 
 fn help(command: Option<&str>) -> Result<(), Failure> {
@@ -69,6 +82,7 @@ fn help(command: Option<&str>) -> Result<(), Failure> {
         Some("publish" | "pub") => help::PUBLISH,
         Some("subscribe" | "sub") => help::SUBSCRIBE,
         Some("rr" | "request") => help::RR,
+        Some("bench") => "Usage: mqtt bench [OPTIONS] <fanin|fanout|pairs|latency|conns>\n\nRun 'mqtt bench --help' for every option.\n",
         Some("version") => "Usage: mqtt version\n\nPrints the version of this program.\n",
         Some(other) => {
             return Err(Failure::usage(format!("no help for {other:?}: no such command"))
