@@ -104,9 +104,11 @@ async fn serve(config: Config, port: Option<u16>) -> anyhow::Result<()> {
     let max_connections = config.listeners.iter().filter_map(|l| l.max_connections).min();
     let broker = Arc::new(Broker::new(Settings::from_config(&config)));
     broker.set_security(security_of(&config)?);
+    // Handlers first: a SIGHUP or SIGTERM sent as soon as the port answers must not kill the process.
+    let signals = Signals::install()?;
     let server = Server::start_binds(broker.clone(), &binds, max_connections).await?;
     tracing::info!("mqttd {} running", env!("CARGO_PKG_VERSION"));
-    wait_for_signal(&broker, &tls).await?;
+    signals.wait(&broker, &tls).await;
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(())
@@ -181,24 +183,42 @@ fn wrappings_of(config: &Config) -> anyhow::Result<Vec<Arc<Wrapping>>> {
 
 /// Waits for SIGINT or SIGTERM; SIGHUP reloads the password and ACL files and the TLS certificates
 /// meanwhile (a broken file keeps the old rules or certificates and logs the line at fault).
+/// The signals mqttd handles: SIGINT and SIGTERM stop it; SIGHUP reloads the password, ACL and
+/// certificate files (a broken file keeps the old ones and logs the line at fault).
 #[cfg(unix)]
-async fn wait_for_signal(broker: &Broker, tls: &[Arc<TlsListener>]) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
-    loop {
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => return r.context("cannot install the SIGINT handler"),
-            _ = term.recv() => return Ok(()),
-            _ = hup.recv() => {
-                match broker.security().reload() {
-                    Ok(fresh) => {
-                        broker.set_security(fresh);
-                        tracing::info!("SIGHUP: password and ACL files reloaded");
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?,
+            hup: signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?,
+        })
+    }
+
+    /// Returns on SIGINT or SIGTERM; handles SIGHUP meanwhile.
+    async fn wait(mut self, broker: &Broker, tls: &[Arc<TlsListener>]) {
+        loop {
+            tokio::select! {
+                _ = self.int.recv() => return,
+                _ = self.term.recv() => return,
+                _ = self.hup.recv() => {
+                    match broker.security().reload() {
+                        Ok(fresh) => {
+                            broker.set_security(fresh);
+                            tracing::info!("SIGHUP: password and ACL files reloaded");
+                        }
+                        Err(e) => tracing::error!("SIGHUP: reload failed, keeping the previous rules: {e}"),
                     }
-                    Err(e) => tracing::error!("SIGHUP: reload failed, keeping the previous rules: {e}"),
+                    reload_tls(tls);
                 }
-                reload_tls(tls);
             }
         }
     }
@@ -215,6 +235,15 @@ fn reload_tls(tls: &[Arc<TlsListener>]) {
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal(_broker: &Broker, _tls: &[Arc<TlsListener>]) -> anyhow::Result<()> {
-    tokio::signal::ctrl_c().await.context("cannot install the Ctrl-C handler")
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        Ok(Signals)
+    }
+
+    async fn wait(self, _broker: &Broker, _tls: &[Arc<TlsListener>]) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
