@@ -9,7 +9,6 @@ use mqttd_auth::AuthOutcome;
 use mqttd_proto::{
     decode, reason, reason::v3, ConnAck, Connect, DecodeError, Limits, Packet, Properties, ProtocolVersion,
 };
-use tokio::sync::mpsc;
 
 use crate::broker::{Broker, ClientIdentity, Stats};
 use crate::connection::{Client, End, Transport};
@@ -203,8 +202,7 @@ fn attach(
 ) -> Client {
     let version = c.protocol;
     let connection_id = broker.next_id();
-    // Capacity 1: a connection is kicked at most once.
-    let (kick_tx, kick_rx) = mpsc::channel(1);
+    let kick = Arc::new(tokio::sync::Notify::new());
     let identity = ClientIdentity { client_id: client_id.clone(), username: c.username.clone(), listener: io.listener };
     let expiry = expiry_of(broker, &c);
     let attach = Attach {
@@ -212,7 +210,7 @@ fn attach(
         clean_start: c.clean_start,
         expiry,
         will: c.will.clone(),
-        owner: Owner { connection_id, kick: kick_tx },
+        owner: Owner { connection_id, kick: kick.clone() },
     };
     let (session, session_present) = broker.attach(attach);
     let s = &broker.settings;
@@ -254,7 +252,7 @@ fn attach(
         client_max_packet: c.properties.maximum_packet_size,
         connect_expiry: c.properties.session_expiry_interval.unwrap_or(0),
         expiry_override: None,
-        kick: kick_rx,
+        kick,
         congested: None,
         busy: false,
     }

@@ -11,10 +11,10 @@ use mqttd_proto::{
     decode, encode, encode_publish, publish_len, reason, DecodeError, Limits, Packet, Properties, ProtocolVersion,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::broker::{Broker, Stats, RELIEVED_BACKLOG};
-use crate::session::{Expiry, Kick, Session, WillOutcome};
+use crate::session::{Expiry, Session, WillOutcome};
 
 /// Stop draining the outbox into the write buffer beyond this many bytes; stop reading beyond 4x.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
@@ -180,7 +180,8 @@ pub(crate) struct Client {
     pub connect_expiry: u32,
     /// Expiry set by a 5.0 DISCONNECT.
     pub expiry_override: Option<Expiry>,
-    pub kick: mpsc::Receiver<Kick>,
+    /// Notified when another connection takes the session over.
+    pub kick: Arc<tokio::sync::Notify>,
     /// A subscriber with a full queue, still reading, that a message this client published went to.
     pub congested: Option<Arc<Session>>,
     /// A subscriber this client publishes to has a long queue: yield before reading more.
@@ -221,10 +222,12 @@ pub async fn serve_as<S>(
         cert_username,
         read_hint: READ_MIN,
     };
-    let Some(mut client) = crate::connect::handshake(&broker, io).await else { return };
+    // Boxed steps: the task's future holds only the step under way, so an idle connection keeps only the
+    // small `run` state (memory per connection is a tracked figure).
+    let Some(mut client) = Box::pin(crate::connect::handshake(&broker, io)).await else { return };
     Stats::add(&broker.stats.clients_connected, 1);
     let end = client.run(shutdown).await;
-    client.finish(end).await;
+    Box::pin(client.finish(end)).await;
     broker.stats.clients_connected.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
@@ -239,7 +242,7 @@ impl Client {
             let reading = self.io.wbuf.len() < 4 * WRITE_HIGH_WATER;
             tokio::select! {
                 _ = shutdown.changed() => return End::Shutdown,
-                Some(kick) = self.kick.recv() => match kick { Kick::Takeover => return End::Takeover },
+                _ = self.kick.notified() => return End::Takeover,
                 written = self.io.wr.write_buf(&mut self.io.wbuf), if !self.io.wbuf.is_empty() => {
                     match written {
                         Ok(0) => return End::Closed,
@@ -270,7 +273,7 @@ impl Client {
                         if let Some(slow) = self.congested.take() {
                             // Before the next packet: a subscriber's queue is nearly full.
                             self.drain();
-                            wait_for_drain(&slow).await;
+                            Box::pin(wait_for_drain(&slow)).await;
                         }
                     }
                     if std::mem::take(&mut self.busy) {

@@ -179,9 +179,9 @@ fn spawn_connection(
     let _ = stream.set_nodelay(true);
     tokio::spawn(async move {
         let limit = broker.settings.connect_timeout;
-        match tokio::time::timeout(limit, wrap(stream, &wrapping)).await {
+        match tokio::time::timeout(limit, Box::pin(wrap(stream, &wrapping))).await {
             Ok(Ok((stream, cert_username))) => {
-                crate::connection::serve_as(broker, stream, (peer, index, cert_username), shutdown).await
+                Box::pin(crate::connection::serve_as(broker, stream, (peer, index, cert_username), shutdown)).await
             }
             Ok(Err(why)) => tracing::info!(%peer, listener = index, "closed before MQTT: {why}"),
             Err(_) => {

@@ -9,23 +9,18 @@ use std::time::{Duration, Instant};
 use mqttd_core::{Message, QueueLimits, SessionState};
 use mqttd_proto::{SubscriptionOptions, Will};
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use crate::broker::{Broker, ClientIdentity};
-
-/// Why a connection is told to stop by someone else.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kick {
-    /// Another connection took the session over [MQTT-3.1.4-3].
-    Takeover,
-}
 
 /// The connection currently attached to a session.
 #[derive(Debug)]
 pub struct Owner {
     pub connection_id: u64,
-    /// A channel, because the kick must reach a task that may be busy: it reads it in its select loop.
-    pub kick: mpsc::Sender<Kick>,
+    /// Tells the connection another one took the session over [MQTT-3.1.4-3]. A `Notify` of its own (not
+    /// the session's `wake`, which the new connection shares): `notify_one` keeps the permit until the
+    /// old task, busy or not, reads it in its select loop.
+    pub kick: Arc<Notify>,
 }
 
 /// How long a session lives after its connection ends.
@@ -54,7 +49,7 @@ pub struct Control {
     pub owner: Option<Owner>,
     pub identity: ClientIdentity,
     /// The will of the attached connection, taken exactly once: on abnormal end or on takeover.
-    pub will: Option<Will>,
+    pub will: Option<Box<Will>>,
     /// Subscriptions by filter, to restore or remove them from the tree.
     pub subscriptions: HashMap<String, SubscriptionOptions>,
     pub expiry: Expiry,
@@ -62,7 +57,7 @@ pub struct Control {
     /// apply.
     pub epoch: u64,
     /// A will waiting for its Will Delay Interval [MQTT-3.1.3-9].
-    pub pending_will: Option<Will>,
+    pub pending_will: Option<Box<Will>>,
 }
 
 /// A session: shared by its connection task and every publisher that delivers to it.
@@ -178,7 +173,7 @@ impl Broker {
             let mut ctl = old.control.lock();
             if let Some(owner) = ctl.owner.take() {
                 // The old task sees the kick in its loop, sends DISCONNECT 0x8E (5.0) and ends.
-                let _ = owner.kick.try_send(Kick::Takeover);
+                owner.kick.notify_one();
             }
             let old_will = ctl.will.take();
             ctl.epoch += 1;
@@ -202,7 +197,7 @@ impl Broker {
                 }
                 ctl.identity = attach.identity.clone();
                 ctl.owner = owner.take();
-                ctl.will = attach.will.clone();
+                ctl.will = attach.will.clone().map(Box::new);
                 ctl.expiry = attach.expiry;
                 drop(ctl);
                 resumed = Some(old);
@@ -220,7 +215,7 @@ impl Broker {
         {
             let mut ctl = session.control.lock();
             ctl.owner = owner;
-            ctl.will = attach.will;
+            ctl.will = attach.will.map(Box::new);
             ctl.expiry = attach.expiry;
         }
         session.connection.store(connection_id, Ordering::Release);
@@ -282,7 +277,8 @@ impl Broker {
     }
 
     /// Publishes a will as its owner, if the owner may write its topic.
-    pub fn publish_will(&self, session: &Session, will: Will) -> WillOutcome {
+    pub fn publish_will(&self, session: &Session, will: Box<Will>) -> WillOutcome {
+        let will = *will;
         let identity = session.identity();
         if !self.may_write(&identity, &will.topic) {
             tracing::info!(client_id = %identity.client_id, topic = %will.topic, "will dropped: not authorized");
