@@ -90,13 +90,7 @@ fn first_byte(packet: &Packet) -> u8 {
 pub fn encode(packet: &Packet, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
     let v5 = version.is_v5();
     check(packet, v5)?;
-    let body = body_len(packet, version);
-    if body > MAX_VARINT as usize {
-        return Err(EncodeError::PacketTooLong(body));
-    }
-    buf.reserve(1 + varint_len(body) + body);
-    buf.put_u8(first_byte(packet));
-    write_varint(buf, body);
+    fixed_header(buf, first_byte(packet), body_len(packet, version))?;
     match packet {
         Packet::Connect(c) => connect(c, buf)?,
         Packet::ConnAck(c) => {
@@ -299,12 +293,17 @@ pub fn encode_publish(p: &PublishRef<'_>, version: ProtocolVersion, buf: &mut By
     if v5 {
         p.properties.check()?;
     }
-    let body = publish_body_len(p, v5);
+    fixed_header(buf, publish_first_byte(p), publish_body_len(p, v5))?;
+    publish_body(p, v5, buf)
+}
+
+/// Checks the body fits a remaining length, reserves room for the whole packet, writes the fixed header.
+fn fixed_header(buf: &mut BytesMut, first: u8, body: usize) -> Result<(), EncodeError> {
     if body > MAX_VARINT as usize {
         return Err(EncodeError::PacketTooLong(body));
     }
     buf.reserve(1 + varint_len(body) + body);
-    buf.put_u8(publish_first_byte(p));
+    buf.put_u8(first);
     write_varint(buf, body);
-    publish_body(p, v5, buf)
+    Ok(())
 }
