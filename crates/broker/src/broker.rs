@@ -35,6 +35,9 @@ impl Stats {
 
 /// Bytes queued for an online subscriber above which its publishers wait before reading more.
 pub const CONGESTED_BACKLOG: usize = 256 * 1024;
+/// Bytes queued for an online subscriber above which its publishers wait for it, whatever the configured
+/// queue limits (`max_queued_messages 0` included): memory stays bounded under overload.
+pub const WAIT_BACKLOG: usize = 4 * CONGESTED_BACKLOG;
 /// Bytes queued below which waiting publishers resume (hysteresis: they do not wake for every message).
 pub const RELIEVED_BACKLOG: usize = CONGESTED_BACKLOG / 2;
 
@@ -214,7 +217,8 @@ impl Broker {
                     routed.reached += 1;
                     routed.busy |= backlog > CONGESTED_BACKLOG;
                     let own = session.id == message.origin;
-                    if nearly_full && !own && session.progressing() && routed.congested.is_none() {
+                    let long = nearly_full || backlog > WAIT_BACKLOG;
+                    if long && !own && session.progressing() && routed.congested.is_none() {
                         routed.congested = Some(session.clone());
                     }
                 }
