@@ -148,13 +148,18 @@ impl SessionState {
         outcome
     }
 
+    /// The next free packet id. Ids are handed out in increasing (wrapping) order and the inflight window
+    /// keeps that order, so an id outside the arc from its oldest to its newest entry is free without a
+    /// scan; only after a full wrap of the 16-bit space does a candidate need checking one by one.
     fn allocate_packet_id(&mut self) -> PacketId {
         loop {
             self.next_packet_id = self.next_packet_id.wrapping_add(1);
-            if let Some(id) = PacketId::new(self.next_packet_id) {
-                if !self.inflight.iter().any(|i| i.packet_id == id) {
-                    return id;
-                }
+            let Some(id) = PacketId::new(self.next_packet_id) else { continue };
+            let (Some(oldest), Some(newest)) = (self.inflight.front(), self.inflight.back()) else { return id };
+            let from = oldest.packet_id.get();
+            let in_arc = id.get().wrapping_sub(from) <= newest.packet_id.get().wrapping_sub(from);
+            if !in_arc || !self.inflight.iter().any(|i| i.packet_id == id) {
+                return id;
             }
         }
     }
@@ -197,10 +202,13 @@ impl SessionState {
         }
     }
 
+    /// Where the inflight entry with this id is, if it is in `state`. Acknowledgements mostly come in
+    /// order, so the search usually ends at the front.
     fn position(&self, id: PacketId, state: InflightState) -> Result<usize, AckError> {
         self.inflight
             .iter()
-            .position(|i| i.packet_id == id && i.state == state)
+            .position(|i| i.packet_id == id)
+            .filter(|&at| self.inflight[at].state == state)
             .ok_or(AckError::UnknownPacketId(id.get()))
     }
 
@@ -214,10 +222,12 @@ impl SessionState {
     /// PUBREC received: answer with PUBREL, or forget the message if the reason code is an error (5.0).
     /// A repeated PUBREC is answered with PUBREL again. Returns whether to send PUBREL.
     pub fn pubrec(&mut self, id: PacketId, reason: u8) -> Result<bool, AckError> {
-        if self.position(id, InflightState::AwaitingPubComp).is_ok() {
-            return Ok(true);
+        let at = self.inflight.iter().position(|i| i.packet_id == id).ok_or(AckError::UnknownPacketId(id.get()))?;
+        match self.inflight[at].state {
+            InflightState::AwaitingPubComp => return Ok(true),
+            InflightState::AwaitingPubRec => {}
+            InflightState::AwaitingPubAck => return Err(AckError::UnknownPacketId(id.get())),
         }
-        let at = self.position(id, InflightState::AwaitingPubRec)?;
         if reason >= 0x80 {
             self.inflight.remove(at);
             return Ok(false);
@@ -374,6 +384,25 @@ mod tests {
         s.enqueue(d);
         assert!(s.next_outgoing(10, now + Duration::from_secs(2)).is_none());
         assert_eq!(s.dropped, 1);
+    }
+
+    #[test]
+    fn packet_ids_skip_those_still_in_flight_after_a_wrap() {
+        let now = Instant::now();
+        let mut s = online(QueueLimits { max_messages: 0, ..QueueLimits::default() });
+        s.enqueue(delivery(QoS::AtLeastOnce, b"old"));
+        let old = s.next_outgoing(usize::MAX, now).unwrap().packet_id.unwrap();
+        // Go round the whole 16-bit space once while `old` stays unacknowledged.
+        for _ in 0..65534 {
+            s.enqueue(delivery(QoS::AtLeastOnce, b"x"));
+            let id = s.next_outgoing(usize::MAX, now).unwrap().packet_id.unwrap();
+            assert_ne!(id, old);
+            s.puback(id).unwrap();
+        }
+        s.enqueue(delivery(QoS::AtLeastOnce, b"y"));
+        let next = s.next_outgoing(usize::MAX, now).unwrap().packet_id.unwrap();
+        assert_ne!(next, old, "the id still in flight is skipped");
+        assert_eq!(s.inflight(), 2);
     }
 
     #[test]
