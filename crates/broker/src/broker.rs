@@ -187,19 +187,24 @@ impl Broker {
             let mut j = i;
             let mut qos = QoS::AtMostOnce;
             let mut retain_as_published = false;
-            let mut no_local = false;
+            let mut wanted = false;
             let mut ids = Vec::new();
+            let own = session.id == message.origin;
             while j < matches.len() && Arc::ptr_eq(&matches[j].subscriber, session) {
                 let o = matches[j].options;
+                j += 1;
+                // No Local: this subscription does not get its own session's messages [MQTT-3.8.3-3];
+                // other overlapping subscriptions of the session still do.
+                if o.no_local && own {
+                    continue;
+                }
+                wanted = true;
                 qos = qos.max(o.qos);
                 retain_as_published |= o.retain_as_published;
-                no_local |= o.no_local;
-                ids.extend(matches[j].subscription_id);
-                j += 1;
+                ids.extend(matches[j - 1].subscription_id);
             }
             i = j;
-            // No Local: not back to the session that published it [MQTT-3.8.3-3].
-            if no_local && session.id == message.origin {
+            if !wanted {
                 continue;
             }
             if security.as_ref().is_some_and(|s| !self.may_read_with(s, session, &message.topic)) {

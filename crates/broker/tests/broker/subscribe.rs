@@ -183,3 +183,19 @@ async fn v5_no_local_and_retain_as_published_are_honoured() {
     let got = me.recv_publish().await;
     assert_eq!((got.topic.as_str(), got.retain), ("flagged", true), "no echo of 'mine' came first");
 }
+
+/// No Local belongs to one subscription [MQTT-3.8.3-3]: a client's own message still reaches it through
+/// another overlapping subscription without No Local, once.
+#[tokio::test]
+async fn no_local_applies_per_subscription_not_per_session() {
+    let tb = TestBroker::start();
+    let mut me = Peer::connect(tb.addr, "overlap", V5).await;
+    let no_local = SubscriptionOptions { qos: QoS::AtLeastOnce, no_local: true, ..Default::default() };
+    let plain = SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() };
+    let filters = vec![("own/topic".to_string(), no_local), ("own/#".to_string(), plain)];
+    assert_eq!(me.subscribe_with(filters, Properties::default()).await, vec![1, 1]);
+    me.publish("own/topic", b"back", QoS::AtLeastOnce, false).await;
+    let got = me.recv_publish().await;
+    assert_eq!((got.topic.as_str(), &got.payload[..]), ("own/topic", &b"back"[..]));
+    assert!(me.quiet_for(std::time::Duration::from_millis(200)).await, "delivered once");
+}
