@@ -243,6 +243,10 @@ impl Broker {
     pub(crate) fn deliver(&self, session: &Session, delivery: Delivery) -> Delivered {
         let mut state = session.state.lock();
         let outcome = state.enqueue(delivery);
+        if outcome == Enqueued::Queued && state.queued() == 1 {
+            // The queue was empty: the stall clock starts now, not at the subscriber's last write.
+            session.made_progress();
+        }
         // An offline session's queue is not a reason to slow publishers down.
         let (backlog, nearly_full) =
             if state.online { (state.queued_bytes(), state.nearly_full()) } else { (0, false) };

@@ -76,8 +76,8 @@ pub struct Session {
     pub drained: Notify,
     /// Ownership, will, subscriptions; never held while `state` is locked by the same thread.
     pub control: Mutex<Control>,
-    /// When the connection last wrote deliveries, in [`clock`] nanoseconds; tells a slow subscriber from
-    /// one that stopped reading.
+    /// When the connection last wrote deliveries or the outbox last became non-empty, in [`clock`]
+    /// nanoseconds; tells a slow subscriber from one that stopped reading.
     pub progress: AtomicU64,
     /// The attached connection's id (0: none). Atomic so a replaced connection sees, under the `state`
     /// lock, that it must stop draining the outbox.

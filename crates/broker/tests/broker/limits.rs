@@ -137,3 +137,26 @@ async fn acknowledged_messages_are_not_dropped_for_a_subscriber_that_keeps_readi
     }
     assert_eq!(tb.broker.stats.messages_dropped.load(Ordering::Relaxed), 0);
 }
+
+/// The same after a quiet spell: a subscriber that had nothing to read for a while is not taken for one
+/// that stopped reading, so a burst still slows the publisher down instead of being dropped.
+#[tokio::test]
+async fn a_burst_after_a_quiet_spell_is_not_dropped() {
+    let queue = QueueLimits { max_messages: 10, ..QueueLimits::default() };
+    let tb = TestBroker::with_settings(Settings { queue, ..Settings::default() });
+    let mut sub = subscriber(&tb, "quiet-reader", V4, "later", QoS::AtLeastOnce).await;
+    let mut publisher = Peer::connect(tb.addr, "late-burster", V4).await;
+    // Longer than the stall threshold (200 ms) without anything to deliver: this wait is the point.
+    assert!(sub.quiet_for(Duration::from_millis(400)).await);
+    let mut burst = Vec::new();
+    for i in 1..=200u16 {
+        let p = publish("later", &i.to_be_bytes(), QoS::AtLeastOnce, false, PacketId::new(i));
+        burst.extend(bytes_of(&Packet::Publish(p), V4));
+    }
+    publisher.send_raw(&burst).await;
+    for i in 1..=200u16 {
+        let p = sub.recv_publish().await;
+        assert_eq!(p.payload[..], i.to_be_bytes(), "message {i} arrives, in order");
+    }
+    assert_eq!(tb.broker.stats.messages_dropped.load(Ordering::Relaxed), 0);
+}
