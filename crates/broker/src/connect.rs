@@ -253,6 +253,7 @@ fn attach(
         connect_expiry: c.properties.session_expiry_interval.unwrap_or(0),
         expiry_override: None,
         kick,
+        retained_backlog: Default::default(),
         congested: None,
         busy: false,
     }

@@ -18,6 +18,8 @@ use crate::session::{Expiry, Session, WillOutcome};
 
 /// Stop draining the outbox into the write buffer beyond this many bytes; stop reading beyond 4x.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
+/// Retained messages moved from the backlog into the outbox at a time.
+const RETAINED_BATCH: usize = 256;
 /// Read sizes adapt between these: an idle client holds no buffer, a busy one reads big batches.
 const READ_MIN: usize = 256;
 const READ_MAX: usize = 64 * 1024;
@@ -182,6 +184,8 @@ pub(crate) struct Client {
     pub expiry_override: Option<Expiry>,
     /// Notified when another connection takes the session over.
     pub kick: Arc<tokio::sync::Notify>,
+    /// Retained messages owed to new subscriptions, fed into the outbox as it empties.
+    pub retained_backlog: std::collections::VecDeque<mqttd_core::Delivery>,
     /// A subscriber with a full queue, still reading, that a message this client published went to.
     pub congested: Option<Arc<Session>>,
     /// A subscriber this client publishes to has a long queue: yield before reading more.
@@ -303,6 +307,10 @@ impl Client {
         while self.io.wbuf.len() < WRITE_HIGH_WATER {
             let Some(packet) = state.next_resend(self.send_window, now) else { break };
             self.io.queue(&packet, self.version);
+        }
+        while state.queued() < RETAINED_BATCH && !state.nearly_full() {
+            let Some(delivery) = self.retained_backlog.pop_front() else { break };
+            state.enqueue(delivery);
         }
         let mut scratch = Properties::default();
         let mut sent = 0;

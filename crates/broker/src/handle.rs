@@ -228,16 +228,20 @@ impl Client {
     }
 
     /// Retained messages matching a new subscription, with RETAIN set [MQTT-3.3.1-8], after the SUBACK.
+    /// They wait in the connection's retained backlog, which `drain` feeds into the outbox as it empties:
+    /// a `#` subscriber gets every one of a million retained messages, not the first `max_queued_messages`.
     fn send_retained(&mut self, filter: &str, granted: QoS) {
         let messages = self.broker.retained.read().matching(filter, Instant::now());
+        let security = self.broker.security();
         for message in messages {
-            if !self.broker.may_read(&self.session, &message.topic) {
+            if !self.broker.may_read_with(&security, &self.session, &message.topic) {
                 continue;
             }
             let delivery =
                 Delivery { qos: message.qos.min(granted), retain: true, message, subscription_ids: Vec::new() };
-            self.broker.deliver(&self.session, delivery);
+            self.retained_backlog.push_back(delivery);
         }
+        self.session.wake.notify_one();
     }
 
     fn unsubscribe(&mut self, u: Unsubscribe) -> Result<(), End> {

@@ -123,3 +123,34 @@ async fn an_expired_retained_message_is_not_sent() {
     assert!(got.properties.message_expiry_interval.is_some_and(|s| s < 60));
     assert!(sub.quiet_for(Duration::from_millis(300)).await, "the expired one is gone");
 }
+
+/// More retained messages than `max_queued_messages` (default 1000): a `#` subscriber still gets every
+/// one, with RETAIN set, because they are fed to its queue as it drains instead of overflowing it.
+#[tokio::test]
+async fn a_wildcard_subscriber_gets_more_retained_messages_than_the_queue_holds() {
+    let tb = without_sys();
+    let mut publisher = Peer::connect(tb.addr, "many-retained", V4).await;
+    let mut burst = Vec::new();
+    for i in 0..3000u32 {
+        burst.extend(raw_publish_qos0_retained(&format!("many/{i}"), &i.to_be_bytes()));
+    }
+    publisher.send_raw(&burst).await;
+    // A QoS 1 publish after them: its PUBACK means the broker has stored them all.
+    publisher.publish("many-done", b"", QoS::AtLeastOnce, false).await;
+    assert_eq!(tb.broker.retained_count(), 3000);
+    let mut sub = Peer::connect(tb.addr, "all-of-them", V4).await;
+    sub.subscribe("many/#", QoS::AtMostOnce).await;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..3000 {
+        let p = sub.recv_publish().await;
+        assert!(p.retain, "sent because retained [MQTT-3.3.1-8]");
+        seen.insert(p.topic);
+    }
+    assert_eq!(seen.len(), 3000, "every retained topic once");
+}
+
+fn raw_publish_qos0_retained(topic: &str, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = raw_publish_qos0(V4, topic.as_bytes(), payload);
+    bytes[0] |= 0x01;
+    bytes
+}
