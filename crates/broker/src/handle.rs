@@ -134,7 +134,7 @@ impl Client {
             payload: unpinned(p.payload),
             qos: p.qos,
             retain: p.retain,
-            properties: p.properties,
+            properties: Message::store_properties(p.properties),
             expires_at,
             origin: self.session.id,
         };

@@ -292,7 +292,7 @@ impl Broker {
             payload: will.payload,
             qos: will.qos.min(mqttd_proto::QoS::from_u8(self.settings.max_qos).unwrap_or_default()),
             retain: will.retain,
-            properties,
+            properties: Message::store_properties(properties),
             expires_at,
             origin: session.id,
         };

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use mqttd_core::Message;
-use mqttd_proto::{Properties, QoS};
+use mqttd_proto::QoS;
 use tokio::sync::{mpsc, watch};
 
 use crate::broker::Broker;
@@ -18,7 +18,7 @@ fn publish(broker: &Broker, topic: &str, value: String) {
         payload: Bytes::from(value),
         qos: QoS::AtMostOnce,
         retain: true,
-        properties: Properties::default(),
+        properties: None,
         expires_at: None,
         origin: 0,
     };

@@ -15,8 +15,9 @@ pub struct Message {
     pub qos: QoS,
     /// The RETAIN flag it was published with.
     pub retain: bool,
-    /// 5.0 properties forwarded unchanged (Message Expiry is recomputed on delivery).
-    pub properties: Properties,
+    /// 5.0 properties forwarded unchanged (Message Expiry is recomputed on delivery). Boxed and absent when
+    /// empty: most messages have none, and a stored message should not carry 360 empty bytes.
+    pub properties: Option<Box<Properties>>,
     /// When the Message Expiry Interval runs out.
     pub expires_at: Option<Instant>,
     /// Identity of the publishing session, for No Local; 0 for messages the broker makes itself.
@@ -24,6 +25,17 @@ pub struct Message {
 }
 
 impl Message {
+    /// The properties, empty when there are none.
+    pub fn properties(&self) -> &Properties {
+        static NONE: Properties = Properties::EMPTY;
+        self.properties.as_deref().unwrap_or(&NONE)
+    }
+
+    /// `properties` as stored: `None` when empty.
+    pub fn store_properties(properties: Properties) -> Option<Box<Properties>> {
+        (!properties.is_empty()).then(|| Box::new(properties))
+    }
+
     /// Bytes this message accounts for in queue budgets.
     pub fn cost(&self) -> usize {
         self.topic.len() + self.payload.len() + 64
@@ -51,14 +63,14 @@ impl Delivery {
     /// Whether the stored properties must be adjusted for this delivery.
     fn adjusts_properties(&self) -> bool {
         let m = &self.message;
-        m.expires_at.is_some() || !self.subscription_ids.is_empty() || m.properties.topic_alias.is_some()
+        m.expires_at.is_some() || !self.subscription_ids.is_empty() || m.properties().topic_alias.is_some()
     }
 
     /// The properties as sent: the remaining Message Expiry [MQTT-3.3.2-6], this delivery's subscription
     /// identifiers, no topic alias.
     fn adjusted_properties(&self, now: Instant) -> Properties {
         let m = &self.message;
-        let mut properties = m.properties.clone();
+        let mut properties = m.properties().clone();
         if let Some(at) = m.expires_at {
             properties.message_expiry_interval = Some(at.saturating_duration_since(now).as_secs() as u32);
         }
@@ -81,7 +93,7 @@ impl Delivery {
             *scratch = self.adjusted_properties(now);
             &*scratch
         } else {
-            &m.properties
+            m.properties()
         };
         PublishRef {
             dup,

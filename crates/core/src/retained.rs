@@ -57,7 +57,7 @@ impl Retained {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use mqttd_proto::{Properties, QoS};
+    use mqttd_proto::QoS;
     use std::time::Duration;
 
     fn msg(topic: &str, payload: &'static [u8], expires_at: Option<Instant>) -> Arc<Message> {
@@ -66,7 +66,7 @@ mod tests {
             payload: Bytes::from_static(payload),
             qos: QoS::AtMostOnce,
             retain: true,
-            properties: Properties::default(),
+            properties: None,
             expires_at,
             origin: 0,
         })

@@ -302,7 +302,6 @@ mod tests {
     use super::*;
     use crate::message::Message;
     use bytes::Bytes;
-    use mqttd_proto::Properties;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -312,7 +311,7 @@ mod tests {
             payload: Bytes::from_static(payload),
             qos,
             retain: false,
-            properties: Properties::default(),
+            properties: None,
             expires_at: None,
             origin: 1,
         };
