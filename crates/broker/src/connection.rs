@@ -21,7 +21,7 @@ const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// Retained messages moved from the backlog into the outbox at a time.
 const RETAINED_BATCH: usize = 256;
 /// Read sizes adapt between these: an idle client holds no buffer, a busy one reads big batches.
-const READ_MIN: usize = 256;
+const READ_MIN: usize = 64;
 const READ_MAX: usize = 64 * 1024;
 
 pub(crate) type Reader = Box<dyn AsyncRead + Send + Unpin>;

@@ -125,9 +125,35 @@ impl Properties {
         shared_subscription_available: None,
     };
 
-    /// Whether no property is set.
+    /// Whether no property is set (field by field: no default is built to compare with).
     pub fn is_empty(&self) -> bool {
-        *self == Properties::default()
+        self.payload_format_indicator.is_none()
+            && self.message_expiry_interval.is_none()
+            && self.content_type.is_none()
+            && self.response_topic.is_none()
+            && self.correlation_data.is_none()
+            && self.subscription_identifiers.is_empty()
+            && self.session_expiry_interval.is_none()
+            && self.assigned_client_identifier.is_none()
+            && self.server_keep_alive.is_none()
+            && self.authentication_method.is_none()
+            && self.authentication_data.is_none()
+            && self.request_problem_information.is_none()
+            && self.will_delay_interval.is_none()
+            && self.request_response_information.is_none()
+            && self.response_information.is_none()
+            && self.server_reference.is_none()
+            && self.reason_string.is_none()
+            && self.receive_maximum.is_none()
+            && self.topic_alias_maximum.is_none()
+            && self.topic_alias.is_none()
+            && self.maximum_qos.is_none()
+            && self.retain_available.is_none()
+            && self.user_properties.is_empty()
+            && self.maximum_packet_size.is_none()
+            && self.wildcard_subscription_available.is_none()
+            && self.subscription_identifier_available.is_none()
+            && self.shared_subscription_available.is_none()
     }
 
     /// Reads a property length and the properties that follow it.
@@ -339,5 +365,25 @@ fn put_bin(buf: &mut impl BufMut, id: u8, v: Option<&[u8]>) {
     if let Some(v) = v {
         buf.put_u8(id);
         write_binary(buf, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_empty_sees_every_property() {
+        assert!(Properties::default().is_empty());
+        assert!(Properties::EMPTY.is_empty());
+        let set = [
+            Properties { shared_subscription_available: Some(0), ..Properties::default() },
+            Properties { user_properties: vec![("k".into(), "v".into())], ..Properties::default() },
+            Properties { subscription_identifiers: vec![1], ..Properties::default() },
+            Properties { correlation_data: Some(Bytes::new()), ..Properties::default() },
+        ];
+        for p in set {
+            assert!(!p.is_empty(), "{p:?}");
+        }
     }
 }
