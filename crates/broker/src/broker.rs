@@ -132,11 +132,6 @@ impl Broker {
         security.get(id.listener).allows(id.username.as_deref(), &id.client_id, topic, Access::Read)
     }
 
-    /// [`Broker::may_read_with`] with the current settings.
-    pub fn may_read(&self, reader: &Session, topic: &str) -> bool {
-        self.may_read_with(&self.security(), reader, topic)
-    }
-
     /// [`Broker::may_write`] for the owner of `session`, without looking it up when no ACL is loaded.
     pub fn may_write_session(&self, session: &Session, topic: &str) -> bool {
         !self.acl_active.load(Ordering::Acquire) || self.may_write(&session.identity(), topic)

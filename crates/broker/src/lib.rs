@@ -2,7 +2,7 @@
 //! and `$SYS`. Broker logic that needs no I/O lives in `mqttd-core`; the wire format in `mqttd-proto`.
 //!
 //! Transports reach the core as plain byte streams ([`connection::serve`]); every delivery passes one
-//! authorization point ([`Broker::may_read`]), every publish and will another ([`Broker::may_write`]).
+//! authorization point ([`Broker::may_read_with`]), every publish and will another ([`Broker::may_write`]).
 
 pub mod broker;
 pub mod config;

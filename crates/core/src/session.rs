@@ -274,12 +274,6 @@ impl SessionState {
         })
     }
 
-    /// Everything [`SessionState::resume`] owes, ignoring any window.
-    pub fn resend(&mut self, now: Instant) -> Vec<Packet> {
-        self.resume();
-        std::iter::from_fn(|| self.next_resend(usize::MAX, now)).collect()
-    }
-
     /// An incoming QoS 2 PUBLISH: true if its packet id is new (route the message), false if it is a
     /// resend of one not yet released (acknowledge again, do not route) [MQTT-4.3.3-10].
     pub fn receive_qos2(&mut self, id: PacketId) -> bool {
@@ -346,14 +340,27 @@ mod tests {
         let a = s.next_outgoing(10, now).unwrap().packet_id.unwrap();
         let b = s.next_outgoing(10, now).unwrap().packet_id.unwrap();
         assert!(s.pubrec(a, 0).unwrap());
-        let resend = s.resend(now);
-        assert_eq!(resend[0], Packet::PubRel(Ack::new(a)));
-        match &resend[1] {
+        s.resume();
+        let resend: Vec<Packet> = std::iter::from_fn(|| s.next_resend(1, now)).collect();
+        assert_eq!(resend.len(), 1, "a window of 1 holds one resend at a time");
+        s.pubcomp(a).unwrap();
+        let resend: Vec<Packet> = std::iter::from_fn(|| s.next_resend(10, now)).collect();
+        assert_eq!(resend.len(), 1, "what is acknowledged is not resent");
+        // Reconnect again before anything else arrives: PUBREL for the received one, PUBLISH with DUP for
+        // the other, in order.
+        s.enqueue(delivery(QoS::ExactlyOnce, b"c"));
+        let c = s.next_outgoing(10, now).unwrap().packet_id.unwrap();
+        assert!(s.pubrec(c, 0).unwrap());
+        s.resume();
+        let resend: Vec<Packet> = std::iter::from_fn(|| s.next_resend(10, now)).collect();
+        assert_eq!(resend.len(), 2);
+        match &resend[0] {
             Packet::Publish(p) => assert!(p.dup && p.packet_id == Some(b)),
             other => panic!("expected PUBLISH, got {other:?}"),
         }
-        assert!(s.pubrec(a, 0).unwrap(), "a repeated PUBREC is answered again");
-        s.pubcomp(a).unwrap();
+        assert_eq!(resend[1], Packet::PubRel(Ack::new(c)));
+        assert!(s.pubrec(c, 0).unwrap(), "a repeated PUBREC is answered again");
+        s.pubcomp(c).unwrap();
         assert!(!s.pubrec(b, 0x80).unwrap(), "an error PUBREC ends the flow");
         assert_eq!(s.inflight(), 0);
     }
