@@ -4,7 +4,7 @@
 //! Subscribing (our choice, documented in the README): a SUBSCRIBE to a filter the ACL gives no read
 //! access to at all is refused in the SUBACK (5.0: 0x87 Not authorized; 3.1.1: 0x80 Failure), so a client
 //! learns at once instead of waiting for messages that never come. Mosquitto grants such subscriptions and
-//! filters every message; we filter every message too (`Broker::may_read`), so a `#` subscription that is
+//! filters every message; we filter every message too (`Broker::may_read_with`), so a `#` subscription that is
 //! allowed because some topics are readable still receives only those.
 
 use std::path::{Path, PathBuf};
