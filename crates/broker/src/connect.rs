@@ -69,7 +69,7 @@ async fn first_packet(io: &mut Transport, limits: &Limits, broker: &Broker) -> R
                 io.queue(&Packet::ConnAck(ack), ProtocolVersion::V3_1_1);
                 return Err(End::protocol(&e));
             }
-            Err(e) => return Err(End::protocol(&e)),
+            Err(e) => return Err(misdirected(&io.rbuf).unwrap_or_else(|| End::protocol(&e))),
         }
         match io.fill(&broker.stats).await {
             Ok(true) => {}
@@ -77,6 +77,18 @@ async fn first_packet(io: &mut Transport, limits: &Limits, broker: &Broker) -> R
             Err(e) => return Err(End::Io(e)),
         }
     }
+}
+
+/// A client speaking another protocol to a plain MQTT listener, told apart by its first bytes for the log.
+fn misdirected(first: &[u8]) -> Option<End> {
+    let why = match first {
+        [0x16, 0x03, ..] => "the client sent a TLS ClientHello, but this listener is not TLS",
+        [b'G', b'E', b'T', b' ', ..] => {
+            "the client sent an HTTP request (a WebSocket client?) to a plain MQTT listener"
+        }
+        _ => return None,
+    };
+    Some(End::Protocol(why.to_string(), reason::MALFORMED_PACKET))
 }
 
 /// A unique client id for a client that sent an empty one.

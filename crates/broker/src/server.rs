@@ -202,6 +202,11 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 /// Runs the listener's handshakes (TLS, WebSocket upgrade) on a new socket. The first byte tells a
 /// client that speaks the wrong protocol for this port; the error text is the log line.
 async fn wrap(stream: TcpStream, wrapping: &Wrapping) -> Result<(Box<dyn Stream>, CertUsername), String> {
+    if wrapping.tls.is_none() && !wrapping.websockets {
+        // Plain MQTT: no peek (one syscall less per connection); a TLS or HTTP client is recognised by
+        // the first packet's decoder instead (`connect::misdirected`).
+        return Ok((Box::new(stream), CertUsername::Unused));
+    }
     let mut first = [0u8; 1];
     let n = stream.peek(&mut first).await.map_err(|e| format!("socket error: {e}"))?;
     if n == 0 {
