@@ -171,8 +171,9 @@ impl Broker {
         }
         let security = self.acl_active.load(Ordering::Acquire).then(|| self.security());
         let mut matches: Vec<Match<Arc<Session>>> = Vec::new();
-        self.tree.read().matches(&message.topic, &mut matches);
-        if matches.len() > 1 {
+        let filters = self.tree.read().matches(&message.topic, &mut matches);
+        if filters > 1 && matches.len() > 1 {
+            // Overlapping subscriptions of one session sit next to each other for the merge below.
             matches.sort_unstable_by_key(|m| m.subscriber.id);
         }
         let mut routed = Routed::default();

@@ -115,10 +115,13 @@ impl<S: Clone> TopicTree<S> {
     }
 
     /// Appends every subscription matching `topic` to `out`. A topic starting with `$` is not matched by
-    /// filters starting with a wildcard [MQTT-4.7.2-1].
-    pub fn matches(&self, topic: &str, out: &mut Vec<Match<S>>) {
+    /// filters starting with a wildcard [MQTT-4.7.2-1]. Returns how many distinct filters matched: with
+    /// at most one, no subscriber can appear twice in `out` (one subscription per filter and subscriber).
+    pub fn matches(&self, topic: &str, out: &mut Vec<Match<S>>) -> usize {
         let dollar = topic.starts_with('$');
-        walk(&self.root, topic, dollar, true, out);
+        let mut filters = 0;
+        walk(&self.root, topic, dollar, true, &mut Found { out, filters: &mut filters });
+        filters
     }
 }
 
@@ -131,8 +134,18 @@ fn split_filter(filter: &str) -> (Option<&str>, bool) {
     }
 }
 
-fn push<S: Clone>(list: &[Entry<S>], out: &mut Vec<Match<S>>) {
-    out.extend(list.iter().map(|e| Match {
+/// Where a walk puts what it finds.
+struct Found<'a, S> {
+    out: &'a mut Vec<Match<S>>,
+    filters: &'a mut usize,
+}
+
+fn push<S: Clone>(list: &[Entry<S>], found: &mut Found<'_, S>) {
+    if list.is_empty() {
+        return;
+    }
+    *found.filters += 1;
+    found.out.extend(list.iter().map(|e| Match {
         subscriber: e.subscriber.clone(),
         options: e.options,
         subscription_id: e.subscription_id,
@@ -141,7 +154,7 @@ fn push<S: Clone>(list: &[Entry<S>], out: &mut Vec<Match<S>>) {
 
 /// Matches the remaining `topic` levels below `node`. `root` marks the first level, where wildcards do
 /// not match `$` topics.
-fn walk<S: Clone>(node: &Node<S>, topic: &str, dollar: bool, root: bool, out: &mut Vec<Match<S>>) {
+fn walk<S: Clone>(node: &Node<S>, topic: &str, dollar: bool, root: bool, out: &mut Found<'_, S>) {
     let wild_ok = !(root && dollar);
     // `a/#` matches `a` too [MQTT-4.7.1-2]: the multi-level entries of this node match what is below it,
     // including nothing.
@@ -213,6 +226,19 @@ mod tests {
                 .collect();
             assert_eq!(keys(&t, topic), expected, "topic {topic}");
         }
+    }
+
+    #[test]
+    fn the_number_of_matching_filters_tells_when_a_subscriber_may_repeat() {
+        let t = tree(&[("a/b", 1), ("a/b", 2), ("a/#", 1), ("x", 3)]);
+        let mut out = Vec::new();
+        assert_eq!(t.matches("a/b", &mut out), 2, "a/b and a/#");
+        assert_eq!(out.len(), 3, "subscriber 1 twice, subscriber 2 once");
+        out.clear();
+        assert_eq!(t.matches("x", &mut out), 1);
+        out.clear();
+        assert_eq!(t.matches("nothing", &mut out), 0);
+        assert!(out.is_empty());
     }
 
     #[test]
