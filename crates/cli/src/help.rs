@@ -1,6 +1,21 @@
 //! The usage texts, written by hand so that they read like the mqtt.js CLI's (one option per line, short and
 //! long names first) and list every option we accept. `mqtt help CMD` and `mqtt CMD -H` print the same text.
 
+/// The MQTT 5 CONNECT and will options, the same for `pub` and `sub`.
+macro_rules! connect_and_will_options {
+    () => {
+        "  --connect-user-property K V     user property of CONNECT (repeatable)
+  --will-delay SECS               will delay interval
+  --will-message-expiry SECS      message expiry interval of the will
+  --will-content-type TYPE        content type of the will
+  --will-response-topic TOPIC     response topic of the will
+  --will-correlation-data DATA    correlation data of the will
+  --will-payload-format-indicator 0/1
+  --will-user-property KEY VALUE  user property of the will (repeatable)
+"
+    };
+}
+
 pub const MAIN: &str = "\
 mqtt: an MQTT command line client (compatible with the MQTT.js CLI). Commands:
 
@@ -17,7 +32,8 @@ Exit status: 0 success, 1 error, 2 bad arguments, 3 cannot connect, 4 connection
 5 subscription or publication refused, 27 timeout (-W), 130 interrupted (SIGINT).
 ";
 
-pub const PUBLISH: &str = "\
+pub const PUBLISH: &str = concat!(
+    "\
 Usage: mqtt publish [opts] topic [message]
        mqtt pub [opts] -t TOPIC [-m MSG | -f FILE | -n | -s [-M]]
 
@@ -62,19 +78,15 @@ MQTT 5 options:
   --correlation-data DATA         correlation data
   --payload-format-indicator 0/1  1: the payload is UTF-8 text
   --user-property KEY VALUE       user property of the message (repeatable)
-  --connect-user-property K V     user property of CONNECT (repeatable)
-  --will-delay SECS               will delay interval
-  --will-message-expiry SECS      message expiry interval of the will
-  --will-content-type TYPE        content type of the will
-  --will-response-topic TOPIC     response topic of the will
-  --will-correlation-data DATA    correlation data of the will
-  --will-payload-format-indicator 0/1
-  --will-user-property KEY VALUE  user property of the will (repeatable)
-
+",
+    connect_and_will_options!(),
+    "
   -H/--help               show this help
-";
+"
+);
 
-pub const SUBSCRIBE: &str = "\
+pub const SUBSCRIBE: &str = concat!(
+    "\
 Usage: mqtt subscribe [opts] [topic...]
        mqtt sub [opts] -t TOPIC [-t TOPIC...]
 
@@ -127,17 +139,12 @@ MQTT 5 options:
   --retain-handling 0/1/2         0 send retained, 1 only for new subscriptions, 2 never
   --subscription-identifier N     subscription identifier
   --user-property KEY VALUE       user property of SUBSCRIBE (repeatable)
-  --connect-user-property K V     user property of CONNECT (repeatable)
-  --will-delay SECS               will delay interval
-  --will-message-expiry SECS      message expiry interval of the will
-  --will-content-type TYPE        content type of the will
-  --will-response-topic TOPIC     response topic of the will
-  --will-correlation-data DATA    correlation data of the will
-  --will-payload-format-indicator 0/1
-  --will-user-property KEY VALUE  user property of the will (repeatable)
-
+",
+    connect_and_will_options!(),
+    "
   -H/--help               show this help
-";
+"
+);
 
 pub const RR: &str = "\
 Usage: mqtt rr [opts] -t TOPIC -e RESPONSE_TOPIC [-m MSG | -f FILE | -n | -s]
