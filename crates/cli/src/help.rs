@@ -1,6 +1,22 @@
 //! The usage texts, written by hand so that they read like the mqtt.js CLI's (one option per line, short and
 //! long names first) and list every option we accept. `mqtt help CMD` and `mqtt CMD -H` print the same text.
 
+/// The TLS, WebSocket and will options, the same for `pub` and `sub`.
+macro_rules! tls_and_will_options {
+    () => {
+        "  --key PATH              client private key file (TLS)
+  --cert PATH             client certificate file (TLS)
+  --ca PATH               CA certificate file to verify the broker (also --cafile)
+  --insecure              do not verify the broker certificate
+  --ws-path PATH          HTTP path of the WebSocket upgrade (ws, wss; default /mqtt)
+  --will-topic TOPIC      topic of the will message
+  --will-message BODY     payload of the will message (also --will-payload)
+  --will-qos 0/1/2        QoS of the will message
+  --will-retain           retain the will message
+"
+    };
+}
+
 /// The MQTT 5 CONNECT and will options, the same for `pub` and `sub`.
 macro_rules! connect_and_will_options {
     () => {
@@ -59,16 +75,9 @@ Options:
   -k/--keepalive SEC      keep-alive interval in seconds (default 60)
   --no-clean              keep the session (clean session / clean start off)
   -x/--session-expiry S   session expiry interval in seconds (MQTT 5)
-  --key PATH              client private key file (TLS)
-  --cert PATH             client certificate file (TLS)
-  --ca PATH               CA certificate file to verify the broker (also --cafile)
-  --insecure              do not verify the broker certificate
-  --ws-path PATH          HTTP path of the WebSocket upgrade (ws, wss; default /mqtt)
-  --will-topic TOPIC      topic of the will message
-  --will-message BODY     payload of the will message (also --will-payload)
-  --will-qos 0/1/2        QoS of the will message
-  --will-retain           retain the will message
-  --connect-timeout SECS  give up connecting after SECS seconds (default 30)
+",
+    tls_and_will_options!(),
+    "  --connect-timeout SECS  give up connecting after SECS seconds (default 30)
 
 MQTT 5 options:
 
@@ -108,16 +117,9 @@ Options:
   -l/-C/--protocol PROTO  transport: mqtt, mqtts, ws or wss (default mqtt)
   -V/--protocol-version V MQTT version: 3.1, 3.1.1 or 5 (default 3.1.1)
   -x/--session-expiry S   session expiry interval in seconds (MQTT 5)
-  --key PATH              client private key file (TLS)
-  --cert PATH             client certificate file (TLS)
-  --ca PATH               CA certificate file to verify the broker (also --cafile)
-  --insecure              do not verify the broker certificate
-  --ws-path PATH          HTTP path of the WebSocket upgrade (ws, wss; default /mqtt)
-  --will-topic TOPIC      topic of the will message
-  --will-message BODY     payload of the will message (also --will-payload)
-  --will-qos 0/1/2        QoS of the will message
-  --will-retain           retain the will message
-  -v/--verbose            print the topic before the message
+",
+    tls_and_will_options!(),
+    "  -v/--verbose            print the topic before the message
   --count N               exit after N messages (mosquitto_sub -C; -C is --protocol here)
   -W/--timeout SECS       exit with status 27 if no message arrives for SECS seconds
   -E/--exit-after-suback  exit once the subscriptions are acknowledged
