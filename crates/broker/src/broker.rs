@@ -41,6 +41,9 @@ pub const WAIT_BACKLOG: usize = 4 * CONGESTED_BACKLOG;
 /// Bytes queued below which waiting publishers resume (hysteresis: they do not wake for every message).
 pub const RELIEVED_BACKLOG: usize = CONGESTED_BACKLOG / 2;
 
+/// How often [`Broker::sweep_keep_alive`] runs: keep-alive ends come at most this late.
+pub const KEEP_ALIVE_SWEEP: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// What routing a message did.
 #[derive(Debug, Clone, Default)]
 pub struct Routed {
@@ -87,6 +90,8 @@ pub struct Broker {
     pub stats: Stats,
     pub started: Instant,
     next_id: AtomicU64,
+    /// Set once by [`Broker::begin_shutdown`]; connections check it whenever they wake.
+    shutting_down: AtomicBool,
 }
 
 impl Broker {
@@ -102,6 +107,46 @@ impl Broker {
             stats: Stats::default(),
             started: Instant::now(),
             next_id: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the server is shutting down: connections end with 5.0 DISCONNECT 0x8B.
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Tells every connection to end (each sees the flag when woken; one attaching later sees it at once).
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        for session in sessions {
+            session.wake();
+        }
+    }
+
+    /// Wakes every connection whose keep-alive allowance ran out, so it ends [MQTT-3.1.2-24]. Called
+    /// every [`KEEP_ALIVE_SWEEP`]: connections keep no timer of their own.
+    pub fn sweep_keep_alive(&self) {
+        use crate::session::KEEP_ALIVE_EXPIRED;
+        let now = crate::session::clock();
+        let expired: Vec<Arc<Session>> = self
+            .sessions
+            .lock()
+            .values()
+            .filter(|s| {
+                let deadline = s.keep_alive_deadline.load(Ordering::Relaxed);
+                // Fails if the connection moved the deadline on meanwhile: a packet came in time.
+                deadline > KEEP_ALIVE_EXPIRED
+                    && deadline <= now
+                    && s.keep_alive_deadline
+                        .compare_exchange(deadline, KEEP_ALIVE_EXPIRED, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+            })
+            .cloned()
+            .collect();
+        for session in expired {
+            session.wake();
         }
     }
 
@@ -246,9 +291,12 @@ impl Broker {
         // An offline session's queue is not a reason to slow publishers down.
         let (backlog, nearly_full) =
             if state.online { (state.queued_bytes(), state.nearly_full()) } else { (0, false) };
+        let waker = if outcome == Enqueued::Queued { state.take_waker() } else { None };
         drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
         if outcome == Enqueued::Queued {
-            session.wake.notify_one();
             Delivered::Queued { backlog, nearly_full }
         } else {
             Stats::add(&self.stats.messages_dropped, 1);

@@ -19,7 +19,7 @@ use crate::tls::CertUsername;
 struct Refusal(u8, String);
 
 /// Reads CONNECT and answers it. `None` when the connection ended (logged here).
-pub(crate) async fn handshake(broker: &Arc<Broker>, mut io: Transport) -> Option<Client> {
+pub(crate) async fn handshake(broker: &Arc<Broker>, mut io: Transport, cert: CertUsername) -> Option<Client> {
     let limits = Limits { max_packet_size: broker.settings.max_incoming_packet() };
     let first = tokio::time::timeout(broker.settings.connect_timeout, first_packet(&mut io, &limits, broker)).await;
     let connect = match first {
@@ -35,7 +35,7 @@ pub(crate) async fn handshake(broker: &Arc<Broker>, mut io: Transport) -> Option
         Ok(Ok(connect)) => connect,
     };
     let version = connect.protocol;
-    match accept(broker, io, *connect, limits).await {
+    match accept(broker, io, *connect, limits, cert).await {
         Ok(client) => Some(client),
         Err((mut io, Refusal(code, why), client_id)) => {
             let code = if version.is_v5() { code } else { v3::connack_from_v5(code) };
@@ -165,7 +165,13 @@ fn will_refusal(broker: &Broker, w: &mqttd_proto::Will) -> Option<Refusal> {
     None
 }
 
-async fn accept(broker: &Arc<Broker>, io: Transport, mut c: Connect, limits: Limits) -> Result<Client, Refused> {
+async fn accept(
+    broker: &Arc<Broker>,
+    io: Transport,
+    mut c: Connect,
+    limits: Limits,
+    cert: CertUsername,
+) -> Result<Client, Refused> {
     let id_for_log = c.client_id.clone();
     let assigned = match check_client_id(broker, &c) {
         Ok(a) => a,
@@ -184,10 +190,10 @@ async fn accept(broker: &Arc<Broker>, io: Transport, mut c: Connect, limits: Lim
     };
     let client_id = assigned.clone().unwrap_or_else(|| c.client_id.clone());
     // A certificate username replaces the CONNECT one, and no password is checked (as Mosquitto).
-    let authenticated = match &io.cert_username {
+    let authenticated = match cert {
         CertUsername::Unused => authenticate(broker, &c, io.listener).await,
         CertUsername::Found(name) => {
-            c.username = Some(name.clone());
+            c.username = Some(name);
             Ok(())
         }
         CertUsername::Missing => Err(Refusal(
@@ -214,16 +220,10 @@ fn attach(
 ) -> Client {
     let version = c.protocol;
     let connection_id = broker.next_id();
-    let kick = Arc::new(tokio::sync::Notify::new());
     let identity = ClientIdentity { client_id: client_id.clone(), username: c.username.clone(), listener: io.listener };
     let expiry = expiry_of(broker, &c);
-    let attach = Attach {
-        identity,
-        clean_start: c.clean_start,
-        expiry,
-        will: c.will.clone(),
-        owner: Owner { connection_id, kick: kick.clone() },
-    };
+    let attach =
+        Attach { identity, clean_start: c.clean_start, expiry, will: c.will.clone(), owner: Owner { connection_id } };
     let (session, session_present) = broker.attach(attach);
     let s = &broker.settings;
     let mut properties = Properties::default();
@@ -259,15 +259,16 @@ fn attach(
         connection_id,
         version,
         limits,
-        keep_alive: Duration::from_secs(u64::from(keep_alive)),
-        send_window: usize::from(c.properties.receive_maximum.unwrap_or(u16::MAX).min(s.inflight_window())),
+        keep_alive,
+        send_window: c.properties.receive_maximum.unwrap_or(u16::MAX).min(s.inflight_window()),
         client_max_packet: c.properties.maximum_packet_size,
         connect_expiry: c.properties.session_expiry_interval.unwrap_or(0),
         expiry_override: None,
-        kick,
         retained_backlog: Default::default(),
         congested: None,
         busy: false,
+        // Packets pipelined behind CONNECT may already be in the read buffer.
+        undecoded: true,
     }
 }
 

@@ -241,7 +241,7 @@ impl Client {
                 Delivery { qos: message.qos.min(granted), retain: true, message, subscription_ids: Vec::new() };
             self.retained_backlog.push_back(delivery);
         }
-        self.session.wake.notify_one();
+        // The connection's poll loop feeds the backlog into the outbox on its next turn.
     }
 
     fn unsubscribe(&mut self, u: Unsubscribe) -> Result<(), End> {

@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, KEEP_ALIVE_SWEEP};
+use crate::connection::Stream;
 use crate::tls::{CertUsername, TlsListener};
 
 /// What a listener puts between the TCP socket and MQTT: TLS, WebSocket, both, or nothing.
@@ -126,16 +126,30 @@ impl Server {
             tasks.push(tokio::spawn(accept));
         }
         tasks.push(tokio::spawn(crate::sys::run(broker.clone(), shutdown.subscribe(), done_tx)));
+        tasks.push(tokio::spawn(sweep_keep_alive(broker.clone(), shutdown.subscribe())));
         Server { broker, local_addrs, shutdown, done, tasks }
     }
 
     /// Stops accepting, tells every connection to close (5.0: DISCONNECT 0x8B), and waits for them.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
+        self.broker.begin_shutdown();
         for task in self.tasks.drain(..) {
             let _ = task.await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), self.done.recv()).await;
+    }
+}
+
+/// Wakes connections past their keep-alive allowance, until shutdown.
+async fn sweep_keep_alive(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(KEEP_ALIVE_SWEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => broker.sweep_keep_alive(),
+        }
     }
 }
 
@@ -164,7 +178,7 @@ async fn accept_loop(
             continue;
         };
         let wrapping = wrapping.clone();
-        spawn_connection(broker.clone(), stream, (peer, index, wrapping), shutdown.clone(), done.clone(), permit);
+        spawn_connection(broker.clone(), stream, (peer, index, wrapping), done.clone(), permit);
     }
 }
 
@@ -172,40 +186,54 @@ fn spawn_connection(
     broker: Arc<Broker>,
     stream: TcpStream,
     (peer, index, wrapping): (SocketAddr, usize, Arc<Wrapping>),
-    shutdown: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
+    // The task's future holds a `Client` and little else: what only the handshakes need is boxed and gone
+    // once they are done (memory per idle connection is a tracked figure).
+    let setup = Box::new((broker, stream, peer, index, wrapping));
     tokio::spawn(async move {
-        let limit = broker.settings.connect_timeout;
-        match tokio::time::timeout(limit, Box::pin(wrap(stream, &wrapping))).await {
-            Ok(Ok((stream, cert_username))) => {
-                Box::pin(crate::connection::serve_as(broker, stream, (peer, index, cert_username), shutdown)).await
-            }
-            Ok(Err(why)) => tracing::info!(%peer, listener = index, "closed before MQTT: {why}"),
-            Err(_) => {
-                let name = wrapping.name();
-                tracing::info!(%peer, listener = index, "closed: {name} handshake not finished within {limit:?}");
-            }
-        }
-        drop(permit);
-        drop(done);
+        let _guard = (permit, done);
+        crate::connection::serve_boxed(Box::pin(async move {
+            let (broker, stream, peer, index, wrapping) = *setup;
+            let (stream, cert_username) = wrap_within(&broker, stream, peer, index, wrapping).await?;
+            crate::connection::connect(broker, stream, (peer, index, cert_username)).await
+        }))
+        .await
     });
 }
 
-/// A byte stream that carries MQTT after the listener's handshakes.
-trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
-
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+/// [`wrap`] within the connect timeout; logs why when it fails.
+async fn wrap_within(
+    broker: &Broker,
+    stream: TcpStream,
+    peer: SocketAddr,
+    index: usize,
+    wrapping: Arc<Wrapping>,
+) -> Option<(Stream, CertUsername)> {
+    let limit = broker.settings.connect_timeout;
+    match tokio::time::timeout(limit, wrap(stream, &wrapping)).await {
+        Ok(Ok(wrapped)) => Some(wrapped),
+        Ok(Err(why)) => {
+            tracing::info!(%peer, listener = index, "closed before MQTT: {why}");
+            None
+        }
+        Err(_) => {
+            let name = wrapping.name();
+            tracing::info!(%peer, listener = index, "closed: {name} handshake not finished within {limit:?}");
+            None
+        }
+    }
+}
 
 /// Runs the listener's handshakes (TLS, WebSocket upgrade) on a new socket. The first byte tells a
 /// client that speaks the wrong protocol for this port; the error text is the log line.
-async fn wrap(stream: TcpStream, wrapping: &Wrapping) -> Result<(Box<dyn Stream>, CertUsername), String> {
+async fn wrap(stream: TcpStream, wrapping: &Wrapping) -> Result<(Stream, CertUsername), String> {
     if wrapping.tls.is_none() && !wrapping.websockets {
         // Plain MQTT: no peek (one syscall less per connection); a TLS or HTTP client is recognised by
         // the first packet's decoder instead (`connect::misdirected`).
-        return Ok((Box::new(stream), CertUsername::Unused));
+        return Ok((Stream::Tcp(stream), CertUsername::Unused));
     }
     let mut first = [0u8; 1];
     let n = stream.peek(&mut first).await.map_err(|e| format!("socket error: {e}"))?;
@@ -220,10 +248,10 @@ async fn wrap(stream: TcpStream, wrapping: &Wrapping) -> Result<(Box<dyn Stream>
             return Err("the client sent an HTTP request (a WebSocket client?) to a plain MQTT listener".into());
         }
         if !wrapping.websockets {
-            return Ok((Box::new(stream), CertUsername::Unused));
+            return Ok((Stream::Tcp(stream), CertUsername::Unused));
         }
         let ws = crate::ws::accept(stream, wrapping.http_dir.as_deref()).await.map_err(|e| e.to_string())?;
-        return Ok((Box::new(ws), CertUsername::Unused));
+        return Ok((Stream::Wrapped(Box::new(ws)), CertUsername::Unused));
     };
     match first[0] {
         0x16 => {}
@@ -234,8 +262,8 @@ async fn wrap(stream: TcpStream, wrapping: &Wrapping) -> Result<(Box<dyn Stream>
     let stream = tls.acceptor().accept(stream).await.map_err(|e| format!("TLS handshake failed: {e}"))?;
     let cert_username = tls.cert_username(stream.get_ref().1);
     if !wrapping.websockets {
-        return Ok((Box::new(stream), cert_username));
+        return Ok((Stream::Wrapped(Box::new(stream)), cert_username));
     }
     let ws = crate::ws::accept(stream, wrapping.http_dir.as_deref()).await.map_err(|e| e.to_string())?;
-    Ok((Box::new(ws), cert_username))
+    Ok((Stream::Wrapped(Box::new(ws)), cert_username))
 }

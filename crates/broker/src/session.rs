@@ -17,10 +17,6 @@ use crate::broker::{Broker, ClientIdentity};
 #[derive(Debug)]
 pub struct Owner {
     pub connection_id: u64,
-    /// Tells the connection another one took the session over [MQTT-3.1.4-3]. A `Notify` of its own (not
-    /// the session's `wake`, which the new connection shares): `notify_one` keeps the permit until the
-    /// old task, busy or not, reads it in its select loop.
-    pub kick: Arc<Notify>,
 }
 
 /// How long a session lives after its connection ends.
@@ -67,10 +63,8 @@ pub struct Session {
     pub id: u64,
     pub client_id: String,
     /// Queues and inflight window; locked briefly by publishers (enqueue) and the connection (drain).
+    /// Holds the attached connection task's waker ([`Session::wake`]).
     pub state: Mutex<SessionState>,
-    /// Wakes the connection task when its outbox gains a delivery. `Notify` keeps one permit, so a wake
-    /// that arrives before the task waits is not lost.
-    pub wake: Notify,
     /// Wakes publishers waiting for this session's queue to drain (backpressure). `notify_waiters` only:
     /// no permit is stored for publishers that are not waiting.
     pub drained: Notify,
@@ -80,8 +74,12 @@ pub struct Session {
     /// nanoseconds; tells a slow subscriber from one that stopped reading.
     pub progress: AtomicU64,
     /// The attached connection's id (0: none). Atomic so a replaced connection sees, under the `state`
-    /// lock, that it must stop draining the outbox.
+    /// lock, that it must stop draining the outbox, and ends (takeover [MQTT-3.1.4-3]).
     pub connection: AtomicU64,
+    /// When the attached connection's keep-alive allowance runs out, in [`clock`] nanoseconds (0: none);
+    /// the connection moves it on with every control packet. The broker's sweeper sets it to
+    /// [`KEEP_ALIVE_EXPIRED`] once passed and wakes the connection, which then ends.
+    pub keep_alive_deadline: AtomicU64,
 }
 
 impl Session {
@@ -90,10 +88,10 @@ impl Session {
             id,
             client_id: identity.client_id.clone(),
             state: Mutex::new(SessionState::new(limits)),
-            wake: Notify::new(),
             drained: Notify::new(),
             progress: AtomicU64::new(clock()),
             connection: AtomicU64::new(0),
+            keep_alive_deadline: AtomicU64::new(0),
             control: Mutex::new(Control {
                 owner: None,
                 identity,
@@ -104,6 +102,22 @@ impl Session {
                 pending_will: None,
             }),
         }
+    }
+
+    /// Wakes the attached connection's task (if it waits): it drains the outbox and checks for takeover,
+    /// shutdown and keep-alive.
+    pub fn wake(&self) {
+        let waker = self.state.lock().take_waker();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Tells the attached connection its session was taken over or ended: it sees that `connection` is no
+    /// longer its own, sends DISCONNECT 0x8E (5.0) and ends.
+    fn kick(&self) {
+        self.connection.store(0, Ordering::Release);
+        self.wake();
     }
 
     /// Records that deliveries were written to the client.
@@ -171,9 +185,8 @@ impl Broker {
         let mut resumed = None;
         if let Some(old) = existing {
             let mut ctl = old.control.lock();
-            if let Some(owner) = ctl.owner.take() {
-                // The old task sees the kick in its loop, sends DISCONNECT 0x8E (5.0) and ends.
-                owner.kick.notify_one();
+            if ctl.owner.take().is_some() {
+                old.kick();
             }
             let old_will = ctl.will.take();
             ctl.epoch += 1;
@@ -239,6 +252,7 @@ impl Broker {
         }
         ctl.owner = None;
         session.connection.store(0, Ordering::Release);
+        session.keep_alive_deadline.store(0, Ordering::Relaxed);
         if let Some(e) = expiry {
             ctl.expiry = e;
         }
@@ -362,6 +376,10 @@ impl Broker {
 pub fn will_delay(will: &Will) -> Duration {
     Duration::from_secs(u64::from(will.properties.will_delay_interval.unwrap_or(0)))
 }
+
+/// [`Session::keep_alive_deadline`] once the sweeper found it passed (never a real deadline: the clock
+/// starts at 0 and deadlines lie at least a second ahead).
+pub const KEEP_ALIVE_EXPIRED: u64 = 1;
 
 /// A subscriber that wrote nothing for this long counts as stalled: publishers stop waiting for it.
 pub const STALL: Duration = Duration::from_millis(200);

@@ -89,11 +89,32 @@ pub struct SessionState {
     owed: usize,
     /// Deliveries dropped since the session began (full outbox, expiry, offline QoS 0).
     pub dropped: u64,
+    /// The attached connection's task, woken when the outbox gains a delivery; taken by the wake.
+    waker: Option<std::task::Waker>,
 }
 
 impl SessionState {
     pub fn new(limits: QueueLimits) -> SessionState {
         SessionState { limits, ..SessionState::default() }
+    }
+
+    /// Keeps the connection task's waker, for [`SessionState::take_waker`] (a clone only when it changed).
+    pub fn register(&mut self, waker: &std::task::Waker) {
+        match &mut self.waker {
+            Some(w) if w.will_wake(waker) => {}
+            slot => *slot = Some(waker.clone()),
+        }
+    }
+
+    /// The waker to wake after a change the connection must see (a delivery, a takeover); `None` when the
+    /// task was already woken and has not registered since.
+    pub fn take_waker(&mut self) -> Option<std::task::Waker> {
+        self.waker.take()
+    }
+
+    /// Whether anything waits to be sent: queued deliveries or inflight messages owed a resend.
+    pub fn has_outgoing(&self) -> bool {
+        !self.outbox.is_empty() || self.owed > 0
     }
 
     /// Queued deliveries (not yet sent).
