@@ -33,12 +33,13 @@ impl Stats {
     }
 }
 
-/// Bytes queued for an online subscriber above which its publishers wait before reading more.
-pub const CONGESTED_BACKLOG: usize = 256 * 1024;
-/// Bytes queued for an online subscriber above which its publishers wait for it, whatever the configured
+/// Memory queued for an online subscriber (`SessionState::backlog`: entries plus their share of the
+/// messages) above which its publishers yield before reading more.
+pub const CONGESTED_BACKLOG: usize = 64 * 1024;
+/// Memory queued for an online subscriber above which its publishers wait for it, whatever the configured
 /// queue limits (`max_queued_messages 0` included): memory stays bounded under overload.
 pub const WAIT_BACKLOG: usize = 4 * CONGESTED_BACKLOG;
-/// Bytes queued below which waiting publishers resume (hysteresis: they do not wake for every message).
+/// Memory queued below which waiting publishers resume (hysteresis: they do not wake for every message).
 pub const RELIEVED_BACKLOG: usize = CONGESTED_BACKLOG / 2;
 
 /// How often [`Broker::sweep_keep_alive`] runs: keep-alive ends come at most this late.
@@ -222,6 +223,7 @@ impl Broker {
             matches.sort_unstable_by_key(|m| m.subscriber.id);
         }
         let mut routed = Routed::default();
+        let shared_by = u16::try_from(matches.len()).unwrap_or(u16::MAX);
         let mut i = 0;
         while i < matches.len() {
             let session = &matches[i].subscriber;
@@ -257,6 +259,7 @@ impl Broker {
                 retain: retain_as_published && message.retain,
                 message: message.clone(),
                 subscription_ids: ids,
+                shared_by,
             };
             match self.deliver(session, delivery) {
                 Delivered::Queued { backlog, nearly_full } => {
@@ -289,8 +292,7 @@ impl Broker {
             session.made_progress();
         }
         // An offline session's queue is not a reason to slow publishers down.
-        let (backlog, nearly_full) =
-            if state.online { (state.queued_bytes(), state.nearly_full()) } else { (0, false) };
+        let (backlog, nearly_full) = if state.online { (state.backlog(), state.nearly_full()) } else { (0, false) };
         let waker = if outcome == Enqueued::Queued { state.take_waker() } else { None };
         drop(state);
         if let Some(waker) = waker {

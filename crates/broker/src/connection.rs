@@ -23,7 +23,7 @@ use crate::broker::{Broker, Stats, RELIEVED_BACKLOG};
 use crate::session::{clock, Expiry, Session, WillOutcome};
 
 /// Stop draining the outbox into the write buffer beyond this many bytes; stop reading beyond 4x.
-const WRITE_HIGH_WATER: usize = 64 * 1024;
+const WRITE_HIGH_WATER: usize = 16 * 1024;
 /// Retained messages moved from the backlog into the outbox at a time.
 const RETAINED_BATCH: usize = 256;
 /// Read sizes adapt between these: an idle client holds no buffer, a busy one reads big batches.
@@ -204,16 +204,48 @@ impl Transport {
         }
     }
 
-    /// Keeps an idle connection small: a quiet client holds no buffers, a busy one keeps its own.
-    fn shrink(&mut self) {
-        let quiet = self.read_hint <= READ_MIN;
-        if self.rbuf.is_empty() && (quiet || self.rbuf.capacity() > 2 * READ_MAX) {
-            self.rbuf = BytesMut::new();
+    /// Lends this thread's buffers to the connection for one turn ([`Transport::give_back`] ends it):
+    /// reads and writes go through buffers shared by every connection on the thread, so a busy
+    /// connection holds memory only for bytes it could not finish (a partial packet, a full socket).
+    fn borrow_scratch(&mut self) {
+        let (mut r, mut w) = SCRATCH.take();
+        if self.rbuf.len() <= KEEP_MAX {
+            // A partial packet left from the last turn moves into the shared buffer.
+            r.clear();
+            r.reserve(READ_MAX);
+            r.extend_from_slice(&self.rbuf);
+            self.rbuf = std::mem::replace(&mut r, BytesMut::new());
         }
-        if self.wbuf.is_empty() && (quiet || self.wbuf.capacity() > 4 * WRITE_HIGH_WATER) {
-            self.wbuf = BytesMut::new();
+        if self.wbuf.is_empty() {
+            w.clear();
+            self.wbuf = std::mem::replace(&mut w, BytesMut::new());
         }
+        SCRATCH.set((r, w));
     }
+
+    /// Ends [`Transport::borrow_scratch`]: empty buffers go back to the thread; a few leftover bytes are
+    /// copied into a buffer of their own; a buffer with many bytes or unwritten output stays with the
+    /// connection (the thread makes a new one).
+    fn give_back(&mut self) {
+        let (mut r, mut w) = SCRATCH.take();
+        if r.capacity() == 0 && self.rbuf.len() <= KEEP_MAX {
+            let leftover = if self.rbuf.is_empty() { BytesMut::new() } else { BytesMut::from(&self.rbuf[..]) };
+            r = std::mem::replace(&mut self.rbuf, leftover);
+        }
+        if w.capacity() == 0 && self.wbuf.is_empty() {
+            w = std::mem::take(&mut self.wbuf);
+        }
+        SCRATCH.set((r, w));
+    }
+}
+
+/// Leftover read bytes up to this size are copied out of the shared read buffer at the end of a turn.
+const KEEP_MAX: usize = 4096;
+
+thread_local! {
+    /// Each runtime thread's read and write buffers, lent to one connection at a time
+    /// ([`Transport::borrow_scratch`]).
+    static SCRATCH: std::cell::Cell<(BytesMut, BytesMut)> = std::cell::Cell::default();
 }
 
 /// Backpressure: before reading more from a publisher, wait (at most [`CONGESTION_WAIT`]) until a
@@ -226,7 +258,7 @@ async fn wait_for_drain(slow: &Session) {
         drained.as_mut().enable();
         let relieved = {
             let state = slow.state.lock();
-            state.queued_bytes() <= RELIEVED_BACKLOG && !state.nearly_full()
+            state.backlog() <= RELIEVED_BACKLOG && !state.nearly_full()
         };
         if relieved || !slow.progressing() {
             return;
@@ -355,6 +387,13 @@ impl Client {
     /// One turn of the connection: outbox to write buffer, write, read, handle packets; until nothing
     /// moves (`Pending`: the socket, the outbox or the keep-alive sweeper wakes the task again).
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+        self.io.borrow_scratch();
+        let step = self.poll_turn(cx);
+        self.io.give_back();
+        step
+    }
+
+    fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
         loop {
             self.drain(Some(cx.waker()));
             if let Some(end) = self.interrupted() {
@@ -391,7 +430,6 @@ impl Client {
                 }
             }
             if !moved {
-                self.io.shrink();
                 return Poll::Pending;
             }
         }
@@ -472,7 +510,7 @@ impl Client {
         if sent > 0 {
             Stats::add(&self.broker.stats.messages_sent, sent);
             self.session.made_progress();
-            if state.queued_bytes() <= RELIEVED_BACKLOG && !state.nearly_full() {
+            if state.backlog() <= RELIEVED_BACKLOG && !state.nearly_full() {
                 // Publishers waiting on this subscriber may read again (cheap when none waits).
                 self.session.drained.notify_waiters();
             }

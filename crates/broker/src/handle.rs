@@ -237,8 +237,13 @@ impl Client {
             if !self.broker.may_read_with(&security, &self.session, &message.topic) {
                 continue;
             }
-            let delivery =
-                Delivery { qos: message.qos.min(granted), retain: true, message, subscription_ids: Vec::new() };
+            let delivery = Delivery {
+                qos: message.qos.min(granted),
+                retain: true,
+                message,
+                subscription_ids: Vec::new(),
+                shared_by: 1,
+            };
             self.retained_backlog.push_back(delivery);
         }
         // The connection's poll loop feeds the backlog into the outbox on its next turn.

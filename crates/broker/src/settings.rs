@@ -79,6 +79,9 @@ impl Settings {
                 max_messages: c.max_queued_messages,
                 max_bytes: usize::try_from(c.max_queued_bytes).unwrap_or(usize::MAX),
                 queue_qos0_offline: c.queue_qos0_messages,
+                max_inflight_bytes: c
+                    .max_inflight_bytes
+                    .map_or(QueueLimits::default().max_inflight_bytes, |b| usize::try_from(b).unwrap_or(usize::MAX)),
                 ..QueueLimits::default()
             },
             max_inflight_messages: c.max_inflight_messages,

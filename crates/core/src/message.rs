@@ -57,9 +57,21 @@ pub struct Delivery {
     pub retain: bool,
     /// Subscription identifiers of the matching subscriptions (5.0).
     pub subscription_ids: Vec<u32>,
+    /// How many sessions the message went to at once (at least 1): a queued delivery holds its queue
+    /// entry and this share of the message ([`Delivery::weight`]).
+    pub shared_by: u16,
 }
 
+/// Bytes a queued delivery's entry takes, whatever the message.
+pub const QUEUE_ENTRY: usize = std::mem::size_of::<Delivery>();
+
 impl Delivery {
+    /// The memory this delivery holds while queued, for backpressure: its entry and its share of the
+    /// message (a message routed to 100 subscribers is stored once).
+    pub fn weight(&self) -> usize {
+        QUEUE_ENTRY + self.message.cost() / usize::from(self.shared_by.max(1))
+    }
+
     /// Whether the stored properties must be adjusted for this delivery.
     fn adjusts_properties(&self) -> bool {
         let m = &self.message;

@@ -1,7 +1,7 @@
 //! The state of one session: its outbox of queued deliveries, its inflight window of outgoing QoS 1/2
 //! messages, and the QoS 2 packet ids received but not yet released.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::time::Instant;
 
 use mqttd_proto::{Ack, Packet, PacketId, Publish, QoS};
@@ -20,11 +20,20 @@ pub struct QueueLimits {
     /// Hard bound on queued QoS 0 bytes, whatever the other limits say: a subscriber that stops reading
     /// loses QoS 0 messages instead of growing the broker.
     pub max_qos0_bytes: usize,
+    /// Bytes of outgoing QoS 1/2 messages in flight (Mosquitto's `max_inflight_bytes`); 0 means no limit.
+    /// One message always goes, whatever its size.
+    pub max_inflight_bytes: usize,
 }
 
 impl Default for QueueLimits {
     fn default() -> Self {
-        QueueLimits { max_messages: 1000, max_bytes: 0, queue_qos0_offline: false, max_qos0_bytes: 1 << 20 }
+        QueueLimits {
+            max_messages: 1000,
+            max_bytes: 0,
+            queue_qos0_offline: false,
+            max_qos0_bytes: 1 << 20,
+            max_inflight_bytes: 16 * 1024,
+        }
     }
 }
 
@@ -81,10 +90,14 @@ pub struct SessionState {
     pub limits: QueueLimits,
     outbox: VecDeque<Delivery>,
     outbox_bytes: usize,
+    /// Sum of [`Delivery::weight`] over the outbox: the memory it holds, for backpressure.
+    backlog: usize,
     qos0_bytes: usize,
     inflight: VecDeque<Inflight>,
+    /// Bytes of the inflight messages (by [`crate::Message::cost`]), the figure `max_inflight_bytes` bounds.
+    inflight_bytes: usize,
     next_packet_id: u16,
-    incoming_qos2: HashSet<u16>,
+    incoming_qos2: BTreeSet<u16>,
     /// Inflight entries possibly not yet resent since [`SessionState::resume`] (an upper bound).
     owed: usize,
     /// Deliveries dropped since the session began (full outbox, expiry, offline QoS 0).
@@ -127,6 +140,11 @@ impl SessionState {
         self.outbox_bytes
     }
 
+    /// The memory the outbox holds (sum of [`Delivery::weight`]): what publishers' backpressure watches.
+    pub fn backlog(&self) -> usize {
+        self.backlog
+    }
+
     /// Outgoing QoS 1/2 messages awaiting acknowledgement.
     pub fn inflight(&self) -> usize {
         self.inflight.len()
@@ -159,6 +177,7 @@ impl SessionState {
         };
         if outcome == Enqueued::Queued {
             self.outbox_bytes += cost;
+            self.backlog += delivery.weight();
             if qos0 {
                 self.qos0_bytes += cost;
             }
@@ -195,12 +214,16 @@ impl SessionState {
     pub fn next_delivery(&mut self, window: usize, now: Instant) -> Option<Outgoing> {
         loop {
             let front = self.outbox.front()?;
-            if front.qos != QoS::AtMostOnce && self.inflight.len() >= window.max(1) && !front.message.expired(now) {
+            let max_bytes = self.limits.max_inflight_bytes;
+            let full = self.inflight.len() >= window.max(1)
+                || (max_bytes > 0 && self.inflight_bytes >= max_bytes && !self.inflight.is_empty());
+            if front.qos != QoS::AtMostOnce && full && !front.message.expired(now) {
                 return None;
             }
             let delivery = self.outbox.pop_front().expect("front exists");
             let cost = delivery.message.cost();
             self.outbox_bytes -= cost;
+            self.backlog -= delivery.weight();
             if delivery.qos == QoS::AtMostOnce {
                 self.qos0_bytes -= cost;
             }
@@ -218,6 +241,7 @@ impl SessionState {
             } else {
                 InflightState::AwaitingPubRec
             };
+            self.inflight_bytes += cost;
             self.inflight.push_back(Inflight { packet_id, delivery, state, sent: true });
             return Some(outgoing);
         }
@@ -236,7 +260,7 @@ impl SessionState {
     /// PUBACK received: the QoS 1 delivery is complete.
     pub fn puback(&mut self, id: PacketId) -> Result<(), AckError> {
         let at = self.position(id, InflightState::AwaitingPubAck)?;
-        self.inflight.remove(at);
+        self.complete(at);
         Ok(())
     }
 
@@ -250,7 +274,7 @@ impl SessionState {
             InflightState::AwaitingPubAck => return Err(AckError::UnknownPacketId(id.get())),
         }
         if reason >= 0x80 {
-            self.inflight.remove(at);
+            self.complete(at);
             return Ok(false);
         }
         self.inflight[at].state = InflightState::AwaitingPubComp;
@@ -260,8 +284,15 @@ impl SessionState {
     /// PUBCOMP received: the QoS 2 delivery is complete.
     pub fn pubcomp(&mut self, id: PacketId) -> Result<(), AckError> {
         let at = self.position(id, InflightState::AwaitingPubComp)?;
-        self.inflight.remove(at);
+        self.complete(at);
         Ok(())
+    }
+
+    /// Removes the inflight entry at `at`: its delivery is over.
+    fn complete(&mut self, at: usize) {
+        if let Some(done) = self.inflight.remove(at) {
+            self.inflight_bytes -= done.delivery.message.cost();
+        }
     }
 
     /// A client resumed this session: every unacknowledged message is to be sent again
@@ -330,7 +361,7 @@ mod tests {
             expires_at: None,
             origin: 1,
         };
-        Delivery { message: Arc::new(message), qos, retain: false, subscription_ids: vec![] }
+        Delivery { message: Arc::new(message), qos, retain: false, subscription_ids: vec![], shared_by: 1 }
     }
 
     fn online(limits: QueueLimits) -> SessionState {

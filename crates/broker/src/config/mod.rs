@@ -79,8 +79,9 @@ pub struct Config {
     pub queue_qos0_messages: bool,
     /// `max_inflight_messages` (20; 0 = unlimited).
     pub max_inflight_messages: u16,
-    /// `max_inflight_bytes` (0 = unlimited).
-    pub max_inflight_bytes: u64,
+    /// `max_inflight_bytes` (0 = unlimited). Unset: mqttd's own bound (`QueueLimits::default`), not
+    /// Mosquitto's "unlimited": a memory bound per client that costs no throughput.
+    pub max_inflight_bytes: Option<u64>,
     /// `message_size_limit` (0 = no limit beyond the protocol's).
     pub message_size_limit: u32,
     /// `max_packet_size` (0 = no limit beyond the protocol's).
@@ -149,7 +150,7 @@ impl Default for Config {
             max_queued_bytes: 0,
             queue_qos0_messages: false,
             max_inflight_messages: 20,
-            max_inflight_bytes: 0,
+            max_inflight_bytes: None,
             message_size_limit: 0,
             max_packet_size: 0,
             max_keepalive: 65535,

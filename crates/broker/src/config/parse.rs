@@ -276,7 +276,7 @@ impl Parser {
             "max_queued_messages" => config.max_queued_messages = usize::try_from(line.limit(i64::MAX)?).unwrap_or(0),
             "max_queued_bytes" => config.max_queued_bytes = line.limit(i64::MAX)?,
             "max_inflight_messages" => config.max_inflight_messages = line.limit(65535)? as u16,
-            "max_inflight_bytes" => config.max_inflight_bytes = line.limit(i64::MAX)?,
+            "max_inflight_bytes" => config.max_inflight_bytes = Some(line.limit(i64::MAX)?),
             "message_size_limit" => config.message_size_limit = line.int(0, MAX_PAYLOAD)? as u32,
             "max_packet_size" => config.max_packet_size = max_packet_size(line)?,
             "max_keepalive" => config.max_keepalive = line.int(0, 65535)? as u16,

@@ -270,7 +270,7 @@ fn limits_and_flags() {
     assert_eq!(config.max_queued_bytes, 1_048_576);
     assert!(config.queue_qos0_messages);
     assert_eq!(config.max_inflight_messages, 10);
-    assert_eq!(config.max_inflight_bytes, 65536);
+    assert_eq!(config.max_inflight_bytes, Some(65536));
     assert_eq!(config.message_size_limit, 1024);
     assert_eq!(config.max_packet_size, 2048);
     assert_eq!(config.max_keepalive, 120);
