@@ -68,7 +68,8 @@ pub(crate) enum Delivered {
 /// Who is asking, for authorization.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientIdentity {
-    pub client_id: String,
+    /// Shared with the session and the session registry's key: one allocation per client.
+    pub client_id: Arc<str>,
     pub username: Option<String>,
     /// Index of the listener the client connected through (for per-listener security).
     pub listener: usize,
@@ -79,7 +80,7 @@ pub struct ClientIdentity {
 pub struct Broker {
     pub settings: Settings,
     /// Sessions by client id. A mutex: takeover must check and replace atomically; held briefly.
-    pub(crate) sessions: Mutex<HashMap<String, Arc<Session>>>,
+    pub(crate) sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     /// Read-mostly: every publish reads it, only (un)subscribes write.
     pub(crate) tree: RwLock<TopicTree<Arc<Session>>>,
     /// Written by retained publishes, read on subscribe.

@@ -220,7 +220,11 @@ fn attach(
 ) -> Client {
     let version = c.protocol;
     let connection_id = broker.next_id();
-    let identity = ClientIdentity { client_id: client_id.clone(), username: c.username.clone(), listener: io.listener };
+    let identity = ClientIdentity {
+        client_id: Arc::from(client_id.as_str()),
+        username: c.username.clone(),
+        listener: io.listener,
+    };
     let expiry = expiry_of(broker, &c);
     let attach =
         Attach { identity, clean_start: c.clean_start, expiry, will: c.will.clone(), owner: Owner { connection_id } };
@@ -264,7 +268,7 @@ fn attach(
         client_max_packet: c.properties.maximum_packet_size,
         connect_expiry: c.properties.session_expiry_interval.unwrap_or(0),
         expiry_override: None,
-        retained_backlog: Default::default(),
+        retained_backlog: None,
         congested: None,
         busy: false,
         // Packets pipelined behind CONNECT may already be in the read buffer.

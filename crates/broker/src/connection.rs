@@ -289,7 +289,9 @@ pub(crate) struct Client {
     /// Expiry set by a 5.0 DISCONNECT.
     pub expiry_override: Option<Expiry>,
     /// Retained messages owed to new subscriptions, fed into the outbox as it empties.
-    pub retained_backlog: std::collections::VecDeque<mqttd_core::Delivery>,
+    /// Boxed: most connections never have one, and every idle connection would carry an empty `VecDeque`.
+    #[allow(clippy::box_collection)]
+    pub retained_backlog: Option<Box<std::collections::VecDeque<mqttd_core::Delivery>>>,
     /// A subscriber with a full queue, still reading, that a message this client published went to.
     pub congested: Option<Arc<Session>>,
     /// A subscriber this client publishes to has a long queue: yield before reading more.
@@ -313,12 +315,7 @@ where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let stream = Stream::Wrapped(Box::new(stream));
-    serve_boxed(Box::pin(connect(broker, stream, (peer, listener, crate::tls::CertUsername::Unused)))).await
-}
-
-/// Runs `connecting` (the CONNECT exchange, boxed: its state is gone once it is done), then serves the
-/// client until the connection ends. The future of an idle connection holds its `Client` and little else.
-pub(crate) async fn serve_boxed(connecting: Pin<Box<dyn std::future::Future<Output = Option<Client>> + Send>>) {
+    let connecting = Box::pin(connect(broker, stream, (peer, listener, crate::tls::CertUsername::Unused)));
     let Some(mut client) = connecting.await else { return };
     let end = client.run().await;
     Box::pin(client.finish(end)).await;
@@ -345,7 +342,7 @@ pub(crate) async fn connect(
 }
 
 impl Client {
-    async fn run(&mut self) -> End {
+    pub(crate) async fn run(&mut self) -> End {
         self.touch();
         loop {
             match std::future::poll_fn(|cx| self.poll_step(cx)).await {
@@ -476,7 +473,7 @@ impl Client {
         if let Some(waker) = waker {
             state.register(waker);
         }
-        if !state.has_outgoing() && self.retained_backlog.is_empty() {
+        if !state.has_outgoing() && self.retained_backlog.is_none() {
             return;
         }
         let now = Instant::now();
@@ -486,7 +483,10 @@ impl Client {
             self.io.queue(&packet, self.version);
         }
         while state.queued() < RETAINED_BATCH && !state.nearly_full() {
-            let Some(delivery) = self.retained_backlog.pop_front() else { break };
+            let Some(delivery) = self.retained_backlog.as_mut().and_then(|b| b.pop_front()) else {
+                self.retained_backlog = None;
+                break;
+            };
             state.enqueue(delivery);
         }
         let mut scratch = Properties::default();
@@ -518,7 +518,7 @@ impl Client {
     }
 
     /// Ends the connection: a 5.0 DISCONNECT when the server ends it, the will, the session, one log line.
-    async fn finish(&mut self, end: End) {
+    pub(crate) async fn finish(&mut self, end: End) {
         if self.version.is_v5() {
             if let Some(code) = end.disconnect_code() {
                 let d = mqttd_proto::Disconnect { reason: code, properties: Default::default() };

@@ -244,7 +244,7 @@ impl Client {
                 subscription_ids: Vec::new(),
                 shared_by: 1,
             };
-            self.retained_backlog.push_back(delivery);
+            self.retained_backlog.get_or_insert_default().push_back(delivery);
         }
         // The connection's poll loop feeds the backlog into the outbox on its next turn.
     }

@@ -190,18 +190,33 @@ fn spawn_connection(
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
-    // The task's future holds a `Client` and little else: what only the handshakes need is boxed and gone
-    // once they are done (memory per idle connection is a tracked figure).
+    tokio::spawn(connection_task(broker, stream, (peer, index, wrapping), done, permit));
+}
+
+/// The task of one connection. Its future holds a `Client` and little else: what only the handshakes need
+/// is boxed and gone once they are done (memory per idle connection is a tracked figure: tokio allocates
+/// a task as a 128-byte-aligned cell of 96 bytes plus the future, so up to 416 bytes of future make a
+/// 512-byte task in release builds).
+fn connection_task(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    (peer, index, wrapping): (SocketAddr, usize, Arc<Wrapping>),
+    done: mpsc::Sender<()>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> impl std::future::Future<Output = ()> + Send {
     let setup = Box::new((broker, stream, peer, index, wrapping));
-    tokio::spawn(async move {
-        let _guard = (permit, done);
-        crate::connection::serve_boxed(Box::pin(async move {
+    async move {
+        let connecting = Box::pin(async move {
             let (broker, stream, peer, index, wrapping) = *setup;
             let (stream, cert_username) = wrap_within(&broker, stream, peer, index, wrapping).await?;
             crate::connection::connect(broker, stream, (peer, index, cert_username)).await
-        }))
-        .await
-    });
+        });
+        // `let else`, not `if let`: the `Option<Client>` must not live on beside `client` in the future.
+        let Some(mut client) = connecting.await else { return drop((permit, done)) };
+        let end = client.run().await;
+        Box::pin(client.finish(end)).await;
+        drop((permit, done));
+    }
 }
 
 /// [`wrap`] within the connect timeout; logs why when it fails.

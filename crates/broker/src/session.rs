@@ -61,7 +61,7 @@ pub struct Control {
 pub struct Session {
     /// Unique per session instance; the subscription tree key and the No Local origin.
     pub id: u64,
-    pub client_id: String,
+    pub client_id: Arc<str>,
     /// Queues and inflight window; locked briefly by publishers (enqueue) and the connection (drain).
     /// Holds the attached connection task's waker ([`Session::wake`]).
     pub state: Mutex<SessionState>,
