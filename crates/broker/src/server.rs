@@ -178,19 +178,9 @@ async fn accept_loop(
             continue;
         };
         let wrapping = wrapping.clone();
-        spawn_connection(broker.clone(), stream, (peer, index, wrapping), done.clone(), permit);
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(connection_task(broker.clone(), stream, (peer, index, wrapping), done.clone(), permit));
     }
-}
-
-fn spawn_connection(
-    broker: Arc<Broker>,
-    stream: TcpStream,
-    (peer, index, wrapping): (SocketAddr, usize, Arc<Wrapping>),
-    done: mpsc::Sender<()>,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) {
-    let _ = stream.set_nodelay(true);
-    tokio::spawn(connection_task(broker, stream, (peer, index, wrapping), done, permit));
 }
 
 /// The task of one connection. Its future holds a `Client` and little else: what only the handshakes need
