@@ -40,7 +40,8 @@ async fn timed<T>(what: &str, f: impl std::future::Future<Output = Result<T, Ben
     }
 }
 
-/// Connects with a clean session and no keep-alive; returns the connection and the CONNACK.
+/// Connects with a clean session and a 60 s keep-alive (loads end sooner, so no PINGREQ is due; some
+/// brokers, rumqttd among them, refuse a keep-alive of 0); returns the connection and the CONNACK.
 pub(crate) async fn connect(
     addr: SocketAddr,
     version: ProtocolVersion,
@@ -53,7 +54,7 @@ pub(crate) async fn connect(
         let packet = Packet::Connect(Box::new(Connect {
             protocol: version,
             clean_start: true,
-            keep_alive: 0,
+            keep_alive: 60,
             client_id,
             will: None,
             username: None,

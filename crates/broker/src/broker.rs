@@ -35,7 +35,7 @@ impl Stats {
 
 /// Memory queued for an online subscriber (`SessionState::backlog`: entries plus their share of the
 /// messages) above which its publishers yield before reading more.
-pub const CONGESTED_BACKLOG: usize = 64 * 1024;
+pub const CONGESTED_BACKLOG: usize = 16 * 1024;
 /// Memory queued for an online subscriber above which its publishers wait for it, whatever the configured
 /// queue limits (`max_queued_messages 0` included): memory stays bounded under overload.
 pub const WAIT_BACKLOG: usize = 4 * CONGESTED_BACKLOG;
@@ -297,7 +297,7 @@ impl Broker {
         let waker = if outcome == Enqueued::Queued { state.take_waker() } else { None };
         drop(state);
         if let Some(waker) = waker {
-            waker.wake();
+            wake(waker);
         }
         if outcome == Enqueued::Queued {
             Delivered::Queued { backlog, nearly_full }
@@ -305,5 +305,49 @@ impl Broker {
             Stats::add(&self.stats.messages_dropped, 1);
             Delivered::Dropped
         }
+    }
+}
+
+thread_local! {
+    /// Wake-ups held back while a connection handles the packets of one read ([`DeferWakes`]).
+    static DEFERRED: std::cell::RefCell<Vec<std::task::Waker>> = const { std::cell::RefCell::new(Vec::new()) };
+    static DEFERRING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Wakes a subscriber's connection now, or at the end of the current [`DeferWakes`] scope.
+fn wake(waker: std::task::Waker) {
+    if DEFERRING.get() {
+        DEFERRED.with_borrow_mut(|d| d.push(waker));
+    } else {
+        waker.wake();
+    }
+}
+
+/// While alive, wake-ups of subscribers are held back and sent together when it drops: a publisher
+/// that routes a whole read's worth of messages wakes each subscriber once, after all of them are
+/// queued, so subscribers write big batches instead of racing the publisher message by message.
+pub(crate) struct DeferWakes(());
+
+impl DeferWakes {
+    pub(crate) fn start() -> DeferWakes {
+        DEFERRING.set(true);
+        DeferWakes(())
+    }
+}
+
+impl Drop for DeferWakes {
+    fn drop(&mut self) {
+        DEFERRING.set(false);
+        let wakers = DEFERRED.with_borrow_mut(std::mem::take);
+        for waker in &wakers {
+            waker.wake_by_ref();
+        }
+        // Keep the allocation for the next turn on this thread.
+        DEFERRED.with_borrow_mut(|d| {
+            if d.is_empty() {
+                *d = wakers;
+                d.clear();
+            }
+        });
     }
 }

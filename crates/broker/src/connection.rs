@@ -23,7 +23,9 @@ use crate::broker::{Broker, Stats, RELIEVED_BACKLOG};
 use crate::session::{clock, Expiry, Session, WillOutcome};
 
 /// Stop draining the outbox into the write buffer beyond this many bytes; stop reading beyond 4x.
-const WRITE_HIGH_WATER: usize = 16 * 1024;
+const WRITE_HIGH_WATER: usize = 64 * 1024;
+/// The same for a connection whose socket is full: what waits in its own buffer stays small.
+const WRITE_HELD: usize = 16 * 1024;
 /// Retained messages moved from the backlog into the outbox at a time.
 const RETAINED_BATCH: usize = 256;
 /// Read sizes adapt between these: an idle client holds no buffer, a busy one reads big batches.
@@ -133,6 +135,8 @@ pub(crate) struct Transport {
     pub read_hint: usize,
     /// The write buffer was written out but the stream (TLS, WebSocket) still holds bytes to flush.
     pub flush_pending: bool,
+    /// The write buffer is this thread's, lent for the turn ([`Transport::borrow_scratch`]).
+    pub lent_wbuf: bool,
 }
 
 impl Transport {
@@ -216,30 +220,52 @@ impl Transport {
             r.extend_from_slice(&self.rbuf);
             self.rbuf = std::mem::replace(&mut r, BytesMut::new());
         }
-        if self.wbuf.is_empty() {
+        self.lent_wbuf = self.wbuf.is_empty();
+        if self.lent_wbuf {
             w.clear();
             self.wbuf = std::mem::replace(&mut w, BytesMut::new());
         }
         SCRATCH.set((r, w));
     }
 
-    /// Ends [`Transport::borrow_scratch`]: empty buffers go back to the thread; a few leftover bytes are
-    /// copied into a buffer of their own; a buffer with many bytes or unwritten output stays with the
-    /// connection (the thread makes a new one).
+    /// How far [`Client::drain`] fills the write buffer: far while the socket takes everything (one
+    /// write for many messages), less once bytes wait in a buffer of the connection's own.
+    fn write_limit(&self) -> usize {
+        if self.lent_wbuf {
+            WRITE_HIGH_WATER
+        } else {
+            WRITE_HELD
+        }
+    }
+
+    /// Ends [`Transport::borrow_scratch`]: the thread's buffers go back to it; bytes left in them (a
+    /// partial packet, output the socket did not take) are copied into buffers of their exact size.
     fn give_back(&mut self) {
         let (mut r, mut w) = SCRATCH.take();
-        if r.capacity() == 0 && self.rbuf.len() <= KEEP_MAX {
-            let leftover = if self.rbuf.is_empty() { BytesMut::new() } else { BytesMut::from(&self.rbuf[..]) };
+        if r.capacity() == 0 {
+            let leftover = exact_copy(&self.rbuf);
             r = std::mem::replace(&mut self.rbuf, leftover);
         }
-        if w.capacity() == 0 && self.wbuf.is_empty() {
-            w = std::mem::take(&mut self.wbuf);
+        if self.lent_wbuf {
+            self.lent_wbuf = false;
+            let leftover = exact_copy(&self.wbuf);
+            w = std::mem::replace(&mut self.wbuf, leftover);
         }
         SCRATCH.set((r, w));
     }
 }
 
-/// Leftover read bytes up to this size are copied out of the shared read buffer at the end of a turn.
+/// A buffer holding just `bytes` (none when empty).
+fn exact_copy(bytes: &[u8]) -> BytesMut {
+    if bytes.is_empty() {
+        BytesMut::new()
+    } else {
+        BytesMut::from(bytes)
+    }
+}
+
+/// A partial packet up to this size moves into the thread's read buffer for the next read; a bigger one
+/// keeps reading into its own buffer.
 const KEEP_MAX: usize = 4096;
 
 thread_local! {
@@ -335,6 +361,7 @@ pub(crate) async fn connect(
         listener,
         read_hint: READ_MIN,
         flush_pending: false,
+        lent_wbuf: false,
     };
     let client = crate::connect::handshake(&broker, io, cert_username).await?;
     Stats::add(&broker.stats.clients_connected, 1);
@@ -384,9 +411,11 @@ impl Client {
     /// One turn of the connection: outbox to write buffer, write, read, handle packets; until nothing
     /// moves (`Pending`: the socket, the outbox or the keep-alive sweeper wakes the task again).
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+        let wakes = crate::broker::DeferWakes::start();
         self.io.borrow_scratch();
         let step = self.poll_turn(cx);
         self.io.give_back();
+        drop(wakes);
         step
     }
 
@@ -478,7 +507,8 @@ impl Client {
         }
         let now = Instant::now();
         let send_window = usize::from(self.send_window);
-        while self.io.wbuf.len() < WRITE_HIGH_WATER {
+        let limit = self.io.write_limit();
+        while self.io.wbuf.len() < limit {
             let Some(packet) = state.next_resend(send_window, now) else { break };
             self.io.queue(&packet, self.version);
         }
@@ -491,7 +521,7 @@ impl Client {
         }
         let mut scratch = Properties::default();
         let mut sent = 0;
-        while self.io.wbuf.len() < WRITE_HIGH_WATER {
+        while self.io.wbuf.len() < limit {
             let Some(out) = state.next_delivery(send_window, now) else { break };
             let publish = out.delivery.borrowed(out.packet_id, false, now, &mut scratch);
             if self.client_max_packet.is_some_and(|max| publish_len(&publish, self.version) > max as usize) {
