@@ -58,15 +58,33 @@ fn run(args: Args) -> anyhow::Result<()> {
     runtime.block_on(serve(config, args.port))
 }
 
+/// The most detailed level the `log_type` lines ask for, as Mosquitto reads them: `error` alone shows
+/// errors only (so a busy broker does not format a line per connection nobody asked for), `information`
+/// or `notice` (the default) shows connects and disconnects, `debug` or `all` everything, none nothing.
+fn log_level(types: &[LogType]) -> &'static str {
+    let has = |wanted: &[LogType]| types.iter().any(|t| wanted.contains(t));
+    if has(&[LogType::Debug, LogType::All]) {
+        "debug"
+    } else if has(&[
+        LogType::Information,
+        LogType::Notice,
+        LogType::Subscribe,
+        LogType::Unsubscribe,
+        LogType::WebSockets,
+    ]) {
+        "info"
+    } else if has(&[LogType::Warning]) {
+        "warn"
+    } else if has(&[LogType::Error, LogType::Internal]) {
+        "error"
+    } else {
+        "off"
+    }
+}
+
 /// Logging per `log_type` / `log_dest` (stderr, stdout or a file); `-v` or `MQTTD_LOG` override the level.
 fn init_logging(config: &Config, verbose: bool) -> anyhow::Result<()> {
-    let level = if verbose || config.log_type.iter().any(|t| matches!(t, LogType::Debug | LogType::All)) {
-        "debug"
-    } else if config.log_type.is_empty() {
-        "off"
-    } else {
-        "info"
-    };
+    let level = if verbose { "debug" } else { log_level(&config.log_type) };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MQTTD_LOG").unwrap_or_else(|_| level.into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let file = config.log_dest.iter().find_map(|d| match d {
@@ -245,5 +263,19 @@ impl Signals {
 
     async fn wait(self, _broker: &Broker, _tls: &[Arc<TlsListener>]) {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_type_lines_choose_the_level_as_in_mosquitto() {
+        assert_eq!(log_level(&[LogType::Error]), "error");
+        assert_eq!(log_level(&[LogType::Error, LogType::Warning]), "warn");
+        assert_eq!(log_level(&LogType::DEFAULT), "info");
+        assert_eq!(log_level(&[LogType::Error, LogType::All]), "debug");
+        assert_eq!(log_level(&[]), "off");
     }
 }
