@@ -38,7 +38,7 @@ impl Stats {
 pub const CONGESTED_BACKLOG: usize = 16 * 1024;
 /// Memory queued for an online subscriber above which its publishers wait for it, whatever the configured
 /// queue limits (`max_queued_messages 0` included): memory stays bounded under overload.
-pub const WAIT_BACKLOG: usize = 4 * CONGESTED_BACKLOG;
+pub const WAIT_BACKLOG: usize = 2 * CONGESTED_BACKLOG;
 /// Memory queued below which waiting publishers resume (hysteresis: they do not wake for every message).
 pub const RELIEVED_BACKLOG: usize = CONGESTED_BACKLOG / 2;
 

@@ -30,7 +30,7 @@ const WRITE_HELD: usize = 16 * 1024;
 const RETAINED_BATCH: usize = 256;
 /// Read sizes adapt between these: an idle client holds no buffer, a busy one reads big batches.
 const READ_MIN: usize = 64;
-const READ_MAX: usize = 64 * 1024;
+const READ_MAX: usize = 16 * 1024;
 
 /// A byte stream that carries MQTT after the listener's handshakes (TLS, WebSocket).
 pub trait ByteStream: AsyncRead + AsyncWrite + Send + Unpin {}

@@ -25,6 +25,25 @@ pub struct Message {
 }
 
 impl Message {
+    /// An empty message shared by every QoS 2 delivery past PUBREC: only its packet id is left to
+    /// release, so the real message is let go.
+    pub fn released() -> Arc<Message> {
+        static RELEASED: std::sync::OnceLock<Arc<Message>> = std::sync::OnceLock::new();
+        RELEASED
+            .get_or_init(|| {
+                Arc::new(Message {
+                    topic: String::new(),
+                    payload: Bytes::new(),
+                    qos: QoS::ExactlyOnce,
+                    retain: false,
+                    properties: None,
+                    expires_at: None,
+                    origin: 0,
+                })
+            })
+            .clone()
+    }
+
     /// The properties, empty when there are none.
     pub fn properties(&self) -> &Properties {
         static NONE: Properties = Properties::EMPTY;

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use mqttd_proto::{Ack, Packet, PacketId, Publish, QoS};
 
-use crate::message::Delivery;
+use crate::message::{Delivery, Message};
 
 /// Bounds of a session's outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,7 +277,11 @@ impl SessionState {
             self.complete(at);
             return Ok(false);
         }
-        self.inflight[at].state = InflightState::AwaitingPubComp;
+        // Only PUBREL and PUBCOMP remain [MQTT-4.3.3-4]: the message itself is no longer needed.
+        let entry = &mut self.inflight[at];
+        entry.state = InflightState::AwaitingPubComp;
+        self.inflight_bytes -= entry.delivery.message.cost();
+        entry.delivery.message = Message::released();
         Ok(true)
     }
 
@@ -291,7 +295,9 @@ impl SessionState {
     /// Removes the inflight entry at `at`: its delivery is over.
     fn complete(&mut self, at: usize) {
         if let Some(done) = self.inflight.remove(at) {
-            self.inflight_bytes -= done.delivery.message.cost();
+            if done.state != InflightState::AwaitingPubComp {
+                self.inflight_bytes -= done.delivery.message.cost();
+            }
         }
     }
 
@@ -368,6 +374,45 @@ mod tests {
         let mut s = SessionState::new(limits);
         s.online = true;
         s
+    }
+
+    #[test]
+    fn max_inflight_bytes_holds_back_the_next_message_until_one_is_acknowledged() {
+        let message = delivery(QoS::AtLeastOnce, b"payload");
+        let limits = QueueLimits { max_inflight_bytes: message.message.cost(), ..QueueLimits::default() };
+        let mut s = online(limits);
+        for _ in 0..3 {
+            assert_eq!(s.enqueue(message.clone()), Enqueued::Queued);
+        }
+        let now = Instant::now();
+        let first = s.next_delivery(100, now).expect("one message always goes");
+        assert!(s.next_delivery(100, now).is_none(), "the byte window is full");
+        s.puback(first.packet_id.unwrap()).unwrap();
+        assert!(s.next_delivery(100, now).is_some());
+    }
+
+    #[test]
+    fn a_qos2_delivery_past_pubrec_lets_its_message_go_and_frees_its_bytes() {
+        let message = delivery(QoS::ExactlyOnce, b"payload");
+        let limits = QueueLimits { max_inflight_bytes: message.message.cost(), ..QueueLimits::default() };
+        let mut s = online(limits);
+        s.enqueue(message.clone());
+        s.enqueue(message.clone());
+        let now = Instant::now();
+        let first = s.next_delivery(100, now).unwrap().packet_id.unwrap();
+        assert!(s.next_delivery(100, now).is_none());
+        assert_eq!(s.pubrec(first, 0), Ok(true));
+        // Only the packet id is held now [MQTT-4.3.3-4]: the second message may go.
+        assert!(s.next_delivery(100, now).is_some());
+        assert_eq!(
+            Arc::strong_count(&message.message),
+            2,
+            "this copy and the second delivery in flight, not the first one past PUBREC"
+        );
+        // After a reconnect the released entry is resent as PUBREL, then completes.
+        s.resume();
+        assert_eq!(s.next_resend(100, now), Some(Packet::PubRel(Ack::new(first))));
+        assert_eq!(s.pubcomp(first), Ok(()));
     }
 
     #[test]
