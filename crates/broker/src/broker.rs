@@ -94,10 +94,15 @@ pub struct Broker {
     next_id: AtomicU64,
     /// Set once by [`Broker::begin_shutdown`]; connections check it whenever they wake.
     shutting_down: AtomicBool,
+    /// Wakes publishers waiting for a subscriber's queue to drain (backpressure); each re-checks its own.
+    pub(crate) drained: tokio::sync::Notify,
+    /// The outbox bounds of every session, shared.
+    pub(crate) queue_limits: Arc<mqttd_core::QueueLimits>,
 }
 
 impl Broker {
     pub fn new(settings: Settings) -> Broker {
+        let settings_queue = settings.queue;
         let security = SecuritySet::new(vec![Arc::new(Security::anonymous(settings.allow_anonymous))]);
         Broker {
             settings,
@@ -110,6 +115,8 @@ impl Broker {
             started: Instant::now(),
             next_id: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
+            drained: tokio::sync::Notify::new(),
+            queue_limits: Arc::new(settings_queue),
         }
     }
 

@@ -1,15 +1,14 @@
 //! Sessions in the broker: attaching a connection (with takeover), detaching it (with the will and the
 //! session expiry), and the delayed tasks for wills and expiry. This module owns the takeover protocol.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mqttd_core::{Message, QueueLimits, SessionState};
 use mqttd_proto::{SubscriptionOptions, Will};
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 use crate::broker::{Broker, ClientIdentity};
 
@@ -47,7 +46,7 @@ pub struct Control {
     /// The will of the attached connection, taken exactly once: on abnormal end or on takeover.
     pub will: Option<Box<Will>>,
     /// Subscriptions by filter, to restore or remove them from the tree.
-    pub subscriptions: HashMap<String, SubscriptionOptions>,
+    pub subscriptions: BTreeMap<String, SubscriptionOptions>,
     pub expiry: Expiry,
     /// Bumped whenever a connection attaches or the session ends, so delayed tasks can tell if they still
     /// apply.
@@ -65,9 +64,9 @@ pub struct Session {
     /// Queues and inflight window; locked briefly by publishers (enqueue) and the connection (drain).
     /// Holds the attached connection task's waker ([`Session::wake`]).
     pub state: Mutex<SessionState>,
-    /// Wakes publishers waiting for this session's queue to drain (backpressure). `notify_waiters` only:
-    /// no permit is stored for publishers that are not waiting.
-    pub drained: Notify,
+    /// Publishers waiting for this session's queue to drain (backpressure); when there are any, the
+    /// connection wakes them through `Broker::drained` as the queue empties.
+    pub waiting: AtomicU32,
     /// Ownership, will, subscriptions; never held while `state` is locked by the same thread.
     pub control: Mutex<Control>,
     /// When the connection last wrote deliveries or the outbox last became non-empty, in [`clock`]
@@ -83,12 +82,12 @@ pub struct Session {
 }
 
 impl Session {
-    fn new(id: u64, identity: ClientIdentity, limits: QueueLimits) -> Session {
+    fn new(id: u64, identity: ClientIdentity, limits: Arc<QueueLimits>) -> Session {
         Session {
             id,
             client_id: identity.client_id.clone(),
             state: Mutex::new(SessionState::new(limits)),
-            drained: Notify::new(),
+            waiting: AtomicU32::new(0),
             progress: AtomicU64::new(clock()),
             connection: AtomicU64::new(0),
             keep_alive_deadline: AtomicU64::new(0),
@@ -96,7 +95,7 @@ impl Session {
                 owner: None,
                 identity,
                 will: None,
-                subscriptions: HashMap::new(),
+                subscriptions: BTreeMap::new(),
                 expiry: Expiry::Immediate,
                 epoch: 0,
                 pending_will: None,
@@ -224,7 +223,7 @@ impl Broker {
             drop(state);
             return (session, true);
         }
-        let session = Arc::new(Session::new(self.next_id(), attach.identity, self.settings.queue));
+        let session = Arc::new(Session::new(self.next_id(), attach.identity, self.queue_limits.clone()));
         {
             let mut ctl = session.control.lock();
             ctl.owner = owner;
@@ -364,9 +363,9 @@ impl Broker {
     }
 
     fn remove_subscriptions(&self, session: &Session) {
-        let filters: Vec<String> = session.control.lock().subscriptions.drain().map(|(f, _)| f).collect();
+        let filters = std::mem::take(&mut session.control.lock().subscriptions);
         let mut tree = self.tree.write();
-        for filter in filters {
+        for filter in filters.into_keys() {
             tree.unsubscribe(&filter, session.id);
         }
     }

@@ -87,7 +87,8 @@ pub enum AckError {
 pub struct SessionState {
     /// Whether a connection is attached.
     pub online: bool,
-    pub limits: QueueLimits,
+    /// Shared by every session of a broker.
+    pub limits: std::sync::Arc<QueueLimits>,
     outbox: VecDeque<Delivery>,
     outbox_bytes: usize,
     /// Sum of [`Delivery::weight`] over the outbox: the memory it holds, for backpressure.
@@ -107,8 +108,8 @@ pub struct SessionState {
 }
 
 impl SessionState {
-    pub fn new(limits: QueueLimits) -> SessionState {
-        SessionState { limits, ..SessionState::default() }
+    pub fn new(limits: impl Into<std::sync::Arc<QueueLimits>>) -> SessionState {
+        SessionState { limits: limits.into(), ..SessionState::default() }
     }
 
     /// Keeps the connection task's waker, for [`SessionState::take_waker`] (a clone only when it changed).
@@ -164,7 +165,7 @@ impl SessionState {
     pub fn enqueue(&mut self, delivery: Delivery) -> Enqueued {
         let cost = delivery.message.cost();
         let qos0 = delivery.qos == QoS::AtMostOnce;
-        let l = self.limits;
+        let l = *self.limits;
         let outcome = if qos0 && !self.online && !l.queue_qos0_offline {
             Enqueued::DroppedOffline
         } else if (l.max_messages > 0 && self.outbox.len() >= l.max_messages)
