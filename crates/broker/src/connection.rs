@@ -411,7 +411,9 @@ impl Client {
         if self.session.connection.load(Ordering::Acquire) != self.connection_id {
             return Some(End::Takeover);
         }
-        if self.session.keep_alive_deadline.load(Ordering::Relaxed) == crate::session::KEEP_ALIVE_EXPIRED {
+        if self.keep_alive > 0
+            && self.session.keep_alive_deadline.load(Ordering::Relaxed) == crate::session::KEEP_ALIVE_EXPIRED
+        {
             return Some(End::KeepAlive(self.grace()));
         }
         None

@@ -216,6 +216,8 @@ impl Broker {
             }
         }
         if let Some(session) = resumed {
+            // The old connection's keep-alive is not the new one's (which may have none).
+            session.keep_alive_deadline.store(0, Ordering::Relaxed);
             session.connection.store(connection_id, Ordering::Release);
             let mut state = session.state.lock();
             state.online = true;

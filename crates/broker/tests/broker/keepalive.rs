@@ -100,3 +100,24 @@ async fn a_client_dripping_an_incomplete_packet_is_closed_by_the_keep_alive() {
         "closed after {elapsed:?}"
     );
 }
+
+/// A connection that takes a session over is held to its own keep-alive, not its predecessor's: here the
+/// old connection had 1 s, the new one has none, and it stays connected well past 1.5 s [MQTT-3.1.2-24].
+#[tokio::test]
+async fn a_takeover_without_keep_alive_is_not_held_to_the_old_connections_keep_alive() {
+    let tb = TestBroker::start();
+    let mut first = connect("ka-takeover", V4);
+    first.keep_alive = 1;
+    first.clean_start = false;
+    let (mut old, _) = connect_ok(&tb, first).await;
+    let mut second = connect("ka-takeover", V4);
+    second.keep_alive = 0;
+    second.clean_start = false;
+    let (mut new, session_present) = connect_ok(&tb, second).await;
+    assert!(session_present);
+    old.expect_closed().await;
+    // Past the old connection's allowance (1.5 s) and the sweeper's period; then the new one must answer.
+    assert!(new.quiet_for(Duration::from_millis(2500)).await, "the new connection got a packet");
+    new.send(&Packet::PingReq).await;
+    assert_eq!(new.recv().await, Packet::PingResp);
+}
