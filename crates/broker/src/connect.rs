@@ -191,7 +191,7 @@ async fn accept(
     let client_id = assigned.clone().unwrap_or_else(|| c.client_id.clone());
     // A certificate username replaces the CONNECT one, and no password is checked (as Mosquitto).
     let authenticated = match cert {
-        CertUsername::Unused => authenticate(broker, &c, io.listener).await,
+        CertUsername::Unused => authenticate(broker, &c, usize::from(io.listener)).await,
         CertUsername::Found(name) => {
             c.username = Some(name);
             Ok(())
@@ -223,7 +223,7 @@ fn attach(
     let identity = ClientIdentity {
         client_id: Arc::from(client_id.as_str()),
         username: c.username.clone(),
-        listener: io.listener,
+        listener: usize::from(io.listener),
     };
     let expiry = expiry_of(broker, &c);
     let attach =

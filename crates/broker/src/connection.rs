@@ -130,9 +130,9 @@ pub(crate) struct Transport {
     pub wbuf: BytesMut,
     pub peer: SocketAddr,
     /// Index of the listener that accepted the socket.
-    pub listener: usize,
+    pub listener: u16,
     /// How much room the next read gets; doubles when a read fills it, halves when reads are small.
-    pub read_hint: usize,
+    pub read_hint: u32,
     /// The write buffer was written out but the stream (TLS, WebSocket) still holds bytes to flush.
     pub flush_pending: bool,
     /// The write buffer is this thread's, lent for the turn ([`Transport::borrow_scratch`]).
@@ -147,15 +147,16 @@ impl Transport {
 
     /// Reads more bytes into `rbuf`; `Ok(false)` on end of stream. Bytes read stay in `rbuf`.
     fn poll_fill(&mut self, cx: &mut Context<'_>, stats: &Stats) -> Poll<std::io::Result<bool>> {
-        if self.rbuf.capacity() - self.rbuf.len() < self.read_hint / 2 {
-            self.rbuf.reserve(self.read_hint);
+        let hint = self.read_hint as usize;
+        if self.rbuf.capacity() - self.rbuf.len() < hint / 2 {
+            self.rbuf.reserve(hint);
         }
         let room = self.rbuf.capacity() - self.rbuf.len();
         let n = std::task::ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.rbuf))?;
         if n >= room {
-            self.read_hint = (self.read_hint * 2).min(READ_MAX);
-        } else if n < self.read_hint / 8 {
-            self.read_hint = (self.read_hint / 2).max(READ_MIN);
+            self.read_hint = (self.read_hint * 2).min(READ_MAX as u32);
+        } else if n < hint / 8 {
+            self.read_hint = (self.read_hint / 2).max(READ_MIN as u32);
         }
         Stats::add(&stats.bytes_received, n as u64);
         Poll::Ready(Ok(n > 0))
@@ -277,7 +278,7 @@ thread_local! {
 /// Backpressure: before reading more from a publisher, wait (at most [`CONGESTION_WAIT`]) until a
 /// subscriber it feeds has drained its queue below [`RELIEVED_BACKLOG`], so queues and memory stay bounded
 /// without dropping messages.
-async fn wait_for_drain(broker: &Broker, slow: &Session) {
+async fn wait_for_drain(broker: Arc<Broker>, slow: Arc<Session>) {
     /// Counts this publisher among the session's waiters while it waits (also if the wait is dropped).
     struct Waiting<'a>(&'a Session);
     impl Drop for Waiting<'_> {
@@ -285,6 +286,7 @@ async fn wait_for_drain(broker: &Broker, slow: &Session) {
             self.0.waiting.fetch_sub(1, Ordering::SeqCst);
         }
     }
+    let slow = &*slow;
     slow.waiting.fetch_add(1, Ordering::SeqCst);
     let _waiting = Waiting(slow);
     loop {
@@ -322,7 +324,7 @@ pub(crate) struct Client {
     /// Session Expiry Interval from CONNECT (5.0), to validate the one in DISCONNECT.
     pub connect_expiry: u32,
     /// Expiry set by a 5.0 DISCONNECT.
-    pub expiry_override: Option<Expiry>,
+    pub expiry_override: Option<u32>,
     /// Retained messages owed to new subscriptions, fed into the outbox as it empties.
     /// Boxed: most connections never have one, and every idle connection would carry an empty `VecDeque`.
     #[allow(clippy::box_collection)]
@@ -367,8 +369,8 @@ pub(crate) async fn connect(
         rbuf: BytesMut::new(),
         wbuf: BytesMut::new(),
         peer,
-        listener,
-        read_hint: READ_MIN,
+        listener: u16::try_from(listener).unwrap_or(u16::MAX),
+        read_hint: READ_MIN as u32,
         flush_pending: false,
         lent_wbuf: false,
     };
@@ -383,7 +385,7 @@ impl Client {
         loop {
             match std::future::poll_fn(|cx| self.poll_step(cx)).await {
                 Step::End(end) => return end,
-                Step::WaitDrain(slow) => Box::pin(wait_for_drain(&self.broker, &slow)).await,
+                Step::WaitDrain(slow) => Box::pin(wait_for_drain(self.broker.clone(), slow)).await,
                 Step::Yield => tokio::task::yield_now().await,
             }
         }
@@ -575,7 +577,12 @@ impl Client {
         }
         let _ = self.io.stream.shutdown().await;
         let publish_will = !matches!(end, End::Disconnect { with_will: false });
-        let will = self.broker.detach(&self.session, self.connection_id, publish_will, self.expiry_override);
+        let will = self.broker.detach(
+            &self.session,
+            self.connection_id,
+            publish_will,
+            self.expiry_override.map(Expiry::from_v5),
+        );
         let will = if matches!(end, End::Takeover) && will == WillOutcome::HandedOver {
             "will handled by the takeover".to_string()
         } else {
@@ -600,7 +607,7 @@ mod tests {
     fn an_idle_connection_stays_small() {
         let client = std::mem::size_of::<super::Client>();
         let session = std::mem::size_of::<crate::session::Session>();
-        assert!(client <= 240, "Client grew to {client} bytes");
+        assert!(client <= 216, "Client grew to {client} bytes");
         assert!(session <= 368, "Session grew to {session} bytes");
     }
 }

@@ -11,7 +11,6 @@ use mqttd_proto::{
 
 use crate::broker::Stats;
 use crate::connection::{Client, End};
-use crate::session::Expiry;
 
 fn violation(what: &str, code: u8) -> End {
     End::Protocol(what.to_string(), code)
@@ -269,7 +268,7 @@ impl Client {
                 // [MQTT-3.14.2-2]
                 return Err(violation("DISCONNECT sets a session expiry after CONNECT set 0", reason::PROTOCOL_ERROR));
             }
-            self.expiry_override = Some(Expiry::from_v5(seconds));
+            self.expiry_override = Some(seconds);
         }
         Err(End::Disconnect { with_will: d.reason == reason::DISCONNECT_WITH_WILL_MESSAGE })
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::broker::{Broker, KEEP_ALIVE_SWEEP};
@@ -53,10 +53,14 @@ pub struct Server {
     pub local_addrs: Vec<SocketAddr>,
     /// A watch channel: every task observes the one shutdown flag.
     shutdown: watch::Sender<bool>,
-    /// Each task holds a sender; when all are gone, `recv` returns `None` and the server is done.
-    done: mpsc::Receiver<()>,
+    /// One permit per connection (`max_connections`); all of them back means every connection ended.
+    limit: Arc<Semaphore>,
+    permits: u32,
     tasks: Vec<JoinHandle<()>>,
 }
+
+/// The connection limit without `max_connections`: more than any machine holds.
+const UNLIMITED: u32 = 1 << 28;
 
 impl Server {
     /// Binds every address and starts accepting. Each address comes with the index of the configured
@@ -107,8 +111,8 @@ impl Server {
         max_connections: Option<usize>,
     ) -> Server {
         let (shutdown, _) = watch::channel(false);
-        let (done_tx, done) = mpsc::channel(1);
-        let limit = Arc::new(Semaphore::new(max_connections.unwrap_or(Semaphore::MAX_PERMITS)));
+        let permits = max_connections.map_or(UNLIMITED, |m| u32::try_from(m).unwrap_or(UNLIMITED).min(UNLIMITED));
+        let limit = Arc::new(Semaphore::new(permits as usize));
         let mut local_addrs = Vec::new();
         let mut tasks = Vec::new();
         for (listener, index, wrapping) in listeners {
@@ -116,18 +120,12 @@ impl Server {
                 tracing::info!("listening on {addr} ({})", wrapping.name());
                 local_addrs.push(addr);
             }
-            let accept = accept_loop(
-                broker.clone(),
-                (listener, index, wrapping),
-                limit.clone(),
-                shutdown.subscribe(),
-                done_tx.clone(),
-            );
+            let accept = accept_loop(broker.clone(), (listener, index, wrapping), limit.clone(), shutdown.subscribe());
             tasks.push(tokio::spawn(accept));
         }
-        tasks.push(tokio::spawn(crate::sys::run(broker.clone(), shutdown.subscribe(), done_tx)));
+        tasks.push(tokio::spawn(crate::sys::run(broker.clone(), shutdown.subscribe())));
         tasks.push(tokio::spawn(sweep_keep_alive(broker.clone(), shutdown.subscribe())));
-        Server { broker, local_addrs, shutdown, done, tasks }
+        Server { broker, local_addrs, shutdown, limit, permits, tasks }
     }
 
     /// Stops accepting, tells every connection to close (5.0: DISCONNECT 0x8B), and waits for them.
@@ -137,7 +135,8 @@ impl Server {
         for task in self.tasks.drain(..) {
             let _ = task.await;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.done.recv()).await;
+        // Every connection holds a permit until its task ends.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.limit.acquire_many(self.permits)).await;
     }
 }
 
@@ -158,7 +157,6 @@ async fn accept_loop(
     (listener, index, wrapping): (TcpListener, usize, Arc<Wrapping>),
     limit: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
-    done: mpsc::Sender<()>,
 ) {
     loop {
         let (stream, peer) = tokio::select! {
@@ -179,7 +177,7 @@ async fn accept_loop(
         };
         let wrapping = wrapping.clone();
         let _ = stream.set_nodelay(true);
-        tokio::spawn(connection_task(broker.clone(), stream, (peer, index, wrapping), done.clone(), permit));
+        tokio::spawn(connection_task(broker.clone(), stream, (peer, index, wrapping), permit));
     }
 }
 
@@ -191,7 +189,6 @@ fn connection_task(
     broker: Arc<Broker>,
     stream: TcpStream,
     (peer, index, wrapping): (SocketAddr, usize, Arc<Wrapping>),
-    done: mpsc::Sender<()>,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> impl std::future::Future<Output = ()> + Send {
     let setup = Box::new((broker, stream, peer, index, wrapping));
@@ -202,10 +199,10 @@ fn connection_task(
             crate::connection::connect(broker, stream, (peer, index, cert_username)).await
         });
         // `let else`, not `if let`: the `Option<Client>` must not live on beside `client` in the future.
-        let Some(mut client) = connecting.await else { return drop((permit, done)) };
+        let Some(mut client) = connecting.await else { return drop(permit) };
         let end = client.run().await;
         Box::pin(client.finish(end)).await;
-        drop((permit, done));
+        drop(permit);
     }
 }
 

@@ -262,7 +262,13 @@ impl Broker {
         let epoch = ctl.epoch;
         let expiry = ctl.expiry;
         drop(ctl);
-        session.state.lock().online = false;
+        let stale_waker = {
+            let mut state = session.state.lock();
+            state.online = false;
+            // The task is ending: its waker would keep its memory alive for as long as the session lasts.
+            state.take_waker()
+        };
+        drop(stale_waker);
         let outcome = match will {
             None => WillOutcome::None,
             Some(_) if !publish_will => WillOutcome::Discarded,

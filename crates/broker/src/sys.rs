@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use mqttd_core::Message;
 use mqttd_proto::QoS;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::broker::Broker;
 
@@ -51,7 +51,7 @@ pub fn publish_all(broker: &Broker) {
 }
 
 /// Publishes the statistics every `sys_interval` until shutdown. An interval of 0 disables `$SYS`.
-pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>, _done: mpsc::Sender<()>) {
+pub async fn run(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let every = broker.settings.sys_interval;
     if every.is_zero() {
         return;
