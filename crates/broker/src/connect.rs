@@ -50,7 +50,7 @@ pub(crate) async fn handshake(broker: &Arc<Broker>, mut io: Transport, cert: Cer
 
 async fn first_packet(io: &mut Transport, limits: &Limits, broker: &Broker) -> Result<Box<Connect>, End> {
     loop {
-        match decode(&mut io.rbuf, ProtocolVersion::V3_1_1, limits) {
+        match decode(io.rbuf(), ProtocolVersion::V3_1_1, limits) {
             Ok(Some(Packet::Connect(c))) => return Ok(c),
             Ok(Some(other)) => {
                 return Err(End::Protocol(
@@ -69,7 +69,7 @@ async fn first_packet(io: &mut Transport, limits: &Limits, broker: &Broker) -> R
                 io.queue(&Packet::ConnAck(ack), ProtocolVersion::V3_1_1);
                 return Err(End::protocol(&e));
             }
-            Err(e) => return Err(misdirected(&io.rbuf).unwrap_or_else(|| End::protocol(&e))),
+            Err(e) => return Err(misdirected(io.rbuf()).unwrap_or_else(|| End::protocol(&e))),
         }
         match io.fill(&broker.stats).await {
             Ok(true) => {}

@@ -123,11 +123,19 @@ impl End {
     }
 }
 
+/// A connection's read and write buffers; boxed, and absent while the connection is idle.
+#[derive(Default)]
+pub(crate) struct Buffers {
+    pub r: BytesMut,
+    pub w: BytesMut,
+}
+
 /// The socket and its buffers.
 pub(crate) struct Transport {
     pub stream: Stream,
-    pub rbuf: BytesMut,
-    pub wbuf: BytesMut,
+    /// `None` while idle; this thread's buffers during a turn ([`Transport::borrow_scratch`]); the
+    /// connection's own when bytes are left over (a partial packet, output the socket did not take).
+    pub bufs: Option<Box<Buffers>>,
     pub peer: SocketAddr,
     /// Index of the listener that accepted the socket.
     pub listener: u16,
@@ -135,24 +143,52 @@ pub(crate) struct Transport {
     pub read_hint: u32,
     /// The write buffer was written out but the stream (TLS, WebSocket) still holds bytes to flush.
     pub flush_pending: bool,
-    /// The write buffer is this thread's, lent for the turn ([`Transport::borrow_scratch`]).
-    pub lent_wbuf: bool,
+    /// `bufs` are this thread's, lent for the turn.
+    pub lent: bool,
 }
 
 impl Transport {
+    pub(crate) fn new(stream: Stream, peer: SocketAddr, listener: usize) -> Transport {
+        Transport {
+            stream,
+            bufs: None,
+            peer,
+            listener: u16::try_from(listener).unwrap_or(u16::MAX),
+            read_hint: READ_MIN as u32,
+            flush_pending: false,
+            lent: false,
+        }
+    }
+
+    /// The read buffer (made if there is none).
+    pub(crate) fn rbuf(&mut self) -> &mut BytesMut {
+        &mut self.bufs.get_or_insert_with(Box::default).r
+    }
+
+    /// The write buffer (made if there is none).
+    pub(crate) fn wbuf(&mut self) -> &mut BytesMut {
+        &mut self.bufs.get_or_insert_with(Box::default).w
+    }
+
+    /// Bytes waiting to be written.
+    fn output_len(&self) -> usize {
+        self.bufs.as_ref().map_or(0, |b| b.w.len())
+    }
+
     /// Reads more bytes; `Ok(false)` on end of stream.
     pub(crate) async fn fill(&mut self, stats: &Stats) -> std::io::Result<bool> {
         std::future::poll_fn(|cx| self.poll_fill(cx, stats)).await
     }
 
-    /// Reads more bytes into `rbuf`; `Ok(false)` on end of stream. Bytes read stay in `rbuf`.
+    /// Reads more bytes into the read buffer; `Ok(false)` on end of stream. Bytes read stay there.
     fn poll_fill(&mut self, cx: &mut Context<'_>, stats: &Stats) -> Poll<std::io::Result<bool>> {
         let hint = self.read_hint as usize;
-        if self.rbuf.capacity() - self.rbuf.len() < hint / 2 {
-            self.rbuf.reserve(hint);
+        let r = &mut self.bufs.get_or_insert_with(Box::default).r;
+        if r.capacity() - r.len() < hint / 2 {
+            r.reserve(hint);
         }
-        let room = self.rbuf.capacity() - self.rbuf.len();
-        let n = std::task::ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.rbuf))?;
+        let room = r.capacity() - r.len();
+        let n = std::task::ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, r))?;
         if n >= room {
             self.read_hint = (self.read_hint * 2).min(READ_MAX as u32);
         } else if n < hint / 8 {
@@ -166,18 +202,20 @@ impl Transport {
     /// left to write, `Pending` (the socket will wake the task) when it could write nothing.
     fn poll_write_out(&mut self, cx: &mut Context<'_>, stats: &Stats) -> Poll<std::io::Result<bool>> {
         let mut wrote = false;
-        while !self.wbuf.is_empty() {
-            match Pin::new(&mut self.stream).poll_write(cx, &self.wbuf) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => {
-                    self.wbuf.advance(n);
-                    Stats::add(&stats.bytes_sent, n as u64);
-                    wrote = true;
-                    self.flush_pending = true;
+        if let Some(b) = self.bufs.as_mut() {
+            while !b.w.is_empty() {
+                match Pin::new(&mut self.stream).poll_write(cx, &b.w) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => {
+                        b.w.advance(n);
+                        Stats::add(&stats.bytes_sent, n as u64);
+                        wrote = true;
+                        self.flush_pending = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending if wrote => return Poll::Ready(Ok(true)),
+                    Poll::Pending => return Poll::Pending,
                 }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending if wrote => return Poll::Ready(Ok(true)),
-                Poll::Pending => return Poll::Pending,
             }
         }
         if self.flush_pending {
@@ -193,9 +231,10 @@ impl Transport {
 
     /// Writes everything buffered, bounded by `limit`.
     pub(crate) async fn flush(&mut self, limit: Duration, stats: &Stats) {
-        let len = self.wbuf.len() as u64;
+        let w = &mut self.bufs.get_or_insert_with(Box::default).w;
+        let len = w.len() as u64;
         let write = async {
-            self.stream.write_all_buf(&mut self.wbuf).await?;
+            self.stream.write_all_buf(w).await?;
             self.stream.flush().await
         };
         if let Ok(Ok(())) = tokio::time::timeout(limit, write).await {
@@ -204,55 +243,58 @@ impl Transport {
     }
 
     pub(crate) fn queue(&mut self, packet: &Packet, version: ProtocolVersion) {
-        if let Err(e) = encode(packet, version, &mut self.wbuf) {
+        if let Err(e) = encode(packet, version, self.wbuf()) {
             tracing::warn!(peer = %self.peer, packet = packet.name(), "cannot encode: {e}");
         }
     }
 
     /// Lends this thread's buffers to the connection for one turn ([`Transport::give_back`] ends it):
     /// reads and writes go through buffers shared by every connection on the thread, so a busy
-    /// connection holds memory only for bytes it could not finish (a partial packet, a full socket).
+    /// connection holds memory only for bytes it could not finish, and an idle one none.
     fn borrow_scratch(&mut self) {
-        let (mut r, mut w) = SCRATCH.take();
-        if self.rbuf.len() <= KEEP_MAX {
-            // A partial packet left from the last turn moves into the shared buffer.
-            r.clear();
-            r.reserve(READ_MAX);
-            r.extend_from_slice(&self.rbuf);
-            self.rbuf = std::mem::replace(&mut r, BytesMut::new());
+        if self.bufs.as_ref().is_some_and(|b| !b.w.is_empty() || b.r.len() > KEEP_MAX) {
+            // Output waits for the socket, or a big packet is half read: this turn uses the own buffers.
+            self.lent = false;
+            return;
         }
-        self.lent_wbuf = self.wbuf.is_empty();
-        if self.lent_wbuf {
-            w.clear();
-            self.wbuf = std::mem::replace(&mut w, BytesMut::new());
+        let own = self.bufs.take();
+        let mut scratch = SCRATCH.take().unwrap_or_default();
+        scratch.r.clear();
+        scratch.w.clear();
+        scratch.r.reserve(READ_MAX);
+        if let Some(own) = own {
+            // A small partial packet moves into the shared buffer.
+            scratch.r.extend_from_slice(&own.r);
         }
-        SCRATCH.set((r, w));
+        self.bufs = Some(scratch);
+        self.lent = true;
     }
 
     /// How far [`Client::drain`] fills the write buffer: far while the socket takes everything (one
     /// write for many messages), less once bytes wait in a buffer of the connection's own.
     fn write_limit(&self) -> usize {
-        if self.lent_wbuf {
+        if self.lent {
             WRITE_HIGH_WATER
         } else {
             WRITE_HELD
         }
     }
 
-    /// Ends [`Transport::borrow_scratch`]: the thread's buffers go back to it; bytes left in them (a
-    /// partial packet, output the socket did not take) are copied into buffers of their exact size.
+    /// Ends [`Transport::borrow_scratch`]: the thread's buffers go back to it; bytes left in them are
+    /// copied into buffers of their exact size; empty own buffers are let go.
     fn give_back(&mut self) {
-        let (mut r, mut w) = SCRATCH.take();
-        if r.capacity() == 0 {
-            let leftover = exact_copy(&self.rbuf);
-            r = std::mem::replace(&mut self.rbuf, leftover);
+        let Some(b) = self.bufs.take() else { return };
+        let leftover = !b.r.is_empty() || !b.w.is_empty();
+        if !std::mem::take(&mut self.lent) {
+            if leftover {
+                self.bufs = Some(b);
+            }
+            return;
         }
-        if self.lent_wbuf {
-            self.lent_wbuf = false;
-            let leftover = exact_copy(&self.wbuf);
-            w = std::mem::replace(&mut self.wbuf, leftover);
+        if leftover {
+            self.bufs = Some(Box::new(Buffers { r: exact_copy(&b.r), w: exact_copy(&b.w) }));
         }
-        SCRATCH.set((r, w));
+        SCRATCH.set(Some(b));
     }
 }
 
@@ -272,7 +314,7 @@ const KEEP_MAX: usize = 4096;
 thread_local! {
     /// Each runtime thread's read and write buffers, lent to one connection at a time
     /// ([`Transport::borrow_scratch`]).
-    static SCRATCH: std::cell::Cell<(BytesMut, BytesMut)> = std::cell::Cell::default();
+    static SCRATCH: std::cell::Cell<Option<Box<Buffers>>> = const { std::cell::Cell::new(None) };
 }
 
 /// Backpressure: before reading more from a publisher, wait (at most [`CONGESTION_WAIT`]) until a
@@ -364,16 +406,7 @@ pub(crate) async fn connect(
     stream: Stream,
     (peer, listener, cert_username): (SocketAddr, usize, crate::tls::CertUsername),
 ) -> Option<Client> {
-    let io = Transport {
-        stream,
-        rbuf: BytesMut::new(),
-        wbuf: BytesMut::new(),
-        peer,
-        listener: u16::try_from(listener).unwrap_or(u16::MAX),
-        read_hint: READ_MIN as u32,
-        flush_pending: false,
-        lent_wbuf: false,
-    };
+    let io = Transport::new(stream, peer, listener);
     let client = crate::connect::handshake(&broker, io, cert_username).await?;
     Stats::add(&broker.stats.clients_connected, 1);
     Some(client)
@@ -439,7 +472,7 @@ impl Client {
                 return Poll::Ready(Step::End(end));
             }
             let mut moved = false;
-            if !self.io.wbuf.is_empty() || self.io.flush_pending {
+            if self.io.output_len() > 0 || self.io.flush_pending {
                 match self.io.poll_write_out(cx, &self.broker.stats) {
                     Poll::Ready(Ok(wrote)) => moved |= wrote,
                     Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::WriteZero => {
@@ -454,7 +487,7 @@ impl Client {
                     return Poll::Ready(step);
                 }
             }
-            if self.io.wbuf.len() < 4 * WRITE_HIGH_WATER {
+            if self.io.output_len() < 4 * WRITE_HIGH_WATER {
                 match self.io.poll_fill(cx, &self.broker.stats) {
                     Poll::Ready(Ok(true)) => {
                         moved = true;
@@ -479,7 +512,7 @@ impl Client {
     fn decode_packets(&mut self) -> Option<Step> {
         let mut got_packet = false;
         loop {
-            match decode(&mut self.io.rbuf, self.version, &self.limits) {
+            match decode(self.io.rbuf(), self.version, &self.limits) {
                 Ok(Some(packet)) => {
                     got_packet = true;
                     if let Err(end) = self.handle(packet) {
@@ -521,7 +554,7 @@ impl Client {
         let now = Instant::now();
         let send_window = usize::from(self.send_window);
         let limit = self.io.write_limit();
-        while self.io.wbuf.len() < limit {
+        while self.io.output_len() < limit {
             let Some(packet) = state.next_resend(send_window, now) else { break };
             self.io.queue(&packet, self.version);
         }
@@ -534,7 +567,7 @@ impl Client {
         }
         let mut scratch = Properties::default();
         let mut sent = 0;
-        while self.io.wbuf.len() < limit {
+        while self.io.output_len() < limit {
             let Some(out) = state.next_delivery(send_window, now) else { break };
             let publish = out.delivery.borrowed(out.packet_id, false, now, &mut scratch);
             if self.client_max_packet.is_some_and(|max| publish_len(&publish, self.version) > max as usize) {
@@ -544,7 +577,7 @@ impl Client {
                 }
                 continue;
             }
-            if let Err(e) = encode_publish(&publish, self.version, &mut self.io.wbuf) {
+            if let Err(e) = encode_publish(&publish, self.version, self.io.wbuf()) {
                 tracing::warn!(peer = %self.io.peer, "cannot encode PUBLISH: {e}");
                 continue;
             }
@@ -607,7 +640,7 @@ mod tests {
     fn an_idle_connection_stays_small() {
         let client = std::mem::size_of::<super::Client>();
         let session = std::mem::size_of::<crate::session::Session>();
-        assert!(client <= 216, "Client grew to {client} bytes");
+        assert!(client <= 160, "Client grew to {client} bytes");
         assert!(session <= 368, "Session grew to {session} bytes");
     }
 }
