@@ -54,8 +54,29 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.daemon {
         tracing::warn!("-d is accepted but mqttd does not daemonize; run it under a service manager");
     }
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let runtime = runtime(config.threads).context("cannot start the async runtime")?;
     runtime.block_on(serve(config, args.port))
+}
+
+/// The runtime for `threads` (0: from the machine). One thread runs everything on the main thread (tokio's
+/// current-thread runtime); more run a work-stealing pool. Without the directive a machine of up to two
+/// cores gets one thread: measured on two cores shared with the clients (bench/README.md), it connects 45 %
+/// faster (48k against 33k CONNACK/s), fans in faster and holds less memory, while the pool moves 20-40 %
+/// more messages between many pairs; every figure of both beats the peers'.
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = if threads == 0 && cores <= 2 {
+        1
+    } else if threads == 0 {
+        cores
+    } else {
+        threads
+    };
+    if threads == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
+    }
 }
 
 /// The most detailed level the `log_type` lines ask for, as Mosquitto reads them: `error` alone shows
@@ -277,5 +298,17 @@ mod tests {
         assert_eq!(log_level(&LogType::DEFAULT), "info");
         assert_eq!(log_level(&[LogType::Error, LogType::All]), "debug");
         assert_eq!(log_level(&[]), "off");
+    }
+}
+
+#[cfg(test)]
+mod runtime_tests {
+    #[test]
+    fn one_thread_is_a_current_thread_runtime_and_more_a_pool() {
+        use tokio::runtime::RuntimeFlavor;
+        assert_eq!(super::runtime(1).unwrap().handle().runtime_flavor(), RuntimeFlavor::CurrentThread);
+        let pool = super::runtime(3).unwrap();
+        assert_eq!(pool.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
+        assert_eq!(pool.metrics().num_workers(), 3);
     }
 }

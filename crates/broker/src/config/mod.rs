@@ -88,6 +88,8 @@ pub struct Config {
     pub max_packet_size: u32,
     /// `max_keepalive` (65535).
     pub max_keepalive: u16,
+    /// `threads` (mqttd's own directive; 0 = choose from the machine): threads that serve connections.
+    pub threads: usize,
     /// `max_connections` written before any `listener` line (`None` = unlimited, written as -1); copied
     /// into every listener that does not set its own.
     pub max_connections: Option<usize>,
@@ -154,6 +156,7 @@ impl Default for Config {
             message_size_limit: 0,
             max_packet_size: 0,
             max_keepalive: 65535,
+            threads: 0,
             max_connections: None,
             max_qos: 2,
             persistent_client_expiration: None,

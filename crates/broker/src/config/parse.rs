@@ -323,6 +323,7 @@ impl Parser {
             "log_facility" => self.config.log_facility = Some(line.int(0, 7)? as u8),
             "connection_messages" => self.config.connection_messages = line.bool()?,
             "sys_interval" => self.config.sys_interval = line.int(0, 65535)? as u64,
+            "threads" => self.config.threads = line.int(0, 1024)? as usize,
             _ => return Ok(false),
         }
         Ok(true)

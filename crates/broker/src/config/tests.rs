@@ -543,3 +543,10 @@ fn debians_stock_mosquitto_conf_parses() {
     assert_eq!(config.listeners.len(), 1);
     assert!(config.allow_anonymous_for(config.listeners.first()));
 }
+
+#[test]
+fn threads_is_mqttd_s_own_directive_in_the_same_syntax() {
+    assert_eq!(parse("").threads, 0);
+    assert_eq!(parse("threads 4\n").threads, 4);
+    assert!(error("threads many\n").to_string().contains("threads"));
+}

@@ -308,6 +308,7 @@ pub(super) const KNOWN: &[&str] = &[
     "set_tcp_nodelay",
     "socket_domain",
     "sys_interval",
+    "threads",
     "tls_version",
     "upgrade_outgoing_qos",
     "use_identity_as_username",
