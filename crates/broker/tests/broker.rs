@@ -13,6 +13,8 @@ mod keepalive;
 mod limits;
 #[path = "broker/malformed.rs"]
 mod malformed;
+#[path = "broker/multi_thread.rs"]
+mod multi_thread;
 #[path = "broker/publish.rs"]
 mod publish;
 #[path = "broker/retain.rs"]

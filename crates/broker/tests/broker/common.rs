@@ -202,3 +202,14 @@ impl Witness {
         assert_eq!(got.payload, Bytes::from(payload), "the witness still gets messages");
     }
 }
+
+/// The bytes of `count` pipelined QoS 1 PUBLISHes to `topic` (3.1.1), payloads 1..=count as big-endian
+/// u16, packet ids the same numbers.
+pub fn qos1_burst(topic: &str, count: u16) -> Vec<u8> {
+    let mut burst = Vec::new();
+    for i in 1..=count {
+        let p = mqttd_testkit::publish(topic, &i.to_be_bytes(), QoS::AtLeastOnce, false, mqttd_proto::PacketId::new(i));
+        burst.extend(bytes_of(&Packet::Publish(p), V4));
+    }
+    burst
+}

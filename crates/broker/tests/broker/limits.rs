@@ -122,12 +122,7 @@ async fn acknowledged_messages_are_not_dropped_for_a_subscriber_that_keeps_readi
     let tb = TestBroker::with_settings(Settings { queue, ..Settings::default() });
     let mut sub = subscriber(&tb, "reader", V4, "burst", QoS::AtLeastOnce).await;
     let mut publisher = Peer::connect(tb.addr, "burster", V4).await;
-    let mut burst = Vec::new();
-    for i in 1..=300u16 {
-        let p = publish("burst", &i.to_be_bytes(), QoS::AtLeastOnce, false, PacketId::new(i));
-        burst.extend(bytes_of(&Packet::Publish(p), V4));
-    }
-    publisher.send_raw(&burst).await;
+    publisher.send_raw(&qos1_burst("burst", 300)).await;
     for i in 1..=300u16 {
         let p = sub.recv_publish().await;
         assert_eq!(p.payload[..], i.to_be_bytes(), "message {i} arrives, in order");
@@ -148,12 +143,7 @@ async fn a_burst_after_a_quiet_spell_is_not_dropped() {
     let mut publisher = Peer::connect(tb.addr, "late-burster", V4).await;
     // Longer than the stall threshold (200 ms) without anything to deliver: this wait is the point.
     assert!(sub.quiet_for(Duration::from_millis(400)).await);
-    let mut burst = Vec::new();
-    for i in 1..=200u16 {
-        let p = publish("later", &i.to_be_bytes(), QoS::AtLeastOnce, false, PacketId::new(i));
-        burst.extend(bytes_of(&Packet::Publish(p), V4));
-    }
-    publisher.send_raw(&burst).await;
+    publisher.send_raw(&qos1_burst("later", 200)).await;
     for i in 1..=200u16 {
         let p = sub.recv_publish().await;
         assert_eq!(p.payload[..], i.to_be_bytes(), "message {i} arrives, in order");
