@@ -28,7 +28,8 @@ const WRITE_HIGH_WATER: usize = 64 * 1024;
 const WRITE_HELD: usize = 16 * 1024;
 /// Retained messages moved from the backlog into the outbox at a time.
 const RETAINED_BATCH: usize = 256;
-/// Read sizes adapt between these: an idle client holds no buffer, a busy one reads big batches.
+/// Read sizes adapt between these in a connection's own buffer (the handshake, a big partial packet); the
+/// thread's shared buffer always offers `READ_MAX`.
 const READ_MIN: usize = 64;
 const READ_MAX: usize = 16 * 1024;
 
@@ -294,7 +295,10 @@ impl Transport {
         if leftover {
             self.bufs = Some(Box::new(Buffers { r: exact_copy(&b.r), w: exact_copy(&b.w) }));
         }
-        SCRATCH.set(Some(b));
+        // A buffer grown for one huge packet is not kept for the thread's lifetime.
+        if b.r.capacity() <= 4 * READ_MAX && b.w.capacity() <= 4 * WRITE_HIGH_WATER {
+            SCRATCH.set(Some(b));
+        }
     }
 }
 
