@@ -392,18 +392,6 @@ enum Step {
     Yield,
 }
 
-/// Serves one accepted byte stream (any transport) until it ends. Logs once, at the end.
-pub async fn serve<S>(broker: Arc<Broker>, stream: S, peer: SocketAddr, listener: usize)
-where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    let stream = Stream::Wrapped(Box::new(stream));
-    let connecting = Box::pin(connect(broker, stream, (peer, listener, crate::tls::CertUsername::Unused)));
-    let Some(mut client) = connecting.await else { return };
-    let end = client.run().await;
-    Box::pin(client.finish(end)).await;
-}
-
 /// The CONNECT exchange on a byte stream: `Some` once the client is connected (counted in `$SYS`).
 pub(crate) async fn connect(
     broker: Arc<Broker>,

@@ -1,7 +1,7 @@
 //! The mqttd broker: configuration, listeners, one task per connection, sessions with wills and expiry,
 //! and `$SYS`. Broker logic that needs no I/O lives in `mqttd-core`; the wire format in `mqttd-proto`.
 //!
-//! Transports reach the core as plain byte streams ([`connection::serve`]); every delivery passes one
+//! Transports reach the core as plain byte streams ([`connection::Stream`]); every delivery passes one
 //! authorization point ([`Broker::may_read_with`]), every publish and will another ([`Broker::may_write`]).
 
 pub mod broker;
