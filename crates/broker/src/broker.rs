@@ -70,9 +70,9 @@ pub(crate) enum Delivered {
 pub struct ClientIdentity {
     /// Shared with the session and the session registry's key: one allocation per client.
     pub client_id: Arc<str>,
-    pub username: Option<String>,
+    pub username: Option<Arc<str>>,
     /// Index of the listener the client connected through (for per-listener security).
-    pub listener: usize,
+    pub listener: u16,
 }
 
 /// The broker core shared by every connection task.
@@ -183,7 +183,7 @@ impl Broker {
             return true;
         }
         let id = reader.identity();
-        security.get(id.listener).allows(id.username.as_deref(), &id.client_id, topic, Access::Read)
+        security.get(usize::from(id.listener)).allows(id.username.as_deref(), &id.client_id, topic, Access::Read)
     }
 
     /// [`Broker::may_write`] for the owner of `session`, without looking it up when no ACL is loaded.
@@ -194,7 +194,12 @@ impl Broker {
     /// The one authorization point for writing: publishes and wills pass here.
     pub fn may_write(&self, writer: &ClientIdentity, topic: &str) -> bool {
         let security = self.security();
-        security.get(writer.listener).allows(writer.username.as_deref(), &writer.client_id, topic, Access::Write)
+        security.get(usize::from(writer.listener)).allows(
+            writer.username.as_deref(),
+            &writer.client_id,
+            topic,
+            Access::Write,
+        )
     }
 
     /// Number of retained messages.

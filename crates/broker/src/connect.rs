@@ -222,8 +222,8 @@ fn attach(
     let connection_id = broker.next_id();
     let identity = ClientIdentity {
         client_id: Arc::from(client_id.as_str()),
-        username: c.username.clone(),
-        listener: usize::from(io.listener),
+        username: c.username.as_deref().map(Arc::from),
+        listener: io.listener,
     };
     let expiry = expiry_of(broker, &c);
     let attach =

@@ -633,6 +633,6 @@ mod tests {
         let client = std::mem::size_of::<super::Client>();
         let session = std::mem::size_of::<crate::session::Session>();
         assert!(client <= 160, "Client grew to {client} bytes");
-        assert!(session <= 368, "Session grew to {session} bytes");
+        assert!(session <= 352, "Session grew to {session} bytes");
     }
 }

@@ -223,7 +223,11 @@ impl Client {
     /// Whether the ACL lets this client read anything through `filter`.
     fn may_subscribe(&self, filter: &str) -> bool {
         let id = self.session.identity();
-        self.broker.security().get(id.listener).allows_subscribe(id.username.as_deref(), &id.client_id, filter)
+        self.broker.security().get(usize::from(id.listener)).allows_subscribe(
+            id.username.as_deref(),
+            &id.client_id,
+            filter,
+        )
     }
 
     /// Retained messages matching a new subscription, with RETAIN set [MQTT-3.3.1-8], after the SUBACK.

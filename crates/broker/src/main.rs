@@ -229,7 +229,15 @@ struct Signals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    /// Set by a second handler for SIGINT and SIGTERM and looked at every [`STOP_CHECK`]: a stop request
+    /// is honoured even if the runtime's notification of it is lost (seen a few times in benchmark runs
+    /// under heavy load: the first SIGTERM did nothing, the second stopped the broker).
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// How often [`Signals::wait`] looks at the stop flag.
+#[cfg(unix)]
+const STOP_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[cfg(unix)]
 impl Signals {
@@ -239,15 +247,24 @@ impl Signals {
             int: signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?,
             term: signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?,
             hup: signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?,
+            stop: {
+                let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                    signal_hook::flag::register(sig, stop.clone()).context("cannot install the stop handler")?;
+                }
+                stop
+            },
         })
     }
 
     /// Returns on SIGINT or SIGTERM; handles SIGHUP meanwhile.
     async fn wait(mut self, broker: &Broker, tls: &[Arc<TlsListener>]) {
+        let mut check = tokio::time::interval(STOP_CHECK);
         loop {
             tokio::select! {
                 _ = self.int.recv() => return,
                 _ = self.term.recv() => return,
+                _ = check.tick() => if self.stop.load(std::sync::atomic::Ordering::Relaxed) { return },
                 _ = self.hup.recv() => {
                     match broker.security().reload() {
                         Ok(fresh) => {

@@ -41,7 +41,8 @@ impl Expiry {
 /// What a session knows about itself beyond its queues: owner, will, subscriptions, expiry.
 #[derive(Debug)]
 pub struct Control {
-    pub owner: Option<Owner>,
+    /// The attached connection's id; 0 when none is attached.
+    pub owner: u64,
     pub identity: ClientIdentity,
     /// The will of the attached connection, taken exactly once: on abnormal end or on takeover.
     pub will: Option<Box<Will>>,
@@ -92,7 +93,7 @@ impl Session {
             connection: AtomicU64::new(0),
             keep_alive_deadline: AtomicU64::new(0),
             control: Mutex::new(Control {
-                owner: None,
+                owner: 0,
                 identity,
                 will: None,
                 subscriptions: BTreeMap::new(),
@@ -178,13 +179,13 @@ impl Broker {
     pub fn attach(self: &Arc<Self>, attach: Attach) -> (Arc<Session>, bool) {
         let client_id = attach.identity.client_id.clone();
         let connection_id = attach.owner.connection_id;
-        let mut owner = Some(attach.owner);
+        let mut owner = connection_id;
         let mut sessions = self.sessions.lock();
         let existing = sessions.get(&client_id).cloned();
         let mut resumed = None;
         if let Some(old) = existing {
             let mut ctl = old.control.lock();
-            if ctl.owner.take().is_some() {
+            if std::mem::take(&mut ctl.owner) != 0 {
                 old.kick();
             }
             let old_will = ctl.will.take();
@@ -208,7 +209,7 @@ impl Broker {
                     }
                 }
                 ctl.identity = attach.identity.clone();
-                ctl.owner = owner.take();
+                ctl.owner = std::mem::take(&mut owner);
                 ctl.will = attach.will.clone().map(Box::new);
                 ctl.expiry = attach.expiry;
                 drop(ctl);
@@ -248,10 +249,10 @@ impl Broker {
         expiry: Option<Expiry>,
     ) -> WillOutcome {
         let mut ctl = session.control.lock();
-        if ctl.owner.as_ref().map(|o| o.connection_id) != Some(connection_id) {
+        if ctl.owner != connection_id {
             return WillOutcome::HandedOver;
         }
-        ctl.owner = None;
+        ctl.owner = 0;
         session.connection.store(0, Ordering::Release);
         session.keep_alive_deadline.store(0, Ordering::Relaxed);
         if let Some(e) = expiry {
@@ -353,7 +354,7 @@ impl Broker {
         let mut sessions = self.sessions.lock();
         let pending = {
             let mut ctl = session.control.lock();
-            if ctl.epoch != epoch || ctl.owner.is_some() {
+            if ctl.epoch != epoch || ctl.owner != 0 {
                 return;
             }
             ctl.epoch += 1;
