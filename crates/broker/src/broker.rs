@@ -128,10 +128,7 @@ impl Broker {
     /// Tells every connection to end (each sees the flag when woken; one attaching later sees it at once).
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
-        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
-        for session in sessions {
-            session.wake();
-        }
+        self.wake_sessions(|_| true);
     }
 
     /// Wakes every connection whose keep-alive allowance ran out, so it ends [MQTT-3.1.2-24]. Called
@@ -139,22 +136,21 @@ impl Broker {
     pub fn sweep_keep_alive(&self) {
         use crate::session::KEEP_ALIVE_EXPIRED;
         let now = crate::session::clock();
-        let expired: Vec<Arc<Session>> = self
-            .sessions
-            .lock()
-            .values()
-            .filter(|s| {
-                let deadline = s.keep_alive_deadline.load(Ordering::Relaxed);
-                // Fails if the connection moved the deadline on meanwhile: a packet came in time.
-                deadline > KEEP_ALIVE_EXPIRED
-                    && deadline <= now
-                    && s.keep_alive_deadline
-                        .compare_exchange(deadline, KEEP_ALIVE_EXPIRED, Ordering::Relaxed, Ordering::Relaxed)
-                        .is_ok()
-            })
-            .cloned()
-            .collect();
-        for session in expired {
+        self.wake_sessions(|s| {
+            let deadline = s.keep_alive_deadline.load(Ordering::Relaxed);
+            // Fails if the connection moved the deadline on meanwhile: a packet came in time.
+            deadline > KEEP_ALIVE_EXPIRED
+                && deadline <= now
+                && s.keep_alive_deadline
+                    .compare_exchange(deadline, KEEP_ALIVE_EXPIRED, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+        });
+    }
+
+    /// Wakes the connection of every session `pick` chooses (woken after the registry lock is released).
+    fn wake_sessions(&self, pick: impl Fn(&Session) -> bool) {
+        let picked: Vec<Arc<Session>> = self.sessions.lock().values().filter(|s| pick(s)).cloned().collect();
+        for session in picked {
             session.wake();
         }
     }

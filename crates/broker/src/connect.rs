@@ -12,7 +12,7 @@ use mqttd_proto::{
 
 use crate::broker::{Broker, ClientIdentity, Stats};
 use crate::connection::{Client, End, Transport};
-use crate::session::{Attach, Expiry, Owner};
+use crate::session::{Attach, Expiry};
 use crate::tls::CertUsername;
 
 /// A refused CONNECT: the 5.0 reason code (mapped for 3.x) and why, for the log.
@@ -226,8 +226,7 @@ fn attach(
         listener: io.listener,
     };
     let expiry = expiry_of(broker, &c);
-    let attach =
-        Attach { identity, clean_start: c.clean_start, expiry, will: c.will.clone(), owner: Owner { connection_id } };
+    let attach = Attach { identity, clean_start: c.clean_start, expiry, will: c.will.clone(), connection_id };
     let (session, session_present) = broker.attach(attach);
     let s = &broker.settings;
     let mut properties = Properties::default();

@@ -12,12 +12,6 @@ use parking_lot::Mutex;
 
 use crate::broker::{Broker, ClientIdentity};
 
-/// The connection currently attached to a session.
-#[derive(Debug)]
-pub struct Owner {
-    pub connection_id: u64,
-}
-
 /// How long a session lives after its connection ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expiry {
@@ -143,7 +137,8 @@ pub struct Attach {
     pub clean_start: bool,
     pub expiry: Expiry,
     pub will: Option<Will>,
-    pub owner: Owner,
+    /// The connection attaching (never 0).
+    pub connection_id: u64,
 }
 
 /// What happened to a will when a connection ended.
@@ -178,8 +173,7 @@ impl Broker {
     /// discards an existing one per Clean Start. Returns the session and Session Present.
     pub fn attach(self: &Arc<Self>, attach: Attach) -> (Arc<Session>, bool) {
         let client_id = attach.identity.client_id.clone();
-        let connection_id = attach.owner.connection_id;
-        let mut owner = connection_id;
+        let connection_id = attach.connection_id;
         let mut sessions = self.sessions.lock();
         let existing = sessions.get(&client_id).cloned();
         let mut resumed = None;
@@ -209,7 +203,7 @@ impl Broker {
                     }
                 }
                 ctl.identity = attach.identity.clone();
-                ctl.owner = std::mem::take(&mut owner);
+                ctl.owner = connection_id;
                 ctl.will = attach.will.clone().map(Box::new);
                 ctl.expiry = attach.expiry;
                 drop(ctl);
@@ -229,7 +223,7 @@ impl Broker {
         let session = Arc::new(Session::new(self.next_id(), attach.identity, self.queue_limits.clone()));
         {
             let mut ctl = session.control.lock();
-            ctl.owner = owner;
+            ctl.owner = connection_id;
             ctl.will = attach.will.map(Box::new);
             ctl.expiry = attach.expiry;
         }
