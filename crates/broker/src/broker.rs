@@ -25,6 +25,8 @@ pub struct Stats {
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub messages_dropped: AtomicU64,
+    /// Connections parked now (`park.rs`): idle, without a task.
+    pub clients_parked: AtomicU64,
 }
 
 impl Stats {
@@ -98,6 +100,9 @@ pub struct Broker {
     pub(crate) drained: tokio::sync::Notify,
     /// The outbox bounds of every session, shared.
     pub(crate) queue_limits: Arc<mqttd_core::QueueLimits>,
+    /// Where idle connections wait without a task; started by the first one.
+    #[cfg(unix)]
+    pub(crate) parker: std::sync::OnceLock<Arc<crate::park::Parker>>,
 }
 
 impl Broker {
@@ -117,6 +122,8 @@ impl Broker {
             shutting_down: AtomicBool::new(false),
             drained: tokio::sync::Notify::new(),
             queue_limits: Arc::new(settings_queue),
+            #[cfg(unix)]
+            parker: std::sync::OnceLock::new(),
         }
     }
 
@@ -131,19 +138,22 @@ impl Broker {
         self.wake_sessions(|_| true);
     }
 
-    /// Wakes every connection whose keep-alive allowance ran out, so it ends [MQTT-3.1.2-24]. Called
-    /// every [`KEEP_ALIVE_SWEEP`]: connections keep no timer of their own.
+    /// Wakes every connection whose keep-alive allowance ran out, so it ends [MQTT-3.1.2-24], and every
+    /// connection quiet for `park_after`, so it parks. Called every [`KEEP_ALIVE_SWEEP`]: connections keep
+    /// no timer of their own.
     pub fn sweep_keep_alive(&self) {
         use crate::session::KEEP_ALIVE_EXPIRED;
         let now = crate::session::clock();
+        let park_after = self.settings.park_after.map(|d| d.as_nanos() as u64);
         self.wake_sessions(|s| {
             let deadline = s.keep_alive_deadline.load(Ordering::Relaxed);
             // Fails if the connection moved the deadline on meanwhile: a packet came in time.
-            deadline > KEEP_ALIVE_EXPIRED
+            let expired = deadline > KEEP_ALIVE_EXPIRED
                 && deadline <= now
                 && s.keep_alive_deadline
                     .compare_exchange(deadline, KEEP_ALIVE_EXPIRED, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
+                    .is_ok();
+            expired || park_after.is_some_and(|after| s.request_park(now, after))
         });
     }
 

@@ -168,9 +168,26 @@ fn will_refusal(broker: &Broker, w: &mqttd_proto::Will) -> Option<Refusal> {
 async fn accept(
     broker: &Arc<Broker>,
     io: Transport,
+    c: Connect,
+    limits: Limits,
+    cert: CertUsername,
+) -> Result<Client, Refused> {
+    let authenticated = match cert {
+        CertUsername::Unused => Some(authenticate(broker, &c, usize::from(io.listener)).await),
+        _ => None,
+    };
+    decide(broker, io, c, limits, cert, authenticated)
+}
+
+/// Answers a CONNECT: checks it, takes the authentication outcome (`None`: the certificate decides) and
+/// attaches the session. CONNACK is queued in the transport's write buffer either way.
+fn decide(
+    broker: &Arc<Broker>,
+    io: Transport,
     mut c: Connect,
     limits: Limits,
     cert: CertUsername,
+    authenticated: Option<Result<(), Refusal>>,
 ) -> Result<Client, Refused> {
     let id_for_log = c.client_id.clone();
     let assigned = match check_client_id(broker, &c) {
@@ -191,7 +208,7 @@ async fn accept(
     let client_id = assigned.clone().unwrap_or_else(|| c.client_id.clone());
     // A certificate username replaces the CONNECT one, and no password is checked (as Mosquitto).
     let authenticated = match cert {
-        CertUsername::Unused => authenticate(broker, &c, usize::from(io.listener)).await,
+        CertUsername::Unused => authenticated.unwrap_or(Ok(())),
         CertUsername::Found(name) => {
             c.username = Some(name);
             Ok(())
@@ -278,16 +295,28 @@ fn attach(
 /// Checks the credentials of a CONNECT on its listener, off the async threads (password hashing is
 /// slow by design). The log names the user and the reason, never the password.
 async fn authenticate(broker: &Broker, c: &Connect, listener: usize) -> Result<(), Refusal> {
+    if let Some(now) = authenticate_now(broker, c, listener) {
+        return now;
+    }
     let security = broker.security().get(listener);
-    let outcome = if security.passwords.is_some() && c.username.is_some() {
-        let (username, password) = (c.username.clone(), c.password.clone());
-        tokio::task::spawn_blocking(move || security.authenticate(username.as_deref(), password.as_deref()))
-            .await
-            .unwrap_or(AuthOutcome::NoCredentials)
-    } else {
-        // Nothing to hash: decide here, without a trip to the blocking pool.
-        security.authenticate(c.username.as_deref(), c.password.as_deref())
-    };
+    let (username, password) = (c.username.clone(), c.password.clone());
+    let outcome = tokio::task::spawn_blocking(move || security.authenticate(username.as_deref(), password.as_deref()))
+        .await
+        .unwrap_or(AuthOutcome::NoCredentials);
+    auth_result(c, outcome)
+}
+
+/// [`authenticate`] when there is no password to hash (decided here, without a trip to the blocking
+/// pool); `None` when there is one.
+fn authenticate_now(broker: &Broker, c: &Connect, listener: usize) -> Option<Result<(), Refusal>> {
+    let security = broker.security().get(listener);
+    if security.passwords.is_some() && c.username.is_some() {
+        return None;
+    }
+    Some(auth_result(c, security.authenticate(c.username.as_deref(), c.password.as_deref())))
+}
+
+fn auth_result(c: &Connect, outcome: AuthOutcome) -> Result<(), Refusal> {
     let user = c.username.as_deref().unwrap_or("(anonymous)");
     match outcome {
         AuthOutcome::Allowed => Ok(()),

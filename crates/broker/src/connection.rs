@@ -42,6 +42,15 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> ByteStream for T {}
 pub enum Stream {
     Tcp(TcpStream),
     Wrapped(Box<dyn ByteStream>),
+    /// A socket not registered with tokio: a parked connection's (`park.rs`), or one whose CONNECT was
+    /// answered as it was accepted; `None` while it moves. Reads and writes fail: a connection gets its
+    /// `Tcp` back before it runs.
+    Parked(Option<std::net::TcpStream>),
+}
+
+/// The error of I/O on a [`Stream::Parked`].
+fn parked() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::NotConnected, "the connection is parked")
 }
 
 impl AsyncRead for Stream {
@@ -49,6 +58,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Wrapped(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Parked(_) => Poll::Ready(Err(parked())),
         }
     }
 }
@@ -58,6 +68,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Wrapped(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Parked(_) => Poll::Ready(Err(parked())),
         }
     }
 
@@ -65,6 +76,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Stream::Wrapped(s) => Pin::new(s).poll_flush(cx),
+            Stream::Parked(_) => Poll::Ready(Err(parked())),
         }
     }
 
@@ -72,6 +84,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Wrapped(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Parked(_) => Poll::Ready(Err(parked())),
         }
     }
 }
@@ -383,9 +396,18 @@ pub(crate) struct Client {
     pub undecoded: bool,
 }
 
+/// How [`Client::run`] returns.
+pub(crate) enum Stop {
+    End(End),
+    /// Quiet and holding nothing: park the connection (`park.rs`).
+    Park,
+}
+
 /// What the poll function asks the connection task to do next.
 enum Step {
     End(End),
+    /// Parked connections wait without a task.
+    Park,
     /// Wait for a subscriber to drain its queue before decoding more (backpressure).
     WaitDrain(Arc<Session>),
     /// Let subscriber tasks write before this publisher reads more.
@@ -400,20 +422,68 @@ pub(crate) async fn connect(
 ) -> Option<Client> {
     let io = Transport::new(stream, peer, listener);
     let client = crate::connect::handshake(&broker, io, cert_username).await?;
-    Stats::add(&broker.stats.clients_connected, 1);
+    client.connected();
     Some(client)
 }
 
 impl Client {
-    pub(crate) async fn run(&mut self) -> End {
-        self.touch();
+    /// Serves the connection until it ends or parks.
+    pub(crate) async fn run(&mut self) -> Stop {
         loop {
             match std::future::poll_fn(|cx| self.poll_step(cx)).await {
-                Step::End(end) => return end,
+                Step::End(end) => return Stop::End(end),
+                Step::Park => return Stop::Park,
                 Step::WaitDrain(slow) => Box::pin(wait_for_drain(self.broker.clone(), slow)).await,
                 Step::Yield => tokio::task::yield_now().await,
             }
         }
+    }
+
+    /// Counts the client in (`$SYS`) and starts its keep-alive clock: with CONNECT, not again when a
+    /// parked connection runs (its deadline may have passed while it was parked).
+    pub(crate) fn connected(&self) {
+        Stats::add(&self.broker.stats.clients_connected, 1);
+        self.touch();
+        if self.can_park() {
+            // Most connections are quiet after CONNECT for a while (or for good): one that sends nothing
+            // more right away parks at once rather than after `park_after`, so a burst of connections
+            // does not hold a task each.
+            self.session.active.store(crate::session::PARK_REQUESTED, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether this connection can park at all: plain TCP, parking enabled.
+    pub(crate) fn can_park(&self) -> bool {
+        cfg!(unix)
+            && self.broker.settings.park_after.is_some()
+            && matches!(self.io.stream, Stream::Tcp(_) | Stream::Parked(_))
+    }
+
+    /// Whether the connection was asked to park ([`crate::session::PARK_REQUESTED`]: by the sweeper when
+    /// quiet for `park_after`, at once after CONNECT). Otherwise records that it woke: it is not idle.
+    fn park_requested(&self) -> bool {
+        use crate::session::PARK_REQUESTED;
+        if !self.can_park() {
+            return false;
+        }
+        let active = &self.session.active;
+        if active.load(Ordering::Relaxed) == PARK_REQUESTED {
+            return true;
+        }
+        active.store(clock().max(PARK_REQUESTED + 1), Ordering::Relaxed);
+        false
+    }
+
+    /// After a turn that found nothing to read or send: whether the connection holds nothing a task must
+    /// keep (buffered bytes, retained messages owed, a congested subscriber), so it can park.
+    pub(crate) fn holds_nothing(&self) -> bool {
+        self.io.bufs.is_none()
+            && !self.io.flush_pending
+            && self.retained_backlog.is_none()
+            && self.congested.is_none()
+            && !self.undecoded
+            && !self.busy
+            && self.session.connection.load(Ordering::Acquire) == self.connection_id
     }
 
     /// The keep-alive allowance: 1.5 times the keep-alive [MQTT-3.1.2-24].
@@ -449,11 +519,18 @@ impl Client {
     /// One turn of the connection: outbox to write buffer, write, read, handle packets; until nothing
     /// moves (`Pending`: the socket, the outbox or the keep-alive sweeper wakes the task again).
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+        let park = self.park_requested();
         let wakes = crate::broker::DeferWakes::start();
         self.io.borrow_scratch();
         let step = self.poll_turn(cx);
         self.io.give_back();
         drop(wakes);
+        if park && step.is_pending() && self.holds_nothing() {
+            // The socket had nothing more to read (so the parker's poll sees the next byte). Not tracked
+            // while parked: the sweeper leaves the session alone until the connection runs again.
+            self.session.active.store(0, Ordering::Relaxed);
+            return Poll::Ready(Step::Park);
+        }
         step
     }
 
@@ -633,6 +710,6 @@ mod tests {
         let client = std::mem::size_of::<super::Client>();
         let session = std::mem::size_of::<crate::session::Session>();
         assert!(client <= 160, "Client grew to {client} bytes");
-        assert!(session <= 352, "Session grew to {session} bytes");
+        assert!(session <= 360, "Session grew to {session} bytes");
     }
 }

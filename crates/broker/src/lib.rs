@@ -9,6 +9,8 @@ pub mod config;
 mod connect;
 pub mod connection;
 mod handle;
+#[cfg(unix)]
+mod park;
 pub mod security;
 pub mod server;
 pub mod session;

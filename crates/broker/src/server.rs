@@ -11,7 +11,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::broker::{Broker, KEEP_ALIVE_SWEEP};
-use crate::connection::Stream;
+use crate::connection::{Client, End, Stop, Stream};
 use crate::tls::{CertUsername, TlsListener};
 
 /// What a listener puts between the TCP socket and MQTT: TLS, WebSocket, both, or nothing.
@@ -200,10 +200,36 @@ fn connection_task(
         });
         // `let else`, not `if let`: the `Option<Client>` must not live on beside `client` in the future.
         let Some(mut client) = connecting.await else { return drop(permit) };
-        let end = client.run().await;
-        Box::pin(client.finish(end)).await;
+        match client.run().await {
+            Stop::End(end) => Box::pin(client.finish(end)).await,
+            Stop::Park => return park(client, permit),
+        }
         drop(permit);
     }
+}
+
+/// The task of a connection coming back from the parker (`park.rs`): its socket registers with tokio again.
+pub(crate) async fn serve(mut client: Client, permit: tokio::sync::OwnedSemaphorePermit) {
+    if let Stream::Parked(parked) = &mut client.io.stream {
+        match parked.take().map(TcpStream::from_std) {
+            Some(Ok(tcp)) => client.io.stream = Stream::Tcp(tcp),
+            Some(Err(e)) => return Box::pin(client.finish(End::Io(e))).await,
+            None => return Box::pin(client.finish(End::Closed)).await,
+        }
+    }
+    match client.run().await {
+        Stop::End(end) => Box::pin(client.finish(end)).await,
+        Stop::Park => return park(client, permit),
+    }
+    drop(permit);
+}
+
+/// Hands a quiet connection to the parker; its task ends.
+fn park(client: Client, permit: tokio::sync::OwnedSemaphorePermit) {
+    #[cfg(unix)]
+    crate::park::Parker::park(&client.broker.clone(), client, permit);
+    #[cfg(not(unix))]
+    tokio::spawn(serve(client, permit));
 }
 
 /// [`wrap`] within the connect timeout; logs why when it fails.

@@ -74,6 +74,10 @@ pub struct Session {
     /// the connection moves it on with every control packet. The broker's sweeper sets it to
     /// [`KEEP_ALIVE_EXPIRED`] once passed and wakes the connection, which then ends.
     pub keep_alive_deadline: AtomicU64,
+    /// When the attached plain-TCP connection last woke, in [`clock`] nanoseconds; 0 while no connection
+    /// that can park is running. The sweeper sets it to [`PARK_REQUESTED`] once the connection has been
+    /// quiet for `park_after` and wakes it; the connection then parks (`park.rs`) if it holds nothing.
+    pub active: AtomicU64,
 }
 
 impl Session {
@@ -86,6 +90,7 @@ impl Session {
             progress: AtomicU64::new(clock()),
             connection: AtomicU64::new(0),
             keep_alive_deadline: AtomicU64::new(0),
+            active: AtomicU64::new(0),
             control: Mutex::new(Control {
                 owner: 0,
                 identity,
@@ -112,6 +117,14 @@ impl Session {
     fn kick(&self) {
         self.connection.store(0, Ordering::Release);
         self.wake();
+    }
+
+    /// Asks a connection quiet since before `now - after` to park; true if it is to be woken for that.
+    pub(crate) fn request_park(&self, now: u64, after: u64) -> bool {
+        let active = self.active.load(Ordering::Relaxed);
+        active > PARK_REQUESTED
+            && now.saturating_sub(active) >= after
+            && self.active.compare_exchange(active, PARK_REQUESTED, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     }
 
     /// Records that deliveries were written to the client.
@@ -213,6 +226,7 @@ impl Broker {
         if let Some(session) = resumed {
             // The old connection's keep-alive is not the new one's (which may have none).
             session.keep_alive_deadline.store(0, Ordering::Relaxed);
+            session.active.store(0, Ordering::Relaxed);
             session.connection.store(connection_id, Ordering::Release);
             let mut state = session.state.lock();
             state.online = true;
@@ -249,6 +263,7 @@ impl Broker {
         ctl.owner = 0;
         session.connection.store(0, Ordering::Release);
         session.keep_alive_deadline.store(0, Ordering::Relaxed);
+        session.active.store(0, Ordering::Relaxed);
         if let Some(e) = expiry {
             ctl.expiry = e;
         }
@@ -382,6 +397,10 @@ pub fn will_delay(will: &Will) -> Duration {
 /// [`Session::keep_alive_deadline`] once the sweeper found it passed (never a real deadline: the clock
 /// starts at 0 and deadlines lie at least a second ahead).
 pub const KEEP_ALIVE_EXPIRED: u64 = 1;
+
+/// [`Session::active`] once the sweeper asked the connection to park (never a real time: the clock starts
+/// at 0 and connections store at least `PARK_REQUESTED + 1`).
+pub const PARK_REQUESTED: u64 = 1;
 
 /// A subscriber that wrote nothing for this long counts as stalled: publishers stop waiting for it.
 pub const STALL: Duration = Duration::from_millis(200);

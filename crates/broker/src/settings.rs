@@ -25,6 +25,8 @@ pub struct Settings {
     pub sys_interval: Duration,
     /// A socket that sends no CONNECT within this time is closed.
     pub connect_timeout: Duration,
+    /// A plain-TCP connection quiet for this long is parked (`park.rs`); `None`: never.
+    pub park_after: Option<Duration>,
 }
 
 impl Default for Settings {
@@ -43,6 +45,7 @@ impl Default for Settings {
             max_qos: 2,
             sys_interval: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
+            park_after: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -93,6 +96,7 @@ impl Settings {
             max_qos: c.max_qos,
             sys_interval: Duration::from_secs(c.sys_interval),
             connect_timeout: Duration::from_secs(10),
+            park_after: (c.park_idle_after > 0).then(|| Duration::from_secs(c.park_idle_after)),
         }
     }
 }

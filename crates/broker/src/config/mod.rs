@@ -90,6 +90,9 @@ pub struct Config {
     pub max_keepalive: u16,
     /// `threads` (mqttd's own directive; 0 = choose from the machine): threads that serve connections.
     pub threads: usize,
+    /// `park_idle_after` (mqttd's own directive; seconds, 0 = never): a plain-TCP connection quiet for this
+    /// long gives up its task until its socket or its session wakes it (see `park.rs`).
+    pub park_idle_after: u64,
     /// `max_connections` written before any `listener` line (`None` = unlimited, written as -1); copied
     /// into every listener that does not set its own.
     pub max_connections: Option<usize>,
@@ -157,6 +160,7 @@ impl Default for Config {
             max_packet_size: 0,
             max_keepalive: 65535,
             threads: 0,
+            park_idle_after: 1,
             max_connections: None,
             max_qos: 2,
             persistent_client_expiration: None,

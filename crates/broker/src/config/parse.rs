@@ -324,6 +324,7 @@ impl Parser {
             "connection_messages" => self.config.connection_messages = line.bool()?,
             "sys_interval" => self.config.sys_interval = line.int(0, 65535)? as u64,
             "threads" => self.config.threads = line.int(0, 1024)? as usize,
+            "park_idle_after" => self.config.park_idle_after = line.int(0, 86400)? as u64,
             _ => return Ok(false),
         }
         Ok(true)

@@ -550,3 +550,11 @@ fn threads_is_mqttd_s_own_directive_in_the_same_syntax() {
     assert_eq!(parse("threads 4\n").threads, 4);
     assert!(error("threads many\n").to_string().contains("threads"));
 }
+
+#[test]
+fn park_idle_after_is_mqttd_s_own_directive_in_seconds() {
+    assert_eq!(parse("").park_idle_after, 1);
+    assert_eq!(parse("park_idle_after 0\n").park_idle_after, 0);
+    assert_eq!(parse("park_idle_after 30\n").park_idle_after, 30);
+    assert!(error("park_idle_after soon\n").to_string().contains("park_idle_after"));
+}

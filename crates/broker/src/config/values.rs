@@ -297,6 +297,7 @@ pub(super) const KNOWN: &[&str] = &[
     "persistence_file",
     "persistence_location",
     "persistent_client_expiration",
+    "park_idle_after",
     "pid_file",
     "port",
     "protocol",
