@@ -403,6 +403,81 @@ pub(crate) enum Stop {
     Park,
 }
 
+/// What a parked connection keeps of its [`Client`] (`park.rs`): the socket, the session and what CONNECT
+/// negotiated; no buffers (it parks holding none), no transport state, so it stays small.
+pub(crate) struct Asleep {
+    pub socket: std::net::TcpStream,
+    session: Arc<Session>,
+    connection_id: u64,
+    peer: SocketAddr,
+    listener: u16,
+    version: ProtocolVersion,
+    limits: Limits,
+    keep_alive: u16,
+    send_window: u16,
+    client_max_packet: Option<u32>,
+    connect_expiry: u32,
+    expiry_override: Option<u32>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Client {
+    /// The client as it parks: its socket must have left tokio already ([`Stream::Parked`]) and the
+    /// client must hold nothing else ([`Client::holds_nothing`]); otherwise it comes back unchanged.
+    pub(crate) fn into_asleep(
+        mut self,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<Asleep, (Client, tokio::sync::OwnedSemaphorePermit)> {
+        if !self.holds_nothing() {
+            return Err((self, permit));
+        }
+        let Stream::Parked(Some(socket)) = std::mem::replace(&mut self.io.stream, Stream::Parked(None)) else {
+            return Err((self, permit));
+        };
+        Ok(Asleep {
+            socket,
+            session: self.session,
+            connection_id: self.connection_id,
+            peer: self.io.peer,
+            listener: self.io.listener,
+            version: self.version,
+            limits: self.limits,
+            keep_alive: self.keep_alive,
+            send_window: self.send_window,
+            client_max_packet: self.client_max_packet,
+            connect_expiry: self.connect_expiry,
+            expiry_override: self.expiry_override,
+            permit,
+        })
+    }
+}
+
+impl Asleep {
+    /// The client again, its socket still outside tokio (the task it runs in registers it).
+    pub(crate) fn wake_up(self, broker: Arc<Broker>) -> (Client, tokio::sync::OwnedSemaphorePermit) {
+        let mut io = Transport::new(Stream::Parked(Some(self.socket)), self.peer, 0);
+        io.listener = self.listener;
+        let client = Client {
+            broker,
+            io,
+            session: self.session,
+            connection_id: self.connection_id,
+            version: self.version,
+            limits: self.limits,
+            keep_alive: self.keep_alive,
+            send_window: self.send_window,
+            client_max_packet: self.client_max_packet,
+            connect_expiry: self.connect_expiry,
+            expiry_override: self.expiry_override,
+            retained_backlog: None,
+            congested: None,
+            busy: false,
+            undecoded: false,
+        };
+        (client, self.permit)
+    }
+}
+
 /// What the poll function asks the connection task to do next.
 enum Step {
     End(End),
@@ -711,5 +786,7 @@ mod tests {
         let session = std::mem::size_of::<crate::session::Session>();
         assert!(client <= 160, "Client grew to {client} bytes");
         assert!(session <= 360, "Session grew to {session} bytes");
+        let asleep = std::mem::size_of::<super::Asleep>();
+        assert!(asleep <= 104, "Asleep grew to {asleep} bytes");
     }
 }

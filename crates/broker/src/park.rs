@@ -1,13 +1,13 @@
 //! Parked connections: a plain-TCP connection that has been quiet for `park_after` gives up its task and
 //! its tokio registration, the two largest things an idle connection holds, and waits in the parker's own
-//! epoll set instead, as a `Client` in one allocation. It gets a task again when its socket becomes
+//! epoll set instead, as an [`Asleep`] in one small allocation. It gets a task again when its socket becomes
 //! readable (a packet, or the peer closing) or when anything wakes its session (a delivery, a takeover,
 //! the keep-alive sweeper, shutdown): the waker the session keeps is the parked connection itself.
 //!
 //! EMQX hibernates idle connection processes for the same reason: most of a large broker's connections
 //! are idle most of the time. Memory per idle connection is a tracked figure (bench/README.md).
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::task::{Wake, Waker};
@@ -19,7 +19,7 @@ use slab::Slab;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::broker::{Broker, Stats};
-use crate::connection::{Client, Stream};
+use crate::connection::{Asleep, Client, Stream};
 
 /// The token of the poll thread's own waker (never a slab key).
 const WAKE: Token = Token(usize::MAX);
@@ -31,6 +31,8 @@ pub(crate) struct Parker {
     parked: Mutex<Slab<Arc<Parked>>>,
     /// Where a woken connection's task is spawned.
     runtime: tokio::runtime::Handle,
+    /// The broker the connections belong to (weak: the broker owns the parker).
+    broker: Weak<Broker>,
     /// Tells the poll thread to look again (it ends once the parker is gone).
     waker: mio::Waker,
 }
@@ -51,9 +53,8 @@ impl Drop for Parker {
 struct Parked {
     parker: Arc<Parker>,
     slot: usize,
-    fd: RawFd,
     /// Taken by the first wake.
-    conn: Mutex<Option<(Client, OwnedSemaphorePermit)>>,
+    conn: Mutex<Option<Asleep>>,
 }
 
 impl Wake for Parked {
@@ -68,13 +69,14 @@ impl Wake for Parked {
 
 impl Parker {
     /// Starts the poll thread. Called within the runtime that will run woken connections.
-    fn start() -> std::io::Result<Arc<Parker>> {
+    fn start(broker: &Arc<Broker>) -> std::io::Result<Arc<Parker>> {
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKE)?;
         let parker = Arc::new(Parker {
             registry: poll.registry().try_clone()?,
             parked: Mutex::new(Slab::new()),
             runtime: tokio::runtime::Handle::current(),
+            broker: Arc::downgrade(broker),
             waker,
         });
         let weak = Arc::downgrade(&parker);
@@ -86,7 +88,7 @@ impl Parker {
     pub(crate) fn park(broker: &Arc<Broker>, mut client: Client, permit: OwnedSemaphorePermit) {
         let parker = match broker.parker.get() {
             Some(p) => p.clone(),
-            None => match Parker::start() {
+            None => match Parker::start(broker) {
                 // Two first parkers at once: one parker stays, the other's thread ends with it.
                 Ok(p) => broker.parker.get_or_init(|| p).clone(),
                 Err(e) => {
@@ -112,16 +114,20 @@ impl Parker {
         client.io.stream = Stream::Parked(Some(std));
         let session = client.session.clone();
         let connection_id = client.connection_id;
+        let asleep = match client.into_asleep(permit) {
+            Ok(a) => a,
+            Err((client, permit)) => return resume(client, permit),
+        };
         let parked = {
             let mut slab = parker.parked.lock();
             let entry = slab.vacant_entry();
             let slot = entry.key();
             if parker.registry.register(&mut SourceFd(&fd), Token(slot), Interest::READABLE).is_err() {
                 drop(slab);
+                let (client, permit) = asleep.wake_up(broker.clone());
                 return resume(client, permit);
             }
-            let parked =
-                Arc::new(Parked { parker: parker.clone(), slot, fd, conn: Mutex::new(Some((client, permit))) });
+            let parked = Arc::new(Parked { parker: parker.clone(), slot, conn: Mutex::new(Some(asleep)) });
             entry.insert(parked.clone());
             parked
         };
@@ -152,9 +158,12 @@ impl Parker {
                 _ => return,
             }
         };
-        let _ = self.registry.deregister(&mut SourceFd(&parked.fd));
-        let Some((client, permit)) = parked.conn.lock().take() else { return };
-        client.broker.stats.clients_parked.fetch_sub(1, Ordering::Relaxed);
+        let Some(asleep) = parked.conn.lock().take() else { return };
+        let _ = self.registry.deregister(&mut SourceFd(&asleep.socket.as_raw_fd()));
+        // The broker is gone only when the process ends: its connections go with it.
+        let Some(broker) = self.broker.upgrade() else { return };
+        broker.stats.clients_parked.fetch_sub(1, Ordering::Relaxed);
+        let (client, permit) = asleep.wake_up(broker);
         drop(self.runtime.spawn(crate::server::serve(client, permit)));
     }
 }

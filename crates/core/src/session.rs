@@ -109,7 +109,22 @@ pub struct SessionState {
 
 impl SessionState {
     pub fn new(limits: impl Into<std::sync::Arc<QueueLimits>>) -> SessionState {
-        SessionState { limits: limits.into(), ..SessionState::default() }
+        // Every field spelled out: `..Default::default()` would allocate default limits only to drop them.
+        SessionState {
+            online: false,
+            limits: limits.into(),
+            outbox: VecDeque::new(),
+            outbox_bytes: 0,
+            backlog: 0,
+            qos0_bytes: 0,
+            inflight: VecDeque::new(),
+            inflight_bytes: 0,
+            next_packet_id: 0,
+            incoming_qos2: BTreeSet::new(),
+            owed: 0,
+            dropped: 0,
+            waker: None,
+        }
     }
 
     /// Keeps the connection task's waker, for [`SessionState::take_waker`] (a clone only when it changed).
