@@ -5,13 +5,14 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::{Buf, BytesMut};
 use mqttd_auth::AuthOutcome;
 use mqttd_proto::{
     decode, reason, reason::v3, ConnAck, Connect, DecodeError, Limits, Packet, Properties, ProtocolVersion,
 };
 
 use crate::broker::{Broker, ClientIdentity, Stats};
-use crate::connection::{Client, End, Transport};
+use crate::connection::{Client, End, Stream, Transport};
 use crate::session::{Attach, Expiry};
 use crate::tls::CertUsername;
 
@@ -77,6 +78,100 @@ async fn first_packet(io: &mut Transport, limits: &Limits, broker: &Broker) -> R
             Err(e) => return Err(End::Io(e)),
         }
     }
+}
+
+/// What [`connect_at_accept`] did with a new plain-TCP socket.
+pub(crate) enum AtAccept {
+    /// CONNECT answered: the client is connected, its CONNACK written (or left in its write buffer).
+    Connected(Client),
+    /// Nothing more to do: the CONNECT was refused (CONNACK sent), or the socket closed.
+    Done,
+    /// Nothing to read yet.
+    NotYet(std::net::TcpStream),
+    /// The CONNECT is not all there yet, is not a CONNECT, or has a password to hash: the connection task
+    /// takes over, with the bytes read so far.
+    Later(std::net::TcpStream, BytesMut),
+}
+
+/// Bytes read from a new socket to find its CONNECT (most are well under 100 bytes).
+const READ_AT_ACCEPT: usize = 512;
+
+/// Answers a new socket's CONNECT as it is accepted, when it is already there (it usually is: a client
+/// sends it right after the TCP handshake): no task, no tokio registration, one read and one write. A
+/// connection that sends nothing more then parks at once. Anything unusual goes to the connection task
+/// ([`AtAccept::Later`]), which handles it as if nothing had happened.
+pub(crate) fn connect_at_accept(
+    broker: &Arc<Broker>,
+    stream: std::net::TcpStream,
+    peer: std::net::SocketAddr,
+    listener: usize,
+) -> AtAccept {
+    use std::io::Read;
+    let mut first = [0u8; READ_AT_ACCEPT];
+    let n = match (&stream).read(&mut first) {
+        Ok(0) => {
+            tracing::info!(%peer, "closed before CONNECT: {}", End::Closed);
+            return AtAccept::Done;
+        }
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return AtAccept::NotYet(stream),
+        Err(e) => {
+            tracing::info!(%peer, "closed before CONNECT: {}", End::Io(e));
+            return AtAccept::Done;
+        }
+    };
+    Stats::add(&broker.stats.bytes_received, n as u64);
+    let first = &first[..n];
+    let limits = Limits { max_packet_size: broker.settings.max_incoming_packet() };
+    // The thread's buffers, as for a connection's turn: nothing allocated unless bytes are left over.
+    let mut io = Transport::new(Stream::Parked(Some(stream)), peer, listener);
+    io.borrow_scratch();
+    io.rbuf().extend_from_slice(first);
+    let connect = match decode(io.rbuf(), ProtocolVersion::V3_1_1, &limits) {
+        Ok(Some(Packet::Connect(c))) => authenticate_now(broker, &c, listener).map(|a| (c, a)),
+        _ => None,
+    };
+    let Some((c, authenticated)) = connect else {
+        io.give_back();
+        let Stream::Parked(Some(stream)) = io.stream else { return AtAccept::Done };
+        return AtAccept::Later(stream, BytesMut::from(first));
+    };
+    let version = c.protocol;
+    let pipelined = !io.rbuf().is_empty();
+    match decide(broker, io, *c, limits, CertUsername::Unused, Some(authenticated)) {
+        Ok(mut client) => {
+            write_now(&mut client.io, &broker.stats);
+            client.undecoded = pipelined;
+            client.connected();
+            AtAccept::Connected(client)
+        }
+        Err((mut io, Refusal(code, why), client_id)) => {
+            let code = if version.is_v5() { code } else { v3::connack_from_v5(code) };
+            let ack = ConnAck { session_present: false, code, properties: Properties::default() };
+            io.queue(&Packet::ConnAck(ack), version);
+            write_now(&mut io, &broker.stats);
+            tracing::info!(%peer, %client_id, protocol = %version, "connection refused: {why}");
+            AtAccept::Done
+        }
+    }
+}
+
+/// Writes what the socket takes now of a [`Stream::Parked`] transport's write buffer (a CONNACK into a new
+/// socket: all of it), then gives the thread's buffers back.
+fn write_now(io: &mut Transport, stats: &Stats) {
+    use std::io::Write;
+    if let (Stream::Parked(Some(socket)), Some(b)) = (&io.stream, io.bufs.as_mut()) {
+        while !b.w.is_empty() {
+            match (&*socket).write(&b.w) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    b.w.advance(n);
+                    Stats::add(&stats.bytes_sent, n as u64);
+                }
+            }
+        }
+    }
+    io.give_back();
 }
 
 /// A client speaking another protocol to a plain MQTT listener, told apart by its first bytes for the log.
@@ -181,6 +276,7 @@ async fn accept(
 
 /// Answers a CONNECT: checks it, takes the authentication outcome (`None`: the certificate decides) and
 /// attaches the session. CONNACK is queued in the transport's write buffer either way.
+#[allow(clippy::result_large_err)] // A refusal ends the connection: its size costs nothing that matters.
 fn decide(
     broker: &Arc<Broker>,
     io: Transport,

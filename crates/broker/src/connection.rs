@@ -265,7 +265,7 @@ impl Transport {
     /// Lends this thread's buffers to the connection for one turn ([`Transport::give_back`] ends it):
     /// reads and writes go through buffers shared by every connection on the thread, so a busy
     /// connection holds memory only for bytes it could not finish, and an idle one none.
-    fn borrow_scratch(&mut self) {
+    pub(crate) fn borrow_scratch(&mut self) {
         if self.bufs.as_ref().is_some_and(|b| !b.w.is_empty() || b.r.len() > KEEP_MAX) {
             // Output waits for the socket, or a big packet is half read: this turn uses the own buffers.
             self.lent = false;
@@ -296,7 +296,7 @@ impl Transport {
 
     /// Ends [`Transport::borrow_scratch`]: the thread's buffers go back to it; bytes left in them are
     /// copied into buffers of their exact size; empty own buffers are let go.
-    fn give_back(&mut self) {
+    pub(crate) fn give_back(&mut self) {
         let Some(b) = self.bufs.take() else { return };
         let leftover = !b.r.is_empty() || !b.w.is_empty();
         if !std::mem::take(&mut self.lent) {
@@ -424,6 +424,7 @@ pub(crate) struct Asleep {
 impl Client {
     /// The client as it parks: its socket must have left tokio already ([`Stream::Parked`]) and the
     /// client must hold nothing else ([`Client::holds_nothing`]); otherwise it comes back unchanged.
+    #[allow(clippy::result_large_err)] // Once per park, moved straight into a task or the parker.
     pub(crate) fn into_asleep(
         mut self,
         permit: tokio::sync::OwnedSemaphorePermit,
@@ -494,8 +495,13 @@ pub(crate) async fn connect(
     broker: Arc<Broker>,
     stream: Stream,
     (peer, listener, cert_username): (SocketAddr, usize, crate::tls::CertUsername),
+    read: BytesMut,
 ) -> Option<Client> {
-    let io = Transport::new(stream, peer, listener);
+    let mut io = Transport::new(stream, peer, listener);
+    if !read.is_empty() {
+        // Read as the socket was accepted ([`crate::connect::connect_at_accept`]).
+        *io.rbuf() = read;
+    }
     let client = crate::connect::handshake(&broker, io, cert_username).await?;
     client.connected();
     Some(client)

@@ -100,6 +100,8 @@ impl Parker {
         let stream = std::mem::replace(&mut client.io.stream, Stream::Parked(None));
         let std = match stream {
             Stream::Tcp(tcp) => tcp.into_std(),
+            // Answered as it was accepted: never registered with tokio.
+            Stream::Parked(Some(std)) => Ok(std),
             other => {
                 client.io.stream = other;
                 return resume(client, permit);

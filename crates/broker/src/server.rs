@@ -6,11 +6,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
+use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::broker::{Broker, KEEP_ALIVE_SWEEP};
+use crate::connect::AtAccept;
 use crate::connection::{Client, End, Stop, Stream};
 use crate::tls::{CertUsername, TlsListener};
 
@@ -58,6 +61,9 @@ pub struct Server {
     permits: u32,
     tasks: Vec<JoinHandle<()>>,
 }
+
+/// Connections accepted before any of them is answered: their CONNACKs leave together.
+const ACCEPT_BATCH: usize = 64;
 
 /// The connection limit without `max_connections`: more than any machine holds.
 const UNLIMITED: u32 = 1 << 28;
@@ -158,27 +164,185 @@ async fn accept_loop(
     limit: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Accepted sockets stay unregistered with tokio until they need a task: a plain-TCP client whose
+    // CONNECT is there is answered at once and parks (`connect::connect_at_accept`); one whose CONNECT is
+    // not there yet waits for it in `waiting`, an epoll set of this loop's own.
+    // `AsyncFd::new` is deprecated because a `T` that does not own its descriptor makes it unsound; a
+    // `std::net::TcpListener` owns its own (and `AsyncFd::register` needs `unsafe`, which we forbid).
+    #[allow(deprecated)]
+    let listener = match listener.into_std().and_then(AsyncFd::new) {
+        Ok(l) => l,
+        Err(e) => return tracing::error!("cannot accept on listener {index}: {e}"),
+    };
+    let mut waiting = Waiting::new(&broker, &wrapping);
+    let mut sweep = tokio::time::interval(CONNECT_SWEEP);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut accepted = Vec::new();
     loop {
-        let (stream, peer) = tokio::select! {
+        tokio::select! {
             _ = shutdown.changed() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+            ready = waiting.readable() => {
+                for (socket, peer, permit) in ready {
+                    answer(&broker, (socket, peer, index), permit, &wrapping, None);
+                }
+            }
+            _ = sweep.tick() => waiting.sweep(),
+            ready = listener.readable() => match ready {
+                Ok(mut guard) => {
+                    while accepted.len() < ACCEPT_BATCH {
+                        match guard.try_io(|l| l.get_ref().accept()) {
+                            Ok(Ok(a)) => accepted.push(a),
+                            Ok(Err(e)) => {
+                                // Out of file descriptors and the like: log and keep serving the others.
+                                tracing::warn!("accept failed: {e}");
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                                break;
+                            }
+                            Err(_would_block) => break,
+                        }
+                    }
+                }
                 Err(e) => {
-                    // Out of file descriptors and the like: log and keep serving the others.
                     tracing::warn!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
                 }
             },
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "connection refused: max_connections reached");
-            continue;
-        };
-        let wrapping = wrapping.clone();
-        let _ = stream.set_nodelay(true);
-        tokio::spawn(connection_task(broker.clone(), stream, (peer, index, wrapping), permit));
+        for (stream, peer) in accepted.drain(..) {
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "connection refused: max_connections reached");
+                continue;
+            };
+            // Accepted sockets are blocking (O_NONBLOCK is not inherited): nothing here may be.
+            if let Err(e) = stream.set_nonblocking(true) {
+                tracing::warn!(%peer, "cannot serve the connection: {e}");
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            answer(&broker, (stream, peer, index), permit, &wrapping, Some(&mut waiting));
+        }
     }
+}
+
+/// How often sockets that sent no CONNECT within `connect_timeout` are looked for.
+const CONNECT_SWEEP: Duration = Duration::from_millis(500);
+
+/// New plain-TCP sockets whose CONNECT has not arrived yet, waiting for it without a task: an epoll set
+/// (mio) that the accept loop watches as one descriptor.
+struct Waiting {
+    /// `None` when this listener's sockets do not wait here (TLS, WebSocket, parking disabled, or the
+    /// epoll set could not be made): they get a connection task at once.
+    poll: Option<AsyncFd<mio::Poll>>,
+    sockets: slab::Slab<(std::net::TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit, std::time::Instant)>,
+    events: mio::Events,
+    timeout: Duration,
+}
+
+impl Waiting {
+    fn new(broker: &Broker, wrapping: &Wrapping) -> Waiting {
+        let plain = wrapping.tls.is_none() && !wrapping.websockets;
+        let wanted = cfg!(unix) && plain && broker.settings.park_after.is_some();
+        // See `accept_loop` on `AsyncFd::new`: the `Poll` owns its descriptor.
+        #[allow(deprecated)]
+        let poll = wanted.then(|| mio::Poll::new().and_then(AsyncFd::new).ok()).flatten();
+        Waiting {
+            poll,
+            sockets: slab::Slab::new(),
+            events: mio::Events::with_capacity(256),
+            timeout: broker.settings.connect_timeout,
+        }
+    }
+
+    /// Keeps `socket` until it is readable; gives it back if it cannot wait here.
+    fn add(
+        &mut self,
+        (socket, peer): (std::net::TcpStream, SocketAddr),
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<(), (std::net::TcpStream, tokio::sync::OwnedSemaphorePermit)> {
+        use std::os::fd::AsRawFd;
+        let Some(poll) = &self.poll else { return Err((socket, permit)) };
+        let entry = self.sockets.vacant_entry();
+        let fd = socket.as_raw_fd();
+        let token = mio::Token(entry.key());
+        if poll.get_ref().registry().register(&mut mio::unix::SourceFd(&fd), token, mio::Interest::READABLE).is_err() {
+            return Err((socket, permit));
+        }
+        entry.insert((socket, peer, permit, std::time::Instant::now() + self.timeout));
+        Ok(())
+    }
+
+    /// The sockets that became readable (a CONNECT, or the client closing); pending while there are none.
+    async fn readable(&mut self) -> Vec<(std::net::TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit)> {
+        use std::os::fd::AsRawFd;
+        let Some(poll) = &mut self.poll else { return std::future::pending().await };
+        let mut ready = Vec::new();
+        while ready.is_empty() {
+            let Ok(mut guard) = poll.readable_mut().await else { return std::future::pending().await };
+            guard.clear_ready();
+            let poll = guard.get_inner_mut();
+            if poll.poll(&mut self.events, Some(Duration::ZERO)).is_err() {
+                continue;
+            }
+            for event in self.events.iter() {
+                let Some((socket, peer, permit, _)) = self.sockets.try_remove(event.token().0) else { continue };
+                let _ = poll.registry().deregister(&mut mio::unix::SourceFd(&socket.as_raw_fd()));
+                ready.push((socket, peer, permit));
+            }
+        }
+        ready
+    }
+
+    /// Closes the sockets that sent no CONNECT in time.
+    fn sweep(&mut self) {
+        use std::os::fd::AsRawFd;
+        let (Some(poll), now) = (&self.poll, std::time::Instant::now()) else { return };
+        let late: Vec<usize> = self.sockets.iter().filter(|(_, w)| w.3 <= now).map(|(k, _)| k).collect();
+        for key in late {
+            let (socket, peer, _permit, _) = self.sockets.remove(key);
+            let _ = poll.get_ref().registry().deregister(&mut mio::unix::SourceFd(&socket.as_raw_fd()));
+            tracing::info!(%peer, "closed: no CONNECT within {:?}", self.timeout);
+        }
+    }
+}
+
+/// Serves a new socket: answers its CONNECT now if it is there (plain TCP), lets it wait for it in
+/// `waiting`, or gives it a connection task.
+fn answer(
+    broker: &Arc<Broker>,
+    (stream, peer, index): (std::net::TcpStream, SocketAddr, usize),
+    permit: tokio::sync::OwnedSemaphorePermit,
+    wrapping: &Arc<Wrapping>,
+    waiting: Option<&mut Waiting>,
+) {
+    let plain = wrapping.tls.is_none() && !wrapping.websockets;
+    let (stream, read, permit) = if plain {
+        match crate::connect::connect_at_accept(broker, stream, peer, index) {
+            AtAccept::Connected(client) if client.can_park() && client.holds_nothing() => {
+                return park(client, permit);
+            }
+            AtAccept::Connected(client) => {
+                tokio::spawn(serve(client, permit));
+                return;
+            }
+            AtAccept::Done => return,
+            // Back from `waiting` with nothing to read after all: a task waits for it instead.
+            AtAccept::NotYet(stream) => match waiting {
+                Some(waiting) => match waiting.add((stream, peer), permit) {
+                    Ok(()) => return,
+                    Err((stream, permit)) => (stream, BytesMut::new(), permit),
+                },
+                None => (stream, BytesMut::new(), permit),
+            },
+            AtAccept::Later(stream, read) => (stream, read, permit),
+        }
+    } else {
+        (stream, BytesMut::new(), permit)
+    };
+    let stream = match TcpStream::from_std(stream) {
+        Ok(s) => s,
+        Err(e) => return tracing::warn!(%peer, "cannot serve the connection: {e}"),
+    };
+    tokio::spawn(connection_task(broker.clone(), stream, (peer, index, wrapping.clone()), read, permit));
 }
 
 /// The task of one connection. Its future holds a `Client` and little else: what only the handshakes need
@@ -189,14 +353,15 @@ fn connection_task(
     broker: Arc<Broker>,
     stream: TcpStream,
     (peer, index, wrapping): (SocketAddr, usize, Arc<Wrapping>),
+    read: BytesMut,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> impl std::future::Future<Output = ()> + Send {
-    let setup = Box::new((broker, stream, peer, index, wrapping));
+    let setup = Box::new((broker, stream, peer, index, wrapping, read));
     async move {
         let connecting = Box::pin(async move {
-            let (broker, stream, peer, index, wrapping) = *setup;
+            let (broker, stream, peer, index, wrapping, read) = *setup;
             let (stream, cert_username) = wrap_within(&broker, stream, peer, index, wrapping).await?;
-            crate::connection::connect(broker, stream, (peer, index, cert_username)).await
+            crate::connection::connect(broker, stream, (peer, index, cert_username), read).await
         });
         // `let else`, not `if let`: the `Option<Client>` must not live on beside `client` in the future.
         let Some(mut client) = connecting.await else { return drop(permit) };
