@@ -15,6 +15,8 @@ mod limits;
 mod malformed;
 #[path = "broker/multi_thread.rs"]
 mod multi_thread;
+#[path = "broker/park.rs"]
+mod park;
 #[path = "broker/publish.rs"]
 mod publish;
 #[path = "broker/retain.rs"]
