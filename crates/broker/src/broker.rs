@@ -101,7 +101,6 @@ pub struct Broker {
     /// The outbox bounds of every session, shared.
     pub(crate) queue_limits: Arc<mqttd_core::QueueLimits>,
     /// Where idle connections wait without a task; started by the first one.
-    #[cfg(unix)]
     pub(crate) parker: std::sync::OnceLock<Arc<crate::park::Parker>>,
 }
 
@@ -122,7 +121,6 @@ impl Broker {
             shutting_down: AtomicBool::new(false),
             drained: tokio::sync::Notify::new(),
             queue_limits: Arc::new(settings_queue),
-            #[cfg(unix)]
             parker: std::sync::OnceLock::new(),
         }
     }
@@ -135,6 +133,7 @@ impl Broker {
     /// Tells every connection to end (each sees the flag when woken; one attaching later sees it at once).
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
+        crate::park::Parker::close_connecting(self);
         self.wake_sessions(|_| true);
     }
 

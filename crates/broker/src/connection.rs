@@ -174,6 +174,15 @@ impl Transport {
         }
     }
 
+    /// The socket's descriptor while it is outside tokio ([`Stream::Parked`]).
+    pub(crate) fn socket_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        match &self.stream {
+            Stream::Parked(Some(s)) => Some(s.as_raw_fd()),
+            _ => None,
+        }
+    }
+
     /// The read buffer (made if there is none).
     pub(crate) fn rbuf(&mut self) -> &mut BytesMut {
         &mut self.bufs.get_or_insert_with(Box::default).r
@@ -535,9 +544,7 @@ impl Client {
 
     /// Whether this connection can park at all: plain TCP, parking enabled.
     pub(crate) fn can_park(&self) -> bool {
-        cfg!(unix)
-            && self.broker.settings.park_after.is_some()
-            && matches!(self.io.stream, Stream::Tcp(_) | Stream::Parked(_))
+        self.broker.settings.park_after.is_some() && matches!(self.io.stream, Stream::Tcp(_) | Stream::Parked(_))
     }
 
     /// Whether the connection was asked to park ([`crate::session::PARK_REQUESTED`]: by the sweeper when

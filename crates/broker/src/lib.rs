@@ -9,7 +9,6 @@ pub mod config;
 mod connect;
 pub mod connection;
 mod handle;
-#[cfg(unix)]
 mod park;
 pub mod security;
 pub mod server;

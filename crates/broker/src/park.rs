@@ -1,51 +1,71 @@
-//! Parked connections: a plain-TCP connection that has been quiet for `park_after` gives up its task and
-//! its tokio registration, the two largest things an idle connection holds, and waits in the parker's own
-//! epoll set instead, as an [`Asleep`] in one small allocation. It gets a task again when its socket becomes
-//! readable (a packet, or the peer closing) or when anything wakes its session (a delivery, a takeover,
-//! the keep-alive sweeper, shutdown): the waker the session keeps is the parked connection itself.
+//! Connections without a task. A plain-TCP socket starts here: the accept loop hands it over at once, and
+//! its CONNECT is answered here when it arrives, without a task or a tokio registration. A connection
+//! that then has nothing to do stays here, parked, as an [`Asleep`] in one small allocation; so does one
+//! that has been quiet for `park_after` later on (it gives up its task and its tokio registration, the
+//! two largest things an idle connection holds). A parked connection gets a task again when its socket
+//! becomes readable (a packet, or the peer closing) or when anything wakes its session (a delivery, a
+//! takeover, the keep-alive sweeper, shutdown): the waker the session keeps is the parked connection.
 //!
-//! EMQX hibernates idle connection processes for the same reason: most of a large broker's connections
-//! are idle most of the time. Memory per idle connection is a tracked figure (bench/README.md).
+//! The sockets wait in one epoll set (mio) per broker, which a task of the runtime watches as a single
+//! descriptor. EMQX hibernates idle connection processes for the same reason: most connections of a big
+//! broker are idle most of the time. Memory per idle connection is a tracked figure (bench/README.md).
 
+use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::task::{Wake, Waker};
+use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 use parking_lot::Mutex;
 use slab::Slab;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::broker::{Broker, Stats};
+use crate::connect::AtAccept;
 use crate::connection::{Asleep, Client, Stream};
+use crate::session::Session;
 
-/// The token of the poll thread's own waker (never a slab key).
-const WAKE: Token = Token(usize::MAX);
+/// How often sockets that sent no CONNECT within `connect_timeout` are looked for.
+const CONNECT_SWEEP: Duration = Duration::from_millis(500);
 
-/// The parked connections of one broker and the thread that waits on their sockets.
+/// The sockets of one broker that have no task: new ones waiting for their CONNECT, and parked ones.
 pub(crate) struct Parker {
     registry: Registry,
-    /// Parked connections by their token; a connection leaves on its first wake.
-    parked: Mutex<Slab<Arc<Parked>>>,
-    /// Where a woken connection's task is spawned.
-    runtime: tokio::runtime::Handle,
+    /// By token.
+    entries: Mutex<Slab<Entry>>,
+    /// Sockets waiting for their CONNECT, oldest first: (deadline, token, sequence number).
+    deadlines: Mutex<VecDeque<(Instant, usize, u64)>>,
+    next_seq: std::sync::atomic::AtomicU64,
     /// The broker the connections belong to (weak: the broker owns the parker).
     broker: Weak<Broker>,
-    /// Tells the poll thread to look again (it ends once the parker is gone).
-    waker: mio::Waker,
+    /// Where woken connections get their task.
+    runtime: tokio::runtime::Handle,
+}
+
+enum Entry {
+    /// A new socket whose CONNECT has not arrived yet.
+    Connecting(Box<Connecting>),
+    /// Its CONNECT is being answered (the token stays taken).
+    Answering,
+    Parked(Arc<Parked>),
+}
+
+struct Connecting {
+    socket: std::net::TcpStream,
+    peer: SocketAddr,
+    listener: usize,
+    permit: OwnedSemaphorePermit,
+    seq: u64,
 }
 
 impl std::fmt::Debug for Parker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Parker").field("parked", &self.parked.lock().len()).finish()
-    }
-}
-
-impl Drop for Parker {
-    fn drop(&mut self) {
-        let _ = self.waker.wake();
+        f.debug_struct("Parker").field("entries", &self.entries.lock().len()).finish()
     }
 }
 
@@ -68,40 +88,184 @@ impl Wake for Parked {
 }
 
 impl Parker {
-    /// Starts the poll thread. Called within the runtime that will run woken connections.
-    fn start(broker: &Arc<Broker>) -> std::io::Result<Arc<Parker>> {
-        let poll = Poll::new()?;
-        let waker = mio::Waker::new(poll.registry(), WAKE)?;
-        let parker = Arc::new(Parker {
-            registry: poll.registry().try_clone()?,
-            parked: Mutex::new(Slab::new()),
-            runtime: tokio::runtime::Handle::current(),
-            broker: Arc::downgrade(broker),
-            waker,
+    /// Makes the broker's parker and spawns the task that watches it (until `shutdown`). Called within the
+    /// runtime. `None` (logged) if the epoll set cannot be made: connections then always have a task.
+    pub(crate) fn start(broker: &Arc<Broker>, shutdown: watch::Receiver<bool>) -> Option<tokio::task::JoinHandle<()>> {
+        let made = Poll::new().and_then(|poll| {
+            let registry = poll.registry().try_clone()?;
+            // `AsyncFd::new` is deprecated because a `T` that does not own its descriptor makes it unsound;
+            // a `Poll` owns its own (and `AsyncFd::register` needs `unsafe`, which we forbid).
+            #[allow(deprecated)]
+            let poll = AsyncFd::new(poll)?;
+            Ok((poll, registry))
         });
-        let weak = Arc::downgrade(&parker);
-        std::thread::Builder::new().name("mqttd-parked".into()).spawn(move || watch(poll, weak))?;
-        Ok(parker)
+        let (poll, registry) = match made {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("connections will not park: {e}");
+                return None;
+            }
+        };
+        let parker = Arc::new(Parker {
+            registry,
+            entries: Mutex::new(Slab::new()),
+            deadlines: Mutex::new(VecDeque::new()),
+            next_seq: std::sync::atomic::AtomicU64::new(0),
+            broker: Arc::downgrade(broker),
+            runtime: tokio::runtime::Handle::current(),
+        });
+        let _ = broker.parker.set(parker.clone());
+        Some(tokio::spawn(watch_sockets(parker, poll, shutdown)))
+    }
+
+    /// Takes a new plain-TCP socket until its CONNECT arrives. `Err` gives it back (it cannot be
+    /// watched): it needs a task.
+    pub(crate) fn await_connect(
+        &self,
+        (socket, peer, listener): (std::net::TcpStream, SocketAddr, usize),
+        permit: OwnedSemaphorePermit,
+        timeout: Duration,
+    ) -> Result<(), (std::net::TcpStream, OwnedSemaphorePermit)> {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let fd = socket.as_raw_fd();
+        let key = {
+            let mut entries = self.entries.lock();
+            let entry = entries.vacant_entry();
+            let key = entry.key();
+            // Registered under the lock: an event for the token finds the entry.
+            if self.registry.register(&mut SourceFd(&fd), Token(key), Interest::READABLE).is_err() {
+                return Err((socket, permit));
+            }
+            entry.insert(Entry::Connecting(Box::new(Connecting { socket, peer, listener, permit, seq })));
+            key
+        };
+        self.deadlines.lock().push_back((Instant::now() + timeout, key, seq));
+        Ok(())
+    }
+
+    /// A socket became readable: answer its CONNECT, or wake its parked connection.
+    fn ready(self: &Arc<Self>, key: usize) {
+        let connecting = {
+            let mut entries = self.entries.lock();
+            match entries.get_mut(key) {
+                Some(Entry::Parked(_)) => {
+                    drop(entries);
+                    return self.unpark(key, None);
+                }
+                Some(e @ Entry::Connecting(_)) => match std::mem::replace(e, Entry::Answering) {
+                    Entry::Connecting(c) => c,
+                    _ => return,
+                },
+                _ => return,
+            }
+        };
+        self.answer(key, *connecting);
+    }
+
+    /// Answers the CONNECT of a socket that became readable; the connection parks in place (same token,
+    /// no change to the epoll set) if it has nothing more to do.
+    fn answer(self: &Arc<Self>, key: usize, c: Connecting) {
+        let Some(broker) = self.broker.upgrade() else { return self.forget(key, &c.socket) };
+        let Connecting { socket, peer, listener, permit, seq } = c;
+        match crate::connect::connect_at_accept(&broker, socket, peer, listener) {
+            AtAccept::Connected(client) if client.can_park() && client.holds_nothing() => {
+                let session = client.session.clone();
+                let connection_id = client.connection_id;
+                match client.into_asleep(permit) {
+                    Ok(asleep) => {
+                        let parked =
+                            Arc::new(Parked { parker: self.clone(), slot: key, conn: Mutex::new(Some(asleep)) });
+                        if let Some(e) = self.entries.lock().get_mut(key) {
+                            *e = Entry::Parked(parked.clone());
+                        }
+                        self.parked(&broker, parked, &session, connection_id);
+                    }
+                    Err((client, permit)) => {
+                        self.forget_key(key, client.io.socket_fd());
+                        tokio::spawn(crate::server::serve(client, permit));
+                    }
+                }
+            }
+            AtAccept::Connected(client) => {
+                self.forget_key(key, client.io.socket_fd());
+                tokio::spawn(crate::server::serve(client, permit));
+            }
+            AtAccept::Done => {
+                let mut entries = self.entries.lock();
+                entries.try_remove(key);
+            }
+            // Readable but nothing to read after all: it waits on.
+            AtAccept::NotYet(socket) => {
+                if let Some(e) = self.entries.lock().get_mut(key) {
+                    *e = Entry::Connecting(Box::new(Connecting { socket, peer, listener, permit, seq }));
+                }
+            }
+            AtAccept::Later(socket, read) => {
+                self.forget(key, &socket);
+                let plain = Arc::new(crate::server::Wrapping::default());
+                crate::server::spawn_connection(&broker, (socket, peer, listener), &plain, read, permit);
+            }
+        }
+    }
+
+    /// Removes `key` and takes its socket out of the epoll set.
+    fn forget(&self, key: usize, socket: &std::net::TcpStream) {
+        self.forget_key(key, Some(socket.as_raw_fd()));
+    }
+
+    fn forget_key(&self, key: usize, fd: Option<std::os::fd::RawFd>) {
+        if let Some(fd) = fd {
+            let _ = self.registry.deregister(&mut SourceFd(&fd));
+        }
+        self.entries.lock().try_remove(key);
+    }
+
+    /// Closes the sockets that sent no CONNECT in time; all of them at shutdown.
+    fn sweep_connecting(&self, all: bool) {
+        let now = Instant::now();
+        loop {
+            let (key, seq) = {
+                let mut deadlines = self.deadlines.lock();
+                match deadlines.front() {
+                    Some(&(deadline, key, seq)) if all || deadline <= now => {
+                        deadlines.pop_front();
+                        (key, seq)
+                    }
+                    _ => return,
+                }
+            };
+            let expired = {
+                let mut entries = self.entries.lock();
+                match entries.get(key) {
+                    Some(Entry::Connecting(c)) if c.seq == seq => match entries.remove(key) {
+                        Entry::Connecting(c) => Some(c),
+                        _ => None,
+                    },
+                    _ => None,
+                }
+            };
+            if let Some(c) = expired {
+                let _ = self.registry.deregister(&mut SourceFd(&c.socket.as_raw_fd()));
+                if !all {
+                    tracing::info!(peer = %c.peer, "closed: no CONNECT within the connect timeout");
+                }
+            }
+        }
+    }
+
+    /// Shutdown: sockets still waiting for their CONNECT close now.
+    pub(crate) fn close_connecting(broker: &Broker) {
+        if let Some(p) = broker.parker.get() {
+            p.sweep_connecting(true);
+        }
     }
 
     /// Parks `client`, whose task is about to end. On failure the client goes on in a new task.
     pub(crate) fn park(broker: &Arc<Broker>, mut client: Client, permit: OwnedSemaphorePermit) {
-        let parker = match broker.parker.get() {
-            Some(p) => p.clone(),
-            None => match Parker::start(broker) {
-                // Two first parkers at once: one parker stays, the other's thread ends with it.
-                Ok(p) => broker.parker.get_or_init(|| p).clone(),
-                Err(e) => {
-                    tracing::warn!("cannot park idle connections: {e}");
-                    return resume(client, permit);
-                }
-            },
-        };
+        let Some(parker) = broker.parker.get().cloned() else { return resume(client, permit) };
         let stream = std::mem::replace(&mut client.io.stream, Stream::Parked(None));
         let std = match stream {
             Stream::Tcp(tcp) => tcp.into_std(),
-            // Answered as it was accepted: never registered with tokio.
-            Stream::Parked(Some(std)) => Ok(std),
             other => {
                 client.io.stream = other;
                 return resume(client, permit);
@@ -121,23 +285,27 @@ impl Parker {
             Err((client, permit)) => return resume(client, permit),
         };
         let parked = {
-            let mut slab = parker.parked.lock();
-            let entry = slab.vacant_entry();
+            let mut entries = parker.entries.lock();
+            let entry = entries.vacant_entry();
             let slot = entry.key();
             if parker.registry.register(&mut SourceFd(&fd), Token(slot), Interest::READABLE).is_err() {
-                drop(slab);
+                drop(entries);
                 let (client, permit) = asleep.wake_up(broker.clone());
                 return resume(client, permit);
             }
             let parked = Arc::new(Parked { parker: parker.clone(), slot, conn: Mutex::new(Some(asleep)) });
-            entry.insert(parked.clone());
+            entry.insert(Entry::Parked(parked.clone()));
             parked
         };
+        parker.parked(broker, parked, &session, connection_id);
+    }
+
+    /// A connection just parked: from here on, whatever wakes its session wakes it. A delivery queued, or
+    /// a takeover, shutdown or keep-alive end signalled, before the waker changed wakes it now (the waker
+    /// it went to belongs to a task that is ending, or to none).
+    fn parked(&self, broker: &Broker, parked: Arc<Parked>, session: &Session, connection_id: u64) {
         Stats::add(&broker.stats.clients_parked, 1);
-        // From here on, whatever wakes the session wakes the parked connection. A delivery queued, or a
-        // takeover, shutdown or keep-alive end signalled, before the waker changed wakes it now: the
-        // task's waker it went to belongs to a task that is ending.
-        let waker = Waker::from(parked.clone());
+        let waker = Waker::from(parked);
         let pending = {
             let mut state = session.state.lock();
             state.register(&waker);
@@ -154,9 +322,12 @@ impl Parker {
     /// Gives the connection in `slot` a task again (if it is still `which`: a stale wake is ignored).
     fn unpark(&self, slot: usize, which: Option<&Arc<Parked>>) {
         let parked = {
-            let mut slab = self.parked.lock();
-            match slab.get(slot) {
-                Some(p) if which.is_none_or(|w| Arc::ptr_eq(p, w)) => slab.remove(slot),
+            let mut entries = self.entries.lock();
+            match entries.get(slot) {
+                Some(Entry::Parked(p)) if which.is_none_or(|w| Arc::ptr_eq(p, w)) => match entries.remove(slot) {
+                    Entry::Parked(p) => p,
+                    _ => return,
+                },
                 _ => return,
             }
         };
@@ -170,21 +341,38 @@ impl Parker {
     }
 }
 
-/// The poll thread: a readable socket (a packet, or the peer closing) wakes its connection.
-fn watch(mut poll: Poll, parker: Weak<Parker>) {
-    let mut events = Events::with_capacity(256);
+/// The task that watches the parker's epoll set: readable sockets are answered or woken; sockets that
+/// sent no CONNECT in time are closed.
+async fn watch_sockets(parker: Arc<Parker>, mut poll: AsyncFd<Poll>, mut shutdown: watch::Receiver<bool>) {
+    const CAPACITY: usize = 1024;
+    let mut events = Events::with_capacity(CAPACITY);
+    let mut sweep = tokio::time::interval(CONNECT_SWEEP);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        if let Err(e) = poll.poll(&mut events, None) {
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            tracing::error!("parked connections: poll failed: {e}");
-            return;
-        }
-        let Some(parker) = parker.upgrade() else { return };
-        for event in events.iter() {
-            if event.token() != WAKE {
-                parker.unpark(event.token().0, None);
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = sweep.tick() => parker.sweep_connecting(false),
+            ready = poll.readable_mut() => {
+                let Ok(mut guard) = ready else { return };
+                // Cleared before polling: an event that comes after the poll sets it again.
+                guard.clear_ready();
+                loop {
+                    if let Err(e) = guard.get_inner_mut().poll(&mut events, Some(Duration::ZERO)) {
+                        if e.kind() != std::io::ErrorKind::Interrupted {
+                            tracing::error!("parked connections: poll failed: {e}");
+                            return;
+                        }
+                        continue;
+                    }
+                    let mut n = 0;
+                    for event in events.iter() {
+                        n += 1;
+                        parker.ready(event.token().0);
+                    }
+                    if n < CAPACITY {
+                        break;
+                    }
+                }
             }
         }
     }

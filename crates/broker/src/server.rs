@@ -13,7 +13,6 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::broker::{Broker, KEEP_ALIVE_SWEEP};
-use crate::connect::AtAccept;
 use crate::connection::{Client, End, Stop, Stream};
 use crate::tls::{CertUsername, TlsListener};
 
@@ -121,6 +120,10 @@ impl Server {
         let limit = Arc::new(Semaphore::new(permits as usize));
         let mut local_addrs = Vec::new();
         let mut tasks = Vec::new();
+        if broker.settings.park_after.is_some() {
+            // Before the accept loops, which hand plain-TCP sockets to it.
+            tasks.extend(crate::park::Parker::start(&broker, shutdown.subscribe()));
+        }
         for (listener, index, wrapping) in listeners {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!("listening on {addr} ({})", wrapping.name());
@@ -164,29 +167,21 @@ async fn accept_loop(
     limit: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    // Accepted sockets stay unregistered with tokio until they need a task: a plain-TCP client whose
-    // CONNECT is there is answered at once and parks (`connect::connect_at_accept`); one whose CONNECT is
-    // not there yet waits for it in `waiting`, an epoll set of this loop's own.
+    // Accepted sockets stay unregistered with tokio until they need a task: a plain-TCP socket goes to the
+    // parker, which answers its CONNECT when it arrives and keeps the connection while it is idle.
     // `AsyncFd::new` is deprecated because a `T` that does not own its descriptor makes it unsound; a
-    // `std::net::TcpListener` owns its own (and `AsyncFd::register` needs `unsafe`, which we forbid).
+    // listener owns its own (and `AsyncFd::register` needs `unsafe`, which we forbid).
     #[allow(deprecated)]
-    let listener = match listener.into_std().and_then(AsyncFd::new) {
+    let listener = match listener.into_std().map(mio::net::TcpListener::from_std).and_then(AsyncFd::new) {
         Ok(l) => l,
         Err(e) => return tracing::error!("cannot accept on listener {index}: {e}"),
     };
-    let mut waiting = Waiting::new(&broker, &wrapping);
-    let mut sweep = tokio::time::interval(CONNECT_SWEEP);
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let plain = wrapping.tls.is_none() && !wrapping.websockets;
+    let parker = if plain { broker.parker.get().cloned() } else { None };
     let mut accepted = Vec::new();
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
-            ready = waiting.readable() => {
-                for (socket, peer, permit) in ready {
-                    answer(&broker, (socket, peer, index), permit, &wrapping, None);
-                }
-            }
-            _ = sweep.tick() => waiting.sweep(),
             ready = listener.readable() => match ready {
                 Ok(mut guard) => {
                     while accepted.len() < ACCEPT_BATCH {
@@ -213,131 +208,31 @@ async fn accept_loop(
                 tracing::warn!(%peer, "connection refused: max_connections reached");
                 continue;
             };
-            // Accepted sockets are blocking (O_NONBLOCK is not inherited): nothing here may be.
-            if let Err(e) = stream.set_nonblocking(true) {
-                tracing::warn!(%peer, "cannot serve the connection: {e}");
-                continue;
-            }
+            // Non-blocking already (mio accepts with SOCK_NONBLOCK).
             let _ = stream.set_nodelay(true);
-            answer(&broker, (stream, peer, index), permit, &wrapping, Some(&mut waiting));
+            let stream = std::net::TcpStream::from(stream);
+            let (stream, permit) = match &parker {
+                Some(parker) => {
+                    match parker.await_connect((stream, peer, index), permit, broker.settings.connect_timeout) {
+                        Ok(()) => continue,
+                        Err(back) => back,
+                    }
+                }
+                None => (stream, permit),
+            };
+            spawn_connection(&broker, (stream, peer, index), &wrapping, BytesMut::new(), permit);
         }
     }
 }
 
-/// How often sockets that sent no CONNECT within `connect_timeout` are looked for.
-const CONNECT_SWEEP: Duration = Duration::from_millis(500);
-
-/// New plain-TCP sockets whose CONNECT has not arrived yet, waiting for it without a task: an epoll set
-/// (mio) that the accept loop watches as one descriptor.
-struct Waiting {
-    /// `None` when this listener's sockets do not wait here (TLS, WebSocket, parking disabled, or the
-    /// epoll set could not be made): they get a connection task at once.
-    poll: Option<AsyncFd<mio::Poll>>,
-    sockets: slab::Slab<(std::net::TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit, std::time::Instant)>,
-    events: mio::Events,
-    timeout: Duration,
-}
-
-impl Waiting {
-    fn new(broker: &Broker, wrapping: &Wrapping) -> Waiting {
-        let plain = wrapping.tls.is_none() && !wrapping.websockets;
-        let wanted = cfg!(unix) && plain && broker.settings.park_after.is_some();
-        // See `accept_loop` on `AsyncFd::new`: the `Poll` owns its descriptor.
-        #[allow(deprecated)]
-        let poll = wanted.then(|| mio::Poll::new().and_then(AsyncFd::new).ok()).flatten();
-        Waiting {
-            poll,
-            sockets: slab::Slab::new(),
-            events: mio::Events::with_capacity(256),
-            timeout: broker.settings.connect_timeout,
-        }
-    }
-
-    /// Keeps `socket` until it is readable; gives it back if it cannot wait here.
-    fn add(
-        &mut self,
-        (socket, peer): (std::net::TcpStream, SocketAddr),
-        permit: tokio::sync::OwnedSemaphorePermit,
-    ) -> Result<(), (std::net::TcpStream, tokio::sync::OwnedSemaphorePermit)> {
-        use std::os::fd::AsRawFd;
-        let Some(poll) = &self.poll else { return Err((socket, permit)) };
-        let entry = self.sockets.vacant_entry();
-        let fd = socket.as_raw_fd();
-        let token = mio::Token(entry.key());
-        if poll.get_ref().registry().register(&mut mio::unix::SourceFd(&fd), token, mio::Interest::READABLE).is_err() {
-            return Err((socket, permit));
-        }
-        entry.insert((socket, peer, permit, std::time::Instant::now() + self.timeout));
-        Ok(())
-    }
-
-    /// The sockets that became readable (a CONNECT, or the client closing); pending while there are none.
-    async fn readable(&mut self) -> Vec<(std::net::TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit)> {
-        use std::os::fd::AsRawFd;
-        let Some(poll) = &mut self.poll else { return std::future::pending().await };
-        let mut ready = Vec::new();
-        while ready.is_empty() {
-            let Ok(mut guard) = poll.readable_mut().await else { return std::future::pending().await };
-            guard.clear_ready();
-            let poll = guard.get_inner_mut();
-            if poll.poll(&mut self.events, Some(Duration::ZERO)).is_err() {
-                continue;
-            }
-            for event in self.events.iter() {
-                let Some((socket, peer, permit, _)) = self.sockets.try_remove(event.token().0) else { continue };
-                let _ = poll.registry().deregister(&mut mio::unix::SourceFd(&socket.as_raw_fd()));
-                ready.push((socket, peer, permit));
-            }
-        }
-        ready
-    }
-
-    /// Closes the sockets that sent no CONNECT in time.
-    fn sweep(&mut self) {
-        use std::os::fd::AsRawFd;
-        let (Some(poll), now) = (&self.poll, std::time::Instant::now()) else { return };
-        let late: Vec<usize> = self.sockets.iter().filter(|(_, w)| w.3 <= now).map(|(k, _)| k).collect();
-        for key in late {
-            let (socket, peer, _permit, _) = self.sockets.remove(key);
-            let _ = poll.get_ref().registry().deregister(&mut mio::unix::SourceFd(&socket.as_raw_fd()));
-            tracing::info!(%peer, "closed: no CONNECT within {:?}", self.timeout);
-        }
-    }
-}
-
-/// Serves a new socket: answers its CONNECT now if it is there (plain TCP), lets it wait for it in
-/// `waiting`, or gives it a connection task.
-fn answer(
+/// Gives a new socket a connection task; `read`: bytes already read from it.
+pub(crate) fn spawn_connection(
     broker: &Arc<Broker>,
     (stream, peer, index): (std::net::TcpStream, SocketAddr, usize),
-    permit: tokio::sync::OwnedSemaphorePermit,
     wrapping: &Arc<Wrapping>,
-    waiting: Option<&mut Waiting>,
+    read: BytesMut,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let plain = wrapping.tls.is_none() && !wrapping.websockets;
-    let (stream, read, permit) = if plain {
-        match crate::connect::connect_at_accept(broker, stream, peer, index) {
-            AtAccept::Connected(client) if client.can_park() && client.holds_nothing() => {
-                return park(client, permit);
-            }
-            AtAccept::Connected(client) => {
-                tokio::spawn(serve(client, permit));
-                return;
-            }
-            AtAccept::Done => return,
-            // Back from `waiting` with nothing to read after all: a task waits for it instead.
-            AtAccept::NotYet(stream) => match waiting {
-                Some(waiting) => match waiting.add((stream, peer), permit) {
-                    Ok(()) => return,
-                    Err((stream, permit)) => (stream, BytesMut::new(), permit),
-                },
-                None => (stream, BytesMut::new(), permit),
-            },
-            AtAccept::Later(stream, read) => (stream, read, permit),
-        }
-    } else {
-        (stream, BytesMut::new(), permit)
-    };
     let stream = match TcpStream::from_std(stream) {
         Ok(s) => s,
         Err(e) => return tracing::warn!(%peer, "cannot serve the connection: {e}"),
@@ -391,10 +286,7 @@ pub(crate) async fn serve(mut client: Client, permit: tokio::sync::OwnedSemaphor
 
 /// Hands a quiet connection to the parker; its task ends.
 fn park(client: Client, permit: tokio::sync::OwnedSemaphorePermit) {
-    #[cfg(unix)]
     crate::park::Parker::park(&client.broker.clone(), client, permit);
-    #[cfg(not(unix))]
-    tokio::spawn(serve(client, permit));
 }
 
 /// [`wrap`] within the connect timeout; logs why when it fails.
