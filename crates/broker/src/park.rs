@@ -354,24 +354,23 @@ async fn watch_sockets(parker: Arc<Parker>, mut poll: AsyncFd<Poll>, mut shutdow
             _ = sweep.tick() => parker.sweep_connecting(false),
             ready = poll.readable_mut() => {
                 let Ok(mut guard) = ready else { return };
-                // Cleared before polling: an event that comes after the poll sets it again.
-                guard.clear_ready();
-                loop {
-                    if let Err(e) = guard.get_inner_mut().poll(&mut events, Some(Duration::ZERO)) {
-                        if e.kind() != std::io::ErrorKind::Interrupted {
-                            tracing::error!("parked connections: poll failed: {e}");
-                            return;
-                        }
-                        continue;
+                if let Err(e) = guard.get_inner_mut().poll(&mut events, Some(Duration::ZERO)) {
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        tracing::error!("parked connections: poll failed: {e}");
+                        return;
                     }
-                    let mut n = 0;
-                    for event in events.iter() {
-                        n += 1;
-                        parker.ready(event.token().0);
-                    }
-                    if n < CAPACITY {
-                        break;
-                    }
+                    continue;
+                }
+                let mut n = 0;
+                for event in events.iter() {
+                    n += 1;
+                    parker.ready(event.token().0);
+                }
+                if n < CAPACITY {
+                    // Only the readiness this guard saw is cleared: an event after the poll sets it again.
+                    // A full batch leaves it set: more are waiting (other tasks run in between, as the
+                    // budget of `readable_mut` runs out).
+                    guard.clear_ready();
                 }
             }
         }

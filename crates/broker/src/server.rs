@@ -171,8 +171,14 @@ async fn accept_loop(
     // parker, which answers its CONNECT when it arrives and keeps the connection while it is idle.
     // `AsyncFd::new` is deprecated because a `T` that does not own its descriptor makes it unsound; a
     // listener owns its own (and `AsyncFd::register` needs `unsafe`, which we forbid).
+    let listener = match listener.into_std() {
+        Ok(l) => l,
+        Err(e) => return tracing::error!("cannot accept on listener {index}: {e}"),
+    };
+    // Every MQTT socket gets TCP_NODELAY: Linux copies it from the listener to the accepted sockets.
+    let inherits_nodelay = cfg!(target_os = "linux") && socket2::SockRef::from(&listener).set_tcp_nodelay(true).is_ok();
     #[allow(deprecated)]
-    let listener = match listener.into_std().map(mio::net::TcpListener::from_std).and_then(AsyncFd::new) {
+    let listener = match AsyncFd::new(mio::net::TcpListener::from_std(listener)) {
         Ok(l) => l,
         Err(e) => return tracing::error!("cannot accept on listener {index}: {e}"),
     };
@@ -209,7 +215,9 @@ async fn accept_loop(
                 continue;
             };
             // Non-blocking already (mio accepts with SOCK_NONBLOCK).
-            let _ = stream.set_nodelay(true);
+            if !inherits_nodelay {
+                let _ = stream.set_nodelay(true);
+            }
             let stream = std::net::TcpStream::from(stream);
             let (stream, permit) = match &parker {
                 Some(parker) => {
