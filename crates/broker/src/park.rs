@@ -10,7 +10,6 @@
 //! descriptor. EMQX hibernates idle connection processes for the same reason: most connections of a big
 //! broker are idle most of the time. Memory per idle connection is a tracked figure (bench/README.md).
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
@@ -38,9 +37,9 @@ pub(crate) struct Parker {
     registry: Registry,
     /// By token.
     entries: Mutex<Slab<Entry>>,
-    /// Sockets waiting for their CONNECT, oldest first: (deadline, token, sequence number).
-    deadlines: Mutex<VecDeque<(Instant, usize, u64)>>,
-    next_seq: std::sync::atomic::AtomicU64,
+    /// The tokens of the sockets waiting for their CONNECT (the sweep looks at these only). Locked after
+    /// `entries` when both are.
+    waiting: Mutex<Slab<usize>>,
     /// The broker the connections belong to (weak: the broker owns the parker).
     broker: Weak<Broker>,
     /// Where woken connections get their task.
@@ -60,7 +59,10 @@ struct Connecting {
     peer: SocketAddr,
     listener: usize,
     permit: OwnedSemaphorePermit,
-    seq: u64,
+    /// When it is closed if no CONNECT came (`connect_timeout`).
+    deadline: Instant,
+    /// Its key in `Parker::waiting`.
+    waiting: usize,
 }
 
 impl std::fmt::Debug for Parker {
@@ -109,8 +111,7 @@ impl Parker {
         let parker = Arc::new(Parker {
             registry,
             entries: Mutex::new(Slab::new()),
-            deadlines: Mutex::new(VecDeque::new()),
-            next_seq: std::sync::atomic::AtomicU64::new(0),
+            waiting: Mutex::new(Slab::new()),
             broker: Arc::downgrade(broker),
             runtime: tokio::runtime::Handle::current(),
         });
@@ -126,20 +127,17 @@ impl Parker {
         permit: OwnedSemaphorePermit,
         timeout: Duration,
     ) -> Result<(), (std::net::TcpStream, OwnedSemaphorePermit)> {
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let fd = socket.as_raw_fd();
-        let key = {
-            let mut entries = self.entries.lock();
-            let entry = entries.vacant_entry();
-            let key = entry.key();
-            // Registered under the lock: an event for the token finds the entry.
-            if self.registry.register(&mut SourceFd(&fd), Token(key), Interest::READABLE).is_err() {
-                return Err((socket, permit));
-            }
-            entry.insert(Entry::Connecting(Box::new(Connecting { socket, peer, listener, permit, seq })));
-            key
-        };
-        self.deadlines.lock().push_back((Instant::now() + timeout, key, seq));
+        let deadline = Instant::now() + timeout;
+        let mut entries = self.entries.lock();
+        let entry = entries.vacant_entry();
+        let key = entry.key();
+        // Registered under the lock: an event for the token finds the entry.
+        if self.registry.register(&mut SourceFd(&fd), Token(key), Interest::READABLE).is_err() {
+            return Err((socket, permit));
+        }
+        let waiting = self.waiting.lock().insert(key);
+        entry.insert(Entry::Connecting(Box::new(Connecting { socket, peer, listener, permit, deadline, waiting })));
         Ok(())
     }
 
@@ -153,7 +151,10 @@ impl Parker {
                     return self.unpark(key, None);
                 }
                 Some(e @ Entry::Connecting(_)) => match std::mem::replace(e, Entry::Answering) {
-                    Entry::Connecting(c) => c,
+                    Entry::Connecting(c) => {
+                        self.waiting.lock().try_remove(c.waiting);
+                        c
+                    }
                     _ => return,
                 },
                 _ => return,
@@ -166,7 +167,7 @@ impl Parker {
     /// no change to the epoll set) if it has nothing more to do.
     fn answer(self: &Arc<Self>, key: usize, c: Connecting) {
         let Some(broker) = self.broker.upgrade() else { return self.forget(key, &c.socket) };
-        let Connecting { socket, peer, listener, permit, seq } = c;
+        let Connecting { socket, peer, listener, permit, deadline, .. } = c;
         match crate::connect::connect_at_accept(&broker, socket, peer, listener) {
             AtAccept::Connected(client) if client.can_park() && client.holds_nothing() => {
                 let session = client.session.clone();
@@ -196,8 +197,10 @@ impl Parker {
             }
             // Readable but nothing to read after all: it waits on.
             AtAccept::NotYet(socket) => {
-                if let Some(e) = self.entries.lock().get_mut(key) {
-                    *e = Entry::Connecting(Box::new(Connecting { socket, peer, listener, permit, seq }));
+                let mut entries = self.entries.lock();
+                if let Some(e) = entries.get_mut(key) {
+                    let waiting = self.waiting.lock().insert(key);
+                    *e = Entry::Connecting(Box::new(Connecting { socket, peer, listener, permit, deadline, waiting }));
                 }
             }
             AtAccept::Later(socket, read) => {
@@ -223,32 +226,28 @@ impl Parker {
     /// Closes the sockets that sent no CONNECT in time; all of them at shutdown.
     fn sweep_connecting(&self, all: bool) {
         let now = Instant::now();
-        loop {
-            let (key, seq) = {
-                let mut deadlines = self.deadlines.lock();
-                match deadlines.front() {
-                    Some(&(deadline, key, seq)) if all || deadline <= now => {
-                        deadlines.pop_front();
-                        (key, seq)
-                    }
-                    _ => return,
-                }
-            };
-            let expired = {
-                let mut entries = self.entries.lock();
-                match entries.get(key) {
-                    Some(Entry::Connecting(c)) if c.seq == seq => match entries.remove(key) {
+        let expired: Vec<Box<Connecting>> = {
+            let mut entries = self.entries.lock();
+            let mut waiting = self.waiting.lock();
+            let late: Vec<(usize, usize)> = waiting
+                .iter()
+                .filter(|&(_, &key)| matches!(entries.get(key), Some(Entry::Connecting(c)) if all || c.deadline <= now))
+                .map(|(w, &key)| (w, key))
+                .collect();
+            late.into_iter()
+                .filter_map(|(w, key)| {
+                    waiting.remove(w);
+                    match entries.remove(key) {
                         Entry::Connecting(c) => Some(c),
                         _ => None,
-                    },
-                    _ => None,
-                }
-            };
-            if let Some(c) = expired {
-                let _ = self.registry.deregister(&mut SourceFd(&c.socket.as_raw_fd()));
-                if !all {
-                    tracing::info!(peer = %c.peer, "closed: no CONNECT within the connect timeout");
-                }
+                    }
+                })
+                .collect()
+        };
+        for c in expired {
+            let _ = self.registry.deregister(&mut SourceFd(&c.socket.as_raw_fd()));
+            if !all {
+                tracing::info!(peer = %c.peer, "closed: no CONNECT within the connect timeout");
             }
         }
     }
