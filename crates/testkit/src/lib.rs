@@ -43,6 +43,15 @@ impl TestBroker {
     /// Starts a broker with one listener on 127.0.0.1 port 0 per transport (plain, TLS, WebSocket);
     /// listener indexes follow the order of `listeners`.
     pub fn with_listeners(settings: Settings, listeners: Vec<Wrapping>) -> TestBroker {
+        TestBroker::with_limit(settings, listeners, None)
+    }
+
+    /// Starts a broker with one plain listener that holds at most `max_connections` clients at once.
+    pub fn with_max_connections(settings: Settings, max_connections: usize) -> TestBroker {
+        TestBroker::with_limit(settings, vec![Wrapping::default()], Some(max_connections))
+    }
+
+    fn with_limit(settings: Settings, listeners: Vec<Wrapping>, max_connections: Option<usize>) -> TestBroker {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -59,7 +68,7 @@ impl TestBroker {
                     .enumerate()
                     .map(|(listener, w)| Bind { addr, listener, wrapping: Arc::new(w) })
                     .collect();
-                let server = Server::start_binds(broker.clone(), &binds, None).await.expect("binds port 0");
+                let server = Server::start_binds(broker.clone(), &binds, max_connections).await.expect("binds port 0");
                 ready_tx.send((server.local_addrs.clone(), broker)).expect("test waits for the address");
                 let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
                 server.shutdown().await;

@@ -119,3 +119,33 @@ async fn a_connect_in_pieces_is_answered() {
     peer.send(&Packet::Publish(publish("pieces/t", b"x", QoS::AtLeastOnce, false, Some(id)))).await;
     assert_eq!(peer.recv().await, Packet::PubAck(Ack::new(id)));
 }
+
+/// `max_connections` counts parked connections and sockets still waiting for their CONNECT: one more is
+/// closed before CONNACK, and a place freed by a DISCONNECT is taken again.
+#[tokio::test]
+async fn max_connections_counts_parked_connections() {
+    let settings = Settings { park_after: Some(Duration::from_millis(100)), ..Settings::default() };
+    let tb = TestBroker::with_max_connections(settings, 2);
+    let first = Peer::connect(tb.addr, "first", V4).await;
+    let _second = Peer::connect(tb.addr, "second", V4).await;
+    wait_parked(&tb, 2).await;
+    let mut third = Peer::open(tb.addr, V4).await;
+    third.send(&Packet::Connect(Box::new(connect("third", V4)))).await;
+    assert!(third.expect_closed().await.is_empty(), "no CONNACK beyond max_connections");
+    first.disconnect().await;
+    // The place is free once the first connection's task has ended, a moment after it is counted out:
+    // tried again until then (bounded).
+    let start = std::time::Instant::now();
+    let mut again = loop {
+        assert!(start.elapsed() < mqttd_testkit::TIMEOUT, "the freed place was never taken");
+        let mut peer = Peer::open(tb.addr, V4).await;
+        peer.send(&Packet::Connect(Box::new(connect("third", V4)))).await;
+        match peer.try_recv(mqttd_testkit::TIMEOUT).await {
+            Some(Packet::ConnAck(ack)) if ack.code == 0 => break peer,
+            Some(other) => panic!("expected CONNACK, got {other:?}"),
+            None => continue,
+        }
+    };
+    again.send(&Packet::PingReq).await;
+    assert_eq!(again.recv().await, Packet::PingResp);
+}
