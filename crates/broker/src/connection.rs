@@ -1,9 +1,10 @@
-//! One connection task per socket: read the CONNECT, attach the session, then one poll function that,
-//! each time the task wakes, moves the outbox into the write buffer, writes, reads and handles packets.
-//! Nothing else is stored per connection: no timer (a sweeper wakes connections past their keep-alive),
-//! no notification futures (the outbox keeps the task's waker; takeover and shutdown wake it through
-//! the session), so an idle connection costs its task, its session and its socket (memory per connection
-//! is a tracked figure, see bench/README.md).
+//! The task of a connection while it has work: read the CONNECT (when the parker did not answer it
+//! already), attach the session, then one poll function that, each time the task wakes, moves the outbox
+//! into the write buffer, writes, reads and handles packets. Nothing else is stored per connection: no
+//! timer (a sweeper wakes connections past their keep-alive), no notification futures (the outbox keeps
+//! the task's waker; takeover and shutdown wake it through the session). A plain-TCP connection that has
+//! nothing to do parks (`park.rs`) and its task ends (memory per connection is a tracked figure, see
+//! bench/README.md).
 
 use std::net::SocketAddr;
 use std::pin::Pin;

@@ -1,5 +1,5 @@
-//! The mqttd broker: configuration, listeners, one task per connection, sessions with wills and expiry,
-//! and `$SYS`. Broker logic that needs no I/O lives in `mqttd-core`; the wire format in `mqttd-proto`.
+//! The mqttd broker: configuration, listeners, a task per connection while it has work (idle plain-TCP
+//! connections park without one), sessions with wills and expiry, and `$SYS`. Broker logic that needs no I/O lives in `mqttd-core`; the wire format in `mqttd-proto`.
 //!
 //! Transports reach the core as plain byte streams ([`connection::Stream`]); every delivery passes one
 //! authorization point ([`Broker::may_read_with`]), every publish and will another ([`Broker::may_write`]).
