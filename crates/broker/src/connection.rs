@@ -573,6 +573,8 @@ impl Client {
             && !self.undecoded
             && !self.busy
             && self.session.connection.load(Ordering::Acquire) == self.connection_id
+            // A resumed session with messages to send: parking would only wake it again at once.
+            && !self.session.state.lock().has_outgoing()
     }
 
     /// The keep-alive allowance: 1.5 times the keep-alive [MQTT-3.1.2-24].
