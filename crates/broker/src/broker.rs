@@ -100,7 +100,7 @@ pub struct Broker {
     pub(crate) drained: tokio::sync::Notify,
     /// The outbox bounds of every session, shared.
     pub(crate) queue_limits: Arc<mqttd_core::QueueLimits>,
-    /// Where idle connections wait without a task; started by the first one.
+    /// Where plain-TCP connections wait without a task (`park.rs`); set by `Server` when parking is on.
     pub(crate) parker: std::sync::OnceLock<Arc<crate::park::Parker>>,
 }
 

@@ -39,14 +39,19 @@ pub(crate) async fn handshake(broker: &Arc<Broker>, mut io: Transport, cert: Cer
     match accept(broker, io, *connect, limits, cert).await {
         Ok(client) => Some(client),
         Err((mut io, Refusal(code, why), client_id)) => {
-            let code = if version.is_v5() { code } else { v3::connack_from_v5(code) };
-            let ack = ConnAck { session_present: false, code, properties: Properties::default() };
-            io.queue(&Packet::ConnAck(ack), version);
+            queue_refusal(&mut io, version, code);
             io.flush(Duration::from_secs(1), &broker.stats).await;
             tracing::info!(peer = %io.peer, %client_id, protocol = %version, "connection refused: {why}");
             None
         }
     }
+}
+
+/// Queues the CONNACK refusing a connection: the 5.0 reason code, or its 3.x return code.
+fn queue_refusal(io: &mut Transport, version: ProtocolVersion, code: u8) {
+    let code = if version.is_v5() { code } else { v3::connack_from_v5(code) };
+    let ack = ConnAck { session_present: false, code, properties: Properties::default() };
+    io.queue(&Packet::ConnAck(ack), version);
 }
 
 async fn first_packet(io: &mut Transport, limits: &Limits, broker: &Broker) -> Result<Box<Connect>, End> {
@@ -146,9 +151,7 @@ pub(crate) fn connect_at_accept(
             AtAccept::Connected(client)
         }
         Err((mut io, Refusal(code, why), client_id)) => {
-            let code = if version.is_v5() { code } else { v3::connack_from_v5(code) };
-            let ack = ConnAck { session_present: false, code, properties: Properties::default() };
-            io.queue(&Packet::ConnAck(ack), version);
+            queue_refusal(&mut io, version, code);
             write_now(&mut io, &broker.stats);
             tracing::info!(%peer, %client_id, protocol = %version, "connection refused: {why}");
             AtAccept::Done

@@ -464,10 +464,18 @@ impl Client {
 }
 
 impl Asleep {
+    pub(crate) fn session(&self) -> Arc<Session> {
+        self.session.clone()
+    }
+
+    /// Whether the connection must end now, as a running one asks ([`Client::interrupted`]).
+    pub(crate) fn interrupted(&self, broker: &Broker) -> bool {
+        interruption(broker, &self.session, self.connection_id, self.keep_alive).is_some()
+    }
+
     /// The client again, its socket still outside tokio (the task it runs in registers it).
     pub(crate) fn wake_up(self, broker: Arc<Broker>) -> (Client, tokio::sync::OwnedSemaphorePermit) {
-        let mut io = Transport::new(Stream::Parked(Some(self.socket)), self.peer, 0);
-        io.listener = self.listener;
+        let io = Transport::new(Stream::Parked(Some(self.socket)), self.peer, usize::from(self.listener));
         let client = Client {
             broker,
             io,
@@ -487,6 +495,26 @@ impl Asleep {
         };
         (client, self.permit)
     }
+}
+
+/// The keep-alive allowance for a keep-alive of `seconds`: 1.5 times it [MQTT-3.1.2-24].
+fn grace(seconds: u16) -> Duration {
+    Duration::from_millis(u64::from(seconds) * 1500)
+}
+
+/// Why connection `connection_id` of `session` must end now, if it must: shutdown, takeover, or its
+/// keep-alive expired (the sweeper marked it). Running and parked connections ask the same.
+fn interruption(broker: &Broker, session: &Session, connection_id: u64, keep_alive: u16) -> Option<End> {
+    if broker.shutting_down() {
+        return Some(End::Shutdown);
+    }
+    if session.connection.load(Ordering::Acquire) != connection_id {
+        return Some(End::Takeover);
+    }
+    if keep_alive > 0 && session.keep_alive_deadline.load(Ordering::Relaxed) == crate::session::KEEP_ALIVE_EXPIRED {
+        return Some(End::KeepAlive(grace(keep_alive)));
+    }
+    None
 }
 
 /// What the poll function asks the connection task to do next.
@@ -579,7 +607,7 @@ impl Client {
 
     /// The keep-alive allowance: 1.5 times the keep-alive [MQTT-3.1.2-24].
     fn grace(&self) -> Duration {
-        Duration::from_millis(u64::from(self.keep_alive) * 1500)
+        grace(self.keep_alive)
     }
 
     /// Restarts the keep-alive clock: a control packet arrived [MQTT-3.1.2-24].
@@ -593,18 +621,7 @@ impl Client {
     /// Why the connection must end now, if it must: shutdown, takeover, or keep-alive expired. Checked
     /// after [`Client::drain`] registered the task's waker, so a wake-up that came before is not lost.
     fn interrupted(&self) -> Option<End> {
-        if self.broker.shutting_down() {
-            return Some(End::Shutdown);
-        }
-        if self.session.connection.load(Ordering::Acquire) != self.connection_id {
-            return Some(End::Takeover);
-        }
-        if self.keep_alive > 0
-            && self.session.keep_alive_deadline.load(Ordering::Relaxed) == crate::session::KEEP_ALIVE_EXPIRED
-        {
-            return Some(End::KeepAlive(self.grace()));
-        }
-        None
+        interruption(&self.broker, &self.session, self.connection_id, self.keep_alive)
     }
 
     /// One turn of the connection: outbox to write buffer, write, read, handle packets; until nothing

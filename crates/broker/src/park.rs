@@ -27,7 +27,6 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 use crate::broker::{Broker, Stats};
 use crate::connect::AtAccept;
 use crate::connection::{Asleep, Client, Stream};
-use crate::session::Session;
 
 /// How often sockets that sent no CONNECT within `connect_timeout` are looked for.
 const CONNECT_SWEEP: Duration = Duration::from_millis(500);
@@ -169,28 +168,20 @@ impl Parker {
         let Some(broker) = self.broker.upgrade() else { return self.forget(key, &c.socket) };
         let Connecting { socket, peer, listener, permit, deadline, .. } = c;
         match crate::connect::connect_at_accept(&broker, socket, peer, listener) {
-            AtAccept::Connected(client) if client.can_park() && client.holds_nothing() => {
-                let session = client.session.clone();
-                let connection_id = client.connection_id;
-                match client.into_asleep(permit) {
-                    Ok(asleep) => {
-                        let parked =
-                            Arc::new(Parked { parker: self.clone(), slot: key, conn: Mutex::new(Some(asleep)) });
-                        if let Some(e) = self.entries.lock().get_mut(key) {
-                            *e = Entry::Parked(parked.clone());
-                        }
-                        self.parked(&broker, parked, &session, connection_id);
+            AtAccept::Connected(client) => match client.into_asleep(permit) {
+                Ok(asleep) => {
+                    let parked = Arc::new(Parked { parker: self.clone(), slot: key, conn: Mutex::new(Some(asleep)) });
+                    if let Some(e) = self.entries.lock().get_mut(key) {
+                        *e = Entry::Parked(parked.clone());
                     }
-                    Err((client, permit)) => {
-                        self.forget_key(key, client.io.socket_fd());
-                        tokio::spawn(crate::server::serve(client, permit));
-                    }
+                    self.parked(&broker, parked);
                 }
-            }
-            AtAccept::Connected(client) => {
-                self.forget_key(key, client.io.socket_fd());
-                tokio::spawn(crate::server::serve(client, permit));
-            }
+                // Packets came with the CONNECT, or the session has messages to send: it needs a task.
+                Err((client, permit)) => {
+                    self.forget_key(key, client.io.socket_fd());
+                    tokio::spawn(crate::server::serve(client, permit));
+                }
+            },
             AtAccept::Done => {
                 let mut entries = self.entries.lock();
                 entries.try_remove(key);
@@ -277,8 +268,6 @@ impl Parker {
         };
         let fd = std.as_raw_fd();
         client.io.stream = Stream::Parked(Some(std));
-        let session = client.session.clone();
-        let connection_id = client.connection_id;
         let asleep = match client.into_asleep(permit) {
             Ok(a) => a,
             Err((client, permit)) => return resume(client, permit),
@@ -296,24 +285,23 @@ impl Parker {
             entry.insert(Entry::Parked(parked.clone()));
             parked
         };
-        parker.parked(broker, parked, &session, connection_id);
+        parker.parked(broker, parked);
     }
 
     /// A connection just parked: from here on, whatever wakes its session wakes it. A delivery queued, or
     /// a takeover, shutdown or keep-alive end signalled, before the waker changed wakes it now (the waker
     /// it went to belongs to a task that is ending, or to none).
-    fn parked(&self, broker: &Broker, parked: Arc<Parked>, session: &Session, connection_id: u64) {
+    fn parked(&self, broker: &Broker, parked: Arc<Parked>) {
         Stats::add(&broker.stats.clients_parked, 1);
-        let waker = Waker::from(parked);
+        let Some(session) = parked.conn.lock().as_ref().map(Asleep::session) else { return };
+        let waker = Waker::from(parked.clone());
         let pending = {
             let mut state = session.state.lock();
             state.register(&waker);
             state.has_outgoing()
         };
-        let interrupted = broker.shutting_down()
-            || session.connection.load(Ordering::Acquire) != connection_id
-            || session.keep_alive_deadline.load(Ordering::Relaxed) == crate::session::KEEP_ALIVE_EXPIRED;
-        if pending || interrupted {
+        // Checked after the waker changed, so a signal that comes later wakes the parked connection.
+        if pending || parked.conn.lock().as_ref().is_some_and(|a| a.interrupted(broker)) {
             waker.wake();
         }
     }
