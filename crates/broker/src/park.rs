@@ -1,5 +1,6 @@
 //! Connections without a task. A plain-TCP socket starts here: the accept loop hands it over at once, and
-//! its CONNECT is answered here when it arrives, without a task or a tokio registration. A connection
+//! its CONNECT is answered without a task or a tokio registration (at once when it came with the accept,
+//! as it does on a listener with deferred accepts; otherwise when it arrives). A connection
 //! that then has nothing to do stays here, parked, as an [`Asleep`] in one small allocation; so does one
 //! that has been quiet for `park_after` later on (it gives up its task and its tokio registration, the
 //! two largest things an idle connection holds). A parked connection gets a task again when its socket
@@ -118,9 +119,37 @@ impl Parker {
         Some(tokio::spawn(watch_sockets(parker, poll, shutdown)))
     }
 
+    /// Takes a new plain-TCP socket. `data_first`: its listener defers accepts until data arrives
+    /// (TCP_DEFER_ACCEPT), so its CONNECT is usually there already and is answered now; otherwise it
+    /// waits in the epoll set for its CONNECT. `Err` gives the socket back (it cannot be watched): it
+    /// needs a task.
+    pub(crate) fn accepted(
+        self: &Arc<Self>,
+        broker: &Arc<Broker>,
+        (socket, peer, listener): (std::net::TcpStream, SocketAddr, usize),
+        permit: OwnedSemaphorePermit,
+        data_first: bool,
+    ) -> Result<(), (std::net::TcpStream, OwnedSemaphorePermit)> {
+        if !data_first {
+            return self.await_connect((socket, peer, listener), permit, broker.settings.connect_timeout);
+        }
+        match crate::connect::connect_at_accept(broker, socket, peer, listener) {
+            AtAccept::Connected(client) => match client.into_asleep(permit) {
+                Ok(asleep) => self.sleep(broker, asleep),
+                Err((client, permit)) => resume(client, permit),
+            },
+            AtAccept::Done => {}
+            AtAccept::NotYet(socket) => {
+                return self.await_connect((socket, peer, listener), permit, broker.settings.connect_timeout)
+            }
+            AtAccept::Later(socket, read) => connection_task(broker, (socket, peer, listener), read, permit),
+        }
+        Ok(())
+    }
+
     /// Takes a new plain-TCP socket until its CONNECT arrives. `Err` gives it back (it cannot be
     /// watched): it needs a task.
-    pub(crate) fn await_connect(
+    fn await_connect(
         &self,
         (socket, peer, listener): (std::net::TcpStream, SocketAddr, usize),
         permit: OwnedSemaphorePermit,
@@ -179,7 +208,7 @@ impl Parker {
                 // Packets came with the CONNECT, or the session has messages to send: it needs a task.
                 Err((client, permit)) => {
                     self.forget_key(key, client.io.socket_fd());
-                    tokio::spawn(crate::server::serve(client, permit));
+                    resume(client, permit);
                 }
             },
             AtAccept::Done => {
@@ -196,8 +225,7 @@ impl Parker {
             }
             AtAccept::Later(socket, read) => {
                 self.forget(key, &socket);
-                let plain = Arc::new(crate::server::Wrapping::default());
-                crate::server::spawn_connection(&broker, (socket, peer, listener), &plain, read, permit);
+                connection_task(&broker, (socket, peer, listener), read, permit);
             }
         }
     }
@@ -266,26 +294,30 @@ impl Parker {
             // The socket is gone with its registration: the task ends the connection on its first read.
             Err(_) => return resume(client, permit),
         };
-        let fd = std.as_raw_fd();
         client.io.stream = Stream::Parked(Some(std));
-        let asleep = match client.into_asleep(permit) {
-            Ok(a) => a,
-            Err((client, permit)) => return resume(client, permit),
-        };
+        match client.into_asleep(permit) {
+            Ok(asleep) => parker.sleep(broker, asleep),
+            Err((client, permit)) => resume(client, permit),
+        }
+    }
+
+    /// Adds a connection that has no task to the epoll set; on failure it goes on in a new task.
+    fn sleep(self: &Arc<Self>, broker: &Arc<Broker>, asleep: Asleep) {
         let parked = {
-            let mut entries = parker.entries.lock();
+            let mut entries = self.entries.lock();
             let entry = entries.vacant_entry();
             let slot = entry.key();
-            if parker.registry.register(&mut SourceFd(&fd), Token(slot), Interest::READABLE).is_err() {
+            let fd = asleep.socket.as_raw_fd();
+            if self.registry.register(&mut SourceFd(&fd), Token(slot), Interest::READABLE).is_err() {
                 drop(entries);
                 let (client, permit) = asleep.wake_up(broker.clone());
                 return resume(client, permit);
             }
-            let parked = Arc::new(Parked { parker: parker.clone(), slot, conn: Mutex::new(Some(asleep)) });
+            let parked = Arc::new(Parked { parker: self.clone(), slot, conn: Mutex::new(Some(asleep)) });
             entry.insert(Entry::Parked(parked.clone()));
             parked
         };
-        parker.parked(broker, parked);
+        self.parked(broker, parked);
     }
 
     /// A connection just parked: from here on, whatever wakes its session wakes it. A delivery queued, or
@@ -367,4 +399,15 @@ async fn watch_sockets(parker: Arc<Parker>, mut poll: AsyncFd<Poll>, mut shutdow
 /// Gives a client a task again (when parking did not happen).
 fn resume(client: Client, permit: OwnedSemaphorePermit) {
     tokio::spawn(crate::server::serve(client, permit));
+}
+
+/// A plain-TCP socket whose CONNECT needs more than one read and write: it gets a connection task, with
+/// the bytes `read` so far.
+fn connection_task(
+    broker: &Arc<Broker>,
+    socket: (std::net::TcpStream, SocketAddr, usize),
+    read: bytes::BytesMut,
+    permit: OwnedSemaphorePermit,
+) {
+    crate::server::spawn_connection(broker, socket, &Arc::new(crate::server::Wrapping::default()), read, permit);
 }

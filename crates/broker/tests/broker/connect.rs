@@ -105,7 +105,8 @@ async fn anonymous_clients_are_refused_when_allow_anonymous_is_false() {
 }
 
 /// A socket that sends no CONNECT within the connect timeout is closed; so is one that sends only part
-/// of a CONNECT.
+/// of a CONNECT. (On Linux the silent one reaches the broker about a second after its handshake, when the
+/// kernel stops deferring it: TCP_DEFER_ACCEPT; its connect timeout runs from then.)
 #[tokio::test]
 async fn a_socket_that_sends_no_connect_within_the_connect_timeout_is_closed() {
     let timeout = Duration::from_millis(300);
@@ -118,6 +119,22 @@ async fn a_socket_that_sends_no_connect_within_the_connect_timeout_is_closed() {
     assert!(partial.expect_closed().await.is_empty());
     let elapsed = start.elapsed();
     assert!(elapsed >= timeout - Duration::from_millis(50) && elapsed < TIMEOUT, "closed after {elapsed:?}");
+}
+
+/// A client that has opened a socket but sent nothing is not yet a connection of the broker's (Linux:
+/// TCP_DEFER_ACCEPT on every listener): it does not hold a place under `max_connections`, so a client
+/// that speaks takes the only place. (Without deferred accepts the silent socket would hold it.)
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_socket_that_has_sent_nothing_does_not_hold_a_place_under_max_connections() {
+    let tb = TestBroker::with_max_connections(Settings::default(), 1);
+    let mut silent = Peer::open(tb.addr, V4).await;
+    let (mut speaker, ack) = Peer::connect_with(tb.addr, connect("speaker", V4)).await;
+    assert_eq!(ack.code, 0);
+    speaker.send(&Packet::PingReq).await;
+    assert_eq!(speaker.recv().await, Packet::PingResp);
+    // Once the kernel hands the silent socket over (about a second on), the place is taken: it is closed.
+    assert!(silent.expect_closed().await.is_empty());
 }
 
 /// A 3.1.1 client asking for a keep-alive above `max_keepalive` is refused with 0x02, as Mosquitto does.

@@ -120,8 +120,8 @@ async fn a_connect_in_pieces_is_answered() {
     assert_eq!(peer.recv().await, Packet::PubAck(Ack::new(id)));
 }
 
-/// `max_connections` counts parked connections and sockets still waiting for their CONNECT: one more is
-/// closed before CONNACK, and a place freed by a DISCONNECT is taken again.
+/// `max_connections` counts parked connections and sockets still waiting for (the rest of) their CONNECT:
+/// one more is closed before CONNACK, and a place freed by a DISCONNECT is taken again.
 #[tokio::test]
 async fn max_connections_counts_parked_connections() {
     let settings = Settings { park_after: Some(Duration::from_millis(100)), ..Settings::default() };
