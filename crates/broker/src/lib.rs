@@ -14,6 +14,7 @@ pub mod security;
 pub mod server;
 pub mod session;
 pub mod settings;
+pub mod storm;
 pub mod sys;
 pub mod tls;
 pub mod ws;

@@ -12,7 +12,7 @@ use mqttd_broker::config::{Config, ListenerConfig, ListenerProtocol, LogDest, Lo
 use mqttd_broker::security::{Security, SecuritySet};
 use mqttd_broker::server::{Bind, Wrapping};
 use mqttd_broker::tls::TlsListener;
-use mqttd_broker::{Broker, Server, Settings};
+use mqttd_broker::{storm, Broker, Server, Settings};
 
 /// An MQTT 3.1, 3.1.1 and 5.0 broker that reads Mosquitto's configuration files.
 #[derive(Debug, Parser)]
@@ -73,7 +73,7 @@ fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
         threads
     };
     if threads == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread().on_thread_park(storm::before_park).enable_all().build()
     } else {
         tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
     }

@@ -130,7 +130,7 @@ impl Server {
                 local_addrs.push(addr);
             }
             // Before the listener's address is known to anyone: a client that connects first is deferred too.
-            let deferred = defer_accept(&listener);
+            let deferred = tune_accepts(&listener);
             let accept =
                 accept_loop(broker.clone(), (listener, index, wrapping, deferred), limit.clone(), shutdown.subscribe());
             tasks.push(tokio::spawn(accept));
@@ -210,6 +210,9 @@ async fn accept_loop(
             tracing::warn!("accept failed: {e}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        if !accepted.is_empty() {
+            crate::storm::accepted();
+        }
         for (stream, peer) in accepted.drain(..) {
             let Ok(permit) = limit.clone().try_acquire_owned() else {
                 tracing::warn!(%peer, "connection refused: max_connections reached");
@@ -232,17 +235,35 @@ async fn accept_loop(
     }
 }
 
-/// Sets TCP_DEFER_ACCEPT on a listener (Linux): a connection is accepted when its first bytes arrive
-/// rather than when its handshake ends. An MQTT client speaks first (CONNECT; a TLS ClientHello; an HTTP
-/// upgrade), so the accept loop finds the CONNECT already there and the broker is woken once per new
-/// connection instead of twice (nginx's `deferred` and HAProxy's `defer-accept` do the same for HTTP).
-/// A client silent for longer is still accepted, after about a second (the kernel resends its SYN-ACK
-/// once), and then has `connect_timeout` like any other. `false` where the option is not set.
+/// Tunes a listener's accepts for a protocol whose client speaks first (Linux; HAProxy does both for
+/// HTTP as `defer-accept` and `tcp-smart-accept`):
+/// - TCP_DEFER_ACCEPT: a connection is accepted when its first bytes arrive rather than when its
+///   handshake ends. An MQTT client speaks first (CONNECT; a TLS ClientHello; an HTTP upgrade), so the
+///   accept loop finds the CONNECT already there and the broker is woken once per new connection instead
+///   of twice. A client silent for longer is still accepted, after about a second (the kernel resends its
+///   SYN-ACK once), and then has `connect_timeout` like any other.
+/// - TCP_QUICKACK off (inherited by accepted sockets): the kernel does not acknowledge the CONNECT on its
+///   own at once but with the CONNACK, one packet fewer per connection. The kernel turns quick ACKs back
+///   on by itself where delaying them would stall a sender.
+///
+/// Returns whether accepts are deferred.
+#[cfg(target_os = "linux")]
+fn tune_accepts(listener: &TcpListener) -> bool {
+    let _ = socket2::SockRef::from(listener).set_tcp_quickack(false);
+    set_defer_accept(listener, 1)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn tune_accepts(_: &TcpListener) -> bool {
+    false
+}
+
+/// TCP_DEFER_ACCEPT for `seconds`, which no crate wraps yet (socket2 does not have it; std's
+/// `set_deferaccept` is unstable). `true` when set.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-fn defer_accept(listener: &TcpListener) -> bool {
+fn set_defer_accept(listener: &TcpListener, seconds: libc::c_int) -> bool {
     use std::os::fd::AsRawFd;
-    let seconds: libc::c_int = 1;
     // SAFETY: `setsockopt` reads `size_of::<c_int>()` bytes from a pointer to a live `c_int`; the
     // descriptor is the listener's own, open for as long as `listener` is borrowed.
     let done = unsafe {
@@ -255,11 +276,6 @@ fn defer_accept(listener: &TcpListener) -> bool {
         )
     };
     done == 0
-}
-
-#[cfg(not(target_os = "linux"))]
-fn defer_accept(_: &TcpListener) -> bool {
-    false
 }
 
 /// Gives a new socket a connection task; `read`: bytes already read from it.
