@@ -29,7 +29,8 @@ async fn worker(addr: SocketAddr, opts: Arc<BenchOptions>, next: Arc<AtomicUsize
             return out;
         }
         let client_id = format!("bench-{}-c{i}", std::process::id());
-        match wire::connect(addr, opts.protocol_version, client_id).await {
+        let from = (!opts.source_ips.is_empty()).then(|| opts.source_ips[i % opts.source_ips.len()]);
+        match wire::connect((addr, from), opts.protocol_version, client_id).await {
             Ok((conn, _)) => out.conns.push(conn),
             Err(e) => {
                 out.failed += 1;

@@ -45,7 +45,7 @@ async fn open(
             let client_id = format!("bench-{}-{role}{i}", std::process::id());
             let version = opts.protocol_version;
             tokio::spawn(async move {
-                let (mut conn, ack) = wire::connect(addr, version, client_id).await?;
+                let (mut conn, ack) = wire::connect((addr, None), version, client_id).await?;
                 if let Some(filter) = filter {
                     conn.subscribe(&filter, qos).await?;
                 }

@@ -89,6 +89,11 @@ pub struct BenchOptions {
     /// Topic prefix (default: mqttd-bench/<process id>).
     #[arg(long)]
     pub topic_prefix: Option<String>,
+    /// Local address to connect from (conns; repeat it to take turns): one source address has about 28k
+    /// ephemeral ports per broker port, so 100k connections on loopback need four, e.g. 127.0.0.1 to
+    /// 127.0.0.4.
+    #[arg(long = "source-ip", value_name = "IP")]
+    pub source_ips: Vec<std::net::IpAddr>,
 }
 
 fn parse_version(value: &str) -> Result<ProtocolVersion, String> {

@@ -1,7 +1,7 @@
 //! Connection set-up through `mqttd_proto`, and the hot-path helpers: a PUBLISH template patched in place
 //! and frame parsing on borrowed bytes.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -10,7 +10,7 @@ use mqttd_proto::{
     SubscriptionOptions,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::error::BenchError;
 
@@ -42,13 +42,14 @@ async fn timed<T>(what: &str, f: impl std::future::Future<Output = Result<T, Ben
 
 /// Connects with a clean session and a 60 s keep-alive (loads end sooner, so no PINGREQ is due; some
 /// brokers, rumqttd among them, refuse a keep-alive of 0); returns the connection and the CONNACK.
+/// `from`: the local address to connect from (the system's choice if `None`).
 pub(crate) async fn connect(
-    addr: SocketAddr,
+    (addr, from): (SocketAddr, Option<IpAddr>),
     version: ProtocolVersion,
     client_id: String,
 ) -> Result<(Conn, ConnAck), BenchError> {
     timed("CONNECT", async move {
-        let stream = TcpStream::connect(addr).await.map_err(|source| BenchError::Connect { addr, source })?;
+        let stream = open(addr, from).await.map_err(|source| BenchError::Connect { addr, source })?;
         stream.set_nodelay(true).map_err(|e| BenchError::io("setting TCP_NODELAY", e))?;
         let mut conn = Conn { stream, rbuf: BytesMut::with_capacity(256), version };
         let packet = Packet::Connect(Box::new(Connect {
@@ -69,6 +70,13 @@ pub(crate) async fn connect(
         }
     })
     .await
+}
+
+async fn open(addr: SocketAddr, from: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(ip) = from else { return TcpStream::connect(addr).await };
+    let socket = if ip.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.connect(addr).await
 }
 
 impl Conn {
