@@ -89,9 +89,9 @@ pub struct BenchOptions {
     /// Topic prefix (default: mqttd-bench/<process id>).
     #[arg(long)]
     pub topic_prefix: Option<String>,
-    /// Local address to connect from (conns; repeat it to take turns): one source address has about 28k
-    /// ephemeral ports per broker port, so 100k connections on loopback need four, e.g. 127.0.0.1 to
-    /// 127.0.0.4.
+    /// Local address to connect from (conns; repeat it to take turns). One source address has about 28k
+    /// ephemeral ports towards one broker port, and the kernel's search for a free one slows connects
+    /// long before they run out: `bench/idle-scale` uses one address per 5,000 connections.
     #[arg(long = "source-ip", value_name = "IP")]
     pub source_ips: Vec<std::net::IpAddr>,
 }

@@ -129,10 +129,14 @@ impl Server {
                 tracing::info!("listening on {addr} ({})", wrapping.name());
                 local_addrs.push(addr);
             }
-            // Before the listener's address is known to anyone: a client that connects first is deferred too.
-            let deferred = tune_accepts(&listener);
-            let accept =
-                accept_loop(broker.clone(), (listener, index, wrapping, deferred), limit.clone(), shutdown.subscribe());
+            // Before the listener's address is known to anyone, so that the first client is treated alike.
+            let inherited = tune_accepts(&listener);
+            let accept = accept_loop(
+                broker.clone(),
+                (listener, index, wrapping, inherited),
+                limit.clone(),
+                shutdown.subscribe(),
+            );
             tasks.push(tokio::spawn(accept));
         }
         tasks.push(tokio::spawn(crate::sys::run(broker.clone(), shutdown.subscribe())));
@@ -166,7 +170,7 @@ async fn sweep_keep_alive(broker: Arc<Broker>, mut shutdown: watch::Receiver<boo
 
 async fn accept_loop(
     broker: Arc<Broker>,
-    (listener, index, wrapping, deferred): (TcpListener, usize, Arc<Wrapping>, bool),
+    (listener, index, wrapping, inherited): (TcpListener, usize, Arc<Wrapping>, Inherited),
     limit: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -176,8 +180,6 @@ async fn accept_loop(
         Ok(l) => l,
         Err(e) => return tracing::error!("cannot accept on listener {index}: {e}"),
     };
-    // Every MQTT socket gets TCP_NODELAY: Linux copies it from the listener to the accepted sockets.
-    let inherits_nodelay = cfg!(target_os = "linux") && socket2::SockRef::from(&listener).set_tcp_nodelay(true).is_ok();
     // `AsyncFd::new` is deprecated because a `T` that does not own its descriptor makes it unsound; a
     // listener owns its own (and `AsyncFd::register` needs `unsafe`, which we forbid).
     #[allow(deprecated)]
@@ -219,12 +221,13 @@ async fn accept_loop(
                 continue;
             };
             // Non-blocking already (mio accepts with SOCK_NONBLOCK).
-            if !inherits_nodelay {
+            // Every MQTT socket gets TCP_NODELAY.
+            if !inherited.nodelay {
                 let _ = stream.set_nodelay(true);
             }
             let stream = std::net::TcpStream::from(stream);
             let (stream, permit) = match &parker {
-                Some(parker) => match parker.accepted(&broker, (stream, peer, index), permit, deferred) {
+                Some(parker) => match parker.accepted(&broker, (stream, peer, index), permit, inherited.deferred) {
                     Ok(()) => continue,
                     Err(back) => back,
                 },
@@ -235,8 +238,17 @@ async fn accept_loop(
     }
 }
 
-/// Tunes a listener's accepts for a protocol whose client speaks first (Linux; HAProxy does both for
-/// HTTP as `defer-accept` and `tcp-smart-accept`):
+/// What the sockets accepted on a listener get from it (Linux copies these options to them).
+#[derive(Debug, Clone, Copy)]
+struct Inherited {
+    /// TCP_NODELAY, which every MQTT socket gets: one `setsockopt` per listener, not per connection.
+    nodelay: bool,
+    /// Accepts are deferred until data arrives (TCP_DEFER_ACCEPT).
+    deferred: bool,
+}
+
+/// Sets the options accepted sockets inherit: TCP_NODELAY, and two for a protocol whose client speaks
+/// first (HAProxy sets both for HTTP, as `defer-accept` and `tcp-smart-accept`):
 /// - TCP_DEFER_ACCEPT: a connection is accepted when its first bytes arrive rather than when its
 ///   handshake ends. An MQTT client speaks first (CONNECT; a TLS ClientHello; an HTTP upgrade), so the
 ///   accept loop finds the CONNECT already there and the broker is woken once per new connection instead
@@ -245,17 +257,16 @@ async fn accept_loop(
 /// - TCP_QUICKACK off (inherited by accepted sockets): the kernel does not acknowledge the CONNECT on its
 ///   own at once but with the CONNACK, one packet fewer per connection. The kernel turns quick ACKs back
 ///   on by itself where delaying them would stall a sender.
-///
-/// Returns whether accepts are deferred.
 #[cfg(target_os = "linux")]
-fn tune_accepts(listener: &TcpListener) -> bool {
-    let _ = socket2::SockRef::from(listener).set_tcp_quickack(false);
-    set_defer_accept(listener, 1)
+fn tune_accepts(listener: &TcpListener) -> Inherited {
+    let socket = socket2::SockRef::from(listener);
+    let _ = socket.set_tcp_quickack(false);
+    Inherited { nodelay: socket.set_tcp_nodelay(true).is_ok(), deferred: set_defer_accept(listener, 1) }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn tune_accepts(_: &TcpListener) -> bool {
-    false
+fn tune_accepts(_: &TcpListener) -> Inherited {
+    Inherited { nodelay: false, deferred: false }
 }
 
 /// TCP_DEFER_ACCEPT for `seconds`, which no crate wraps yet (socket2 does not have it; std's
