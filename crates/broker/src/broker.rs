@@ -98,6 +98,9 @@ pub struct Broker {
     shutting_down: AtomicBool,
     /// Wakes publishers waiting for a subscriber's queue to drain (backpressure); each re-checks its own.
     pub(crate) drained: tokio::sync::Notify,
+    /// Wakes new connections waiting for a connection they take over to end ([`Broker::await_release`]);
+    /// notified whenever a connection detaches from its session.
+    pub(crate) released: tokio::sync::Notify,
     /// The outbox bounds of every session, shared.
     pub(crate) queue_limits: Arc<mqttd_core::QueueLimits>,
     /// Where plain-TCP connections wait without a task (`park.rs`); set by `Server` when parking is on.
@@ -120,6 +123,7 @@ impl Broker {
             next_id: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             drained: tokio::sync::Notify::new(),
+            released: tokio::sync::Notify::new(),
             queue_limits: Arc::new(settings_queue),
             parker: std::sync::OnceLock::new(),
         }

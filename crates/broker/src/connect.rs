@@ -93,8 +93,9 @@ pub(crate) enum AtAccept {
     Done,
     /// Nothing to read yet.
     NotYet(std::net::TcpStream),
-    /// The CONNECT is not all there yet, is not a CONNECT, or has a password to hash: the connection task
-    /// takes over, with the bytes read so far.
+    /// The CONNECT is not all there yet, is not a CONNECT, has a password to hash, or takes over a
+    /// connected client id (the old connection must end first): the connection task takes over, with the
+    /// bytes read so far.
     Later(std::net::TcpStream, BytesMut),
 }
 
@@ -141,16 +142,24 @@ pub(crate) fn connect_at_accept(
         let Stream::Parked(Some(stream)) = io.stream else { return AtAccept::Done };
         return AtAccept::Later(stream, BytesMut::from(first));
     };
+    let mut c = *c;
     let version = c.protocol;
     let pipelined = !io.rbuf().is_empty();
-    match decide(broker, io, *c, limits, CertUsername::Unused, Some(authenticated)) {
-        Ok(mut client) => {
+    match check(broker, &mut c, CertUsername::Unused, Some(authenticated)) {
+        Ok(checked) if broker.is_attached(&checked.client_id) => {
+            // A takeover waits for the old connection to end: that takes a task.
+            io.give_back();
+            let Stream::Parked(Some(stream)) = io.stream else { return AtAccept::Done };
+            AtAccept::Later(stream, BytesMut::from(first))
+        }
+        Ok(checked) => {
+            let mut client = attach(broker, io, c, limits, checked);
             write_now(&mut client.io, &broker.stats);
             client.undecoded = pipelined;
             client.connected();
             AtAccept::Connected(client)
         }
-        Err((mut io, Refusal(code, why), client_id)) => {
+        Err((Refusal(code, why), client_id)) => {
             queue_refusal(&mut io, version, code);
             write_now(&mut io, &broker.stats);
             tracing::info!(%peer, %client_id, protocol = %version, "connection refused: {why}");
@@ -266,7 +275,7 @@ fn will_refusal(broker: &Broker, w: &mqttd_proto::Will) -> Option<Refusal> {
 async fn accept(
     broker: &Arc<Broker>,
     io: Transport,
-    c: Connect,
+    mut c: Connect,
     limits: Limits,
     cert: CertUsername,
 ) -> Result<Client, Refused> {
@@ -274,36 +283,41 @@ async fn accept(
         CertUsername::Unused => Some(authenticate(broker, &c, usize::from(io.listener)).await),
         _ => None,
     };
-    decide(broker, io, c, limits, cert, authenticated)
+    let checked = match check(broker, &mut c, cert, authenticated) {
+        Ok(checked) => checked,
+        Err((refusal, client_id)) => return Err((io, refusal, client_id)),
+    };
+    // Only an accepted CONNECT ends the connection it takes over.
+    broker.await_release(&checked.client_id).await;
+    Ok(attach(broker, io, c, limits, checked))
 }
 
-/// Answers a CONNECT: checks it, takes the authentication outcome (`None`: the certificate decides) and
-/// attaches the session. CONNACK is queued in the transport's write buffer either way.
-#[allow(clippy::result_large_err)] // A refusal ends the connection: its size costs nothing that matters.
-fn decide(
-    broker: &Arc<Broker>,
-    io: Transport,
-    mut c: Connect,
-    limits: Limits,
+/// What [`check`] decided of an acceptable CONNECT.
+struct Checked {
+    client_id: String,
+    /// The client id the server assigned (5.0: sent back in CONNACK).
+    assigned: Option<String>,
+    keep_alive: u16,
+    server_keep_alive: Option<u16>,
+}
+
+/// Checks a CONNECT and takes the authentication outcome (`None`: the certificate decides). A refusal
+/// comes with the client id for the log.
+fn check(
+    broker: &Broker,
+    c: &mut Connect,
     cert: CertUsername,
     authenticated: Option<Result<(), Refusal>>,
-) -> Result<Client, Refused> {
-    let id_for_log = c.client_id.clone();
-    let assigned = match check_client_id(broker, &c) {
-        Ok(a) => a,
-        Err(r) => return Err((io, r, id_for_log)),
-    };
+) -> Result<Checked, (Refusal, String)> {
+    let assigned = check_client_id(broker, c).map_err(|r| (r, c.client_id.clone()))?;
     if c.properties.authentication_method.is_some() {
         let why = "enhanced authentication is not supported".to_string();
-        return Err((io, Refusal(reason::BAD_AUTHENTICATION_METHOD, why), id_for_log));
+        return Err((Refusal(reason::BAD_AUTHENTICATION_METHOD, why), c.client_id.clone()));
     }
     if let Some(r) = c.will.as_ref().filter(|_| c.protocol.is_v5()).and_then(|w| will_refusal(broker, w)) {
-        return Err((io, r, id_for_log));
+        return Err((r, c.client_id.clone()));
     }
-    let (keep_alive, server_keep_alive) = match negotiate_keep_alive(broker, &c) {
-        Ok(k) => k,
-        Err(r) => return Err((io, r, id_for_log)),
-    };
+    let (keep_alive, server_keep_alive) = negotiate_keep_alive(broker, c).map_err(|r| (r, c.client_id.clone()))?;
     let client_id = assigned.clone().unwrap_or_else(|| c.client_id.clone());
     // A certificate username replaces the CONNECT one, and no password is checked (as Mosquitto).
     let authenticated = match cert {
@@ -317,23 +331,15 @@ fn decide(
             "the listener takes the username from the client certificate, and none was sent".into(),
         )),
     };
-    if let Err(r) = authenticated {
-        return Err((io, r, client_id));
+    match authenticated {
+        Ok(()) => Ok(Checked { client_id, assigned, keep_alive, server_keep_alive }),
+        Err(r) => Err((r, client_id)),
     }
-    Ok(attach(broker, io, c, limits, client_id, assigned, keep_alive, server_keep_alive))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn attach(
-    broker: &Arc<Broker>,
-    mut io: Transport,
-    c: Connect,
-    limits: Limits,
-    client_id: String,
-    assigned: Option<String>,
-    keep_alive: u16,
-    server_keep_alive: Option<u16>,
-) -> Client {
+/// Attaches the session of an accepted CONNECT (see [`check`]) and queues the CONNACK.
+fn attach(broker: &Arc<Broker>, mut io: Transport, c: Connect, limits: Limits, checked: Checked) -> Client {
+    let Checked { client_id, assigned, keep_alive, server_keep_alive } = checked;
     let version = c.protocol;
     let connection_id = broker.next_id();
     let identity = ClientIdentity {

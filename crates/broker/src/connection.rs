@@ -35,9 +35,30 @@ const READ_MIN: usize = 64;
 const READ_MAX: usize = 16 * 1024;
 
 /// A byte stream that carries MQTT after the listener's handshakes (TLS, WebSocket).
-pub trait ByteStream: AsyncRead + AsyncWrite + Send + Unpin {}
+pub trait ByteStream: AsyncRead + AsyncWrite + Send + Unpin {
+    /// The TCP socket under the stream.
+    fn socket(&self) -> &TcpStream;
+}
 
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> ByteStream for T {}
+type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
+
+impl ByteStream for TlsStream {
+    fn socket(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+impl ByteStream for mqttd_ws::WsBytes<TcpStream> {
+    fn socket(&self) -> &TcpStream {
+        self.get_ref()
+    }
+}
+
+impl ByteStream for mqttd_ws::WsBytes<TlsStream> {
+    fn socket(&self) -> &TcpStream {
+        self.get_ref().get_ref().0
+    }
+}
 
 /// The socket under MQTT: plain TCP inline (no allocation, no dynamic call), anything else boxed.
 pub enum Stream {
@@ -47,6 +68,25 @@ pub enum Stream {
     /// answered as it was accepted; `None` while it moves. Reads and writes fail: a connection gets its
     /// `Tcp` back before it runs.
     Parked(Option<std::net::TcpStream>),
+}
+
+impl Stream {
+    /// Whether the kernel holds bytes (or the end of the stream) for this socket that have not been read.
+    /// Asks the socket itself: the runtime's idea of its readiness may lag behind (a socket registered
+    /// just now, or an event not yet polled). An error counts as input: the next read reports it.
+    fn input_waiting(&self) -> bool {
+        let socket = match self {
+            Stream::Tcp(s) => socket2::SockRef::from(s),
+            Stream::Wrapped(s) => socket2::SockRef::from(s.socket()),
+            Stream::Parked(Some(s)) => socket2::SockRef::from(s),
+            Stream::Parked(None) => return false,
+        };
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+        match socket.peek(&mut byte) {
+            Ok(_) => true,
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        }
+    }
 }
 
 /// The error of I/O on a [`Stream::Parked`].
@@ -347,7 +387,8 @@ thread_local! {
 /// Backpressure: before reading more from a publisher, wait (at most [`CONGESTION_WAIT`]) until a
 /// subscriber it feeds has drained its queue below [`RELIEVED_BACKLOG`], so queues and memory stay bounded
 /// without dropping messages.
-async fn wait_for_drain(broker: Arc<Broker>, slow: Arc<Session>) {
+/// A connection taken over or shut down stops waiting (`own`: its session and connection id).
+async fn wait_for_drain(broker: Arc<Broker>, slow: Arc<Session>, own: (Arc<Session>, u64)) {
     /// Counts this publisher among the session's waiters while it waits (also if the wait is dropped).
     struct Waiting<'a>(&'a Session);
     impl Drop for Waiting<'_> {
@@ -366,12 +407,19 @@ async fn wait_for_drain(broker: Arc<Broker>, slow: Arc<Session>) {
             let state = slow.state.lock();
             state.backlog() <= RELIEVED_BACKLOG && !state.nearly_full()
         };
-        if relieved || !slow.progressing() {
+        let interrupted = own.0.connection.load(Ordering::Acquire) != own.1 || broker.shutting_down();
+        if relieved || interrupted || !slow.progressing() {
             return;
         }
         let _ = tokio::time::timeout(CONGESTION_POLL, drained).await;
     }
 }
+
+/// At most this many reads (of up to 16 KiB) of what a connection taken over had sent ([`Client::last_words`]).
+const TAKEOVER_READS: usize = 64;
+
+/// How long [`Client::last_words`] waits for bytes the socket holds to become readable to the runtime.
+const LAST_WORDS_WAIT: Duration = Duration::from_secs(1);
 
 /// How often a waiting publisher re-checks that its slow subscriber still makes progress.
 const CONGESTION_POLL: Duration = Duration::from_millis(20);
@@ -550,10 +598,56 @@ impl Client {
     pub(crate) async fn run(&mut self) -> Stop {
         loop {
             match std::future::poll_fn(|cx| self.poll_step(cx)).await {
+                // Taken over: what the client sent before goes first (boxed: rare, and the task's
+                // future stays small).
+                Step::End(End::Takeover) => return Stop::End(Box::pin(self.last_words()).await),
                 Step::End(end) => return Stop::End(end),
                 Step::Park => return Stop::Park,
-                Step::WaitDrain(slow) => Box::pin(wait_for_drain(self.broker.clone(), slow)).await,
+                Step::WaitDrain(slow) => {
+                    let own = (self.session.clone(), self.connection_id);
+                    Box::pin(wait_for_drain(self.broker.clone(), slow, own)).await
+                }
                 Step::Yield => tokio::task::yield_now().await,
+            }
+        }
+    }
+
+    /// Handles what the client sent before a new connection took its session over, in order, then says
+    /// how the connection ends: a DISCONNECT deletes the will [MQTT-3.1.2-10] and applies its Session
+    /// Expiry [MQTT-3.14.2-2]; PUBLISH, SUBSCRIBE and the rest take effect; a closed socket ends it as
+    /// closed (the will goes out). Reads what the socket holds now, at most [`TAKEOVER_READS`] times;
+    /// the new connection waits for this (`Broker::await_release`).
+    async fn last_words(&mut self) -> End {
+        let broker = self.broker.clone();
+        let mut reads = 0;
+        loop {
+            while self.undecoded {
+                if let Some(Step::End(end)) = self.decode_packets() {
+                    return end;
+                }
+            }
+            if reads == TAKEOVER_READS {
+                return End::Takeover;
+            }
+            let io = &mut self.io;
+            let filled = match std::future::poll_fn(|cx| Poll::Ready(io.poll_fill(cx, &broker.stats))).await {
+                Poll::Ready(filled) => filled,
+                // Nothing buffered above the socket, and nothing in it: all was said.
+                Poll::Pending if !io.stream.input_waiting() => return End::Takeover,
+                // The socket holds more, which the runtime has not noticed yet (a parked connection's
+                // socket registered just now, an event not polled yet): it will, shortly.
+                Poll::Pending => match tokio::time::timeout(LAST_WORDS_WAIT, io.fill(&broker.stats)).await {
+                    Ok(filled) => filled,
+                    Err(_) => return End::Takeover,
+                },
+            };
+            match filled {
+                Ok(true) => {
+                    reads += 1;
+                    self.undecoded = true;
+                }
+                Ok(false) => return End::Closed,
+                Err(e) => return End::Io(e),
             }
         }
     }
@@ -782,10 +876,7 @@ impl Client {
                 self.io.queue(&Packet::Disconnect(d), self.version);
             }
         }
-        if !matches!(end, End::Io(_) | End::Closed) {
-            self.io.flush(Duration::from_secs(1), &self.broker.stats).await;
-        }
-        let _ = self.io.stream.shutdown().await;
+        // Detached before the last bytes go out: a new connection for the client id may be waiting.
         let publish_will = !matches!(end, End::Disconnect { with_will: false });
         let will = self.broker.detach(
             &self.session,
@@ -793,6 +884,10 @@ impl Client {
             publish_will,
             self.expiry_override.map(Expiry::from_v5),
         );
+        if !matches!(end, End::Io(_) | End::Closed) {
+            self.io.flush(Duration::from_secs(1), &self.broker.stats).await;
+        }
+        let _ = self.io.stream.shutdown().await;
         let will = if matches!(end, End::Takeover) && will == WillOutcome::HandedOver {
             "will handled by the takeover".to_string()
         } else {

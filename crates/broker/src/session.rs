@@ -182,8 +182,47 @@ impl std::fmt::Display for WillOutcome {
 }
 
 impl Broker {
-    /// Attaches a connection to the session of its client id: takes over a connected one, resumes or
-    /// discards an existing one per Clean Start. Returns the session and Session Present.
+    /// Before a new connection takes over client id `client_id`: tells the connection attached to it, if
+    /// any, to end, and waits (at most [`TAKEOVER_WAIT`]) until it has. The old connection first handles
+    /// every packet it had received (`Client::last_words`), so what the client sent before it connected
+    /// again takes effect first, in order: a DISCONNECT deletes the will [MQTT-3.1.2-10] and applies its
+    /// Session Expiry, a PUBLISH is routed. Only then does the new connection get the session
+    /// [MQTT-3.1.4-3].
+    pub async fn await_release(&self, client_id: &str) {
+        let deadline = tokio::time::Instant::now() + TAKEOVER_WAIT;
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if !self.kick_owner(client_id) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                tracing::warn!(%client_id, "the connection taken over did not end in time: taken over at once");
+                return;
+            }
+        }
+    }
+
+    /// Tells the connection attached to `client_id`'s session, if one is, to end; true if one is.
+    pub(crate) fn kick_owner(&self, client_id: &str) -> bool {
+        let Some(session) = self.sessions.lock().get(client_id).cloned() else { return false };
+        let owned = session.control.lock().owner != 0;
+        if owned {
+            session.kick();
+        }
+        owned
+    }
+
+    /// Whether a connection is attached to `client_id`'s session.
+    pub(crate) fn is_attached(&self, client_id: &str) -> bool {
+        let session = self.sessions.lock().get(client_id).cloned();
+        session.is_some_and(|s| s.control.lock().owner != 0)
+    }
+
+    /// Attaches a connection to the session of its client id: resumes or discards an existing one per
+    /// Clean Start. Returns the session and Session Present. A connection still attached
+    /// ([`Broker::await_release`] gave up waiting for it) is taken over at once.
     pub fn attach(self: &Arc<Self>, attach: Attach) -> (Arc<Session>, bool) {
         let client_id = attach.identity.client_id.clone();
         let connection_id = attach.connection_id;
@@ -197,11 +236,15 @@ impl Broker {
             }
             let old_will = ctl.will.take();
             ctl.epoch += 1;
-            let pending = ctl.pending_will.take();
-            if attach.clean_start {
+            // A new connection within the Will Delay Interval: the pending will is not sent
+            // [MQTT-3.1.3-9], whether the session continues or not (as Mosquitto).
+            drop(ctl.pending_will.take());
+            // A clean session ends with its connection [MQTT-3.1.2-6]: there is nothing to resume.
+            let ended = ctl.expiry == Expiry::Immediate;
+            if attach.clean_start || ended {
                 drop(ctl);
-                // The old session ends: its will goes out now [MQTT-3.1.3-9].
-                for will in [old_will, pending].into_iter().flatten() {
+                // The old connection was still attached (taken over at once): its will goes out.
+                if let Some(will) = old_will {
                     self.publish_will(&old, will);
                 }
                 self.remove_subscriptions(&old);
@@ -279,6 +322,8 @@ impl Broker {
             state.take_waker()
         };
         drop(stale_waker);
+        // A new connection may be waiting for this one to end (`await_release`).
+        self.released.notify_waiters();
         let outcome = match will {
             None => WillOutcome::None,
             Some(_) if !publish_will => WillOutcome::Discarded,
@@ -404,6 +449,10 @@ pub const PARK_REQUESTED: u64 = 1;
 
 /// A subscriber that wrote nothing for this long counts as stalled: publishers stop waiting for it.
 pub const STALL: Duration = Duration::from_millis(200);
+
+/// How long a new connection waits for the connection it takes over to handle what it had received
+/// and end ([`Broker::await_release`]); past it, the takeover happens at once.
+pub const TAKEOVER_WAIT: Duration = Duration::from_secs(3);
 
 /// Monotonic nanoseconds since the first call; cheap to store in an atomic.
 pub fn clock() -> u64 {

@@ -29,5 +29,7 @@ mod shutdown;
 mod subscribe;
 #[path = "broker/sys.rs"]
 mod sys;
+#[path = "broker/takeover.rs"]
+mod takeover;
 #[path = "broker/will.rs"]
 mod will;

@@ -51,15 +51,33 @@ impl TestBroker {
         TestBroker::with_limit(settings, vec![Wrapping::default()], Some(max_connections))
     }
 
+    /// Starts a broker with `settings` on one runtime thread (tokio current-thread), as `mqttd` runs on
+    /// machines of up to two cores; the other constructors use two worker threads.
+    pub fn single_threaded(settings: Settings) -> TestBroker {
+        TestBroker::with_runtime(settings, vec![Wrapping::default()], None, true)
+    }
+
     fn with_limit(settings: Settings, listeners: Vec<Wrapping>, max_connections: Option<usize>) -> TestBroker {
+        TestBroker::with_runtime(settings, listeners, max_connections, false)
+    }
+
+    fn with_runtime(
+        settings: Settings,
+        listeners: Vec<Wrapping>,
+        max_connections: Option<usize>,
+        current_thread: bool,
+    ) -> TestBroker {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("test runtime starts");
+            let mut builder = if current_thread {
+                tokio::runtime::Builder::new_current_thread()
+            } else {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                b.worker_threads(2);
+                b
+            };
+            let runtime = builder.enable_all().build().expect("test runtime starts");
             runtime.block_on(async move {
                 let broker = Arc::new(Broker::new(settings));
                 let addr = SocketAddr::from(([127, 0, 0, 1], 0));

@@ -46,6 +46,13 @@ fn io_error(e: tokio_tungstenite::tungstenite::Error) -> std::io::Error {
     }
 }
 
+impl<S: AsyncRead + AsyncWrite + Unpin> WsBytes<S> {
+    /// The stream under the WebSocket.
+    pub fn get_ref(&self) -> &S {
+        self.ws.get_ref()
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsBytes<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         loop {

@@ -220,22 +220,22 @@ async fn a_v5_takeover_with_clean_start_0_within_the_will_delay_publishes_no_wil
     new.disconnect().await;
 }
 
-/// A 5.0 takeover with Clean Start 1 ends the old session, so its delayed will goes out at once
-/// [MQTT-3.1.3-9].
+/// A 5.0 takeover with Clean Start 1: the old connection ends with its will pending for its delay, and
+/// the new connection for the client id within that delay means the will is not sent [MQTT-3.1.3-9]
+/// (as Mosquitto), although the old session ends.
 #[tokio::test]
-async fn a_v5_takeover_with_clean_start_1_publishes_the_delayed_will_once() {
+async fn a_v5_takeover_with_clean_start_1_does_not_send_the_delayed_will() {
     let tb = TestBroker::start();
     let mut watcher = subscriber(&tb, "watcher", V4, "will/#", QoS::AtLeastOnce).await;
     let mut c = persistent("delayed", V5, 60);
     let mut w = will("will/delayed", b"gone", QoS::AtLeastOnce, false);
-    w.properties.will_delay_interval = Some(30);
+    w.properties.will_delay_interval = Some(1);
     c.will = Some(w);
     let (mut old, _) = connect_ok(&tb, c).await;
     let (_new, present) = connect_ok(&tb, connect("delayed", V5)).await;
     assert!(!present);
     assert_eq!(closed_with(&mut old).await, Some(reason::SESSION_TAKEN_OVER));
-    assert_eq!(watcher.recv_publish().await.payload, &b"gone"[..]);
-    assert!(watcher.quiet_for(Duration::from_millis(300)).await, "no will twice");
+    assert!(watcher.quiet_for(Duration::from_millis(1500)).await, "no will, also past its delay");
 }
 
 /// MQTT 5 allows a password without a user name (3.1.2.9), unlike 3.1.1 [MQTT-3.1.2-22].
