@@ -246,7 +246,7 @@ async fn accept_loop(
 }
 
 /// How long one batch of accepts may wait in all for places under `max_connections` to come back.
-const RECLAIM_BUDGET: Duration = Duration::from_millis(50);
+const RECLAIM_BUDGET: Duration = Duration::from_millis(20);
 
 /// Every place under `max_connections` is taken: waits (within `budget`, shared by the sockets of one
 /// accept batch) for one to come back before the new socket is judged. A client that closed its socket
