@@ -36,7 +36,7 @@ impl AuthOutcome {
 /// Decides a CONNECT the way Mosquitto does:
 /// - without a username: allowed only when `allow_anonymous` is on;
 /// - with a username and a password file: the password must match (even when anonymous access is
-///   on, a wrong password is refused); a missing password counts as wrong;
+///   on, a wrong password is refused); a missing or empty password counts as wrong;
 /// - with a username and no password file: the username cannot be checked, so the client counts
 ///   as anonymous.
 ///
@@ -53,7 +53,9 @@ pub fn authenticate(
         return anonymous;
     };
     match file.check(username, password.unwrap_or_default()) {
-        PasswordCheck::Match if password.is_some() => AuthOutcome::Allowed,
+        // An empty password never matches, even a hash of the empty string: Mosquitto reads a zero-length
+        // password as none (`packet__read_binary`) and refuses it, and `mosquitto_passwd` makes none.
+        PasswordCheck::Match if password.is_some_and(|p| !p.is_empty()) => AuthOutcome::Allowed,
         PasswordCheck::Match | PasswordCheck::Mismatch => AuthOutcome::BadPassword,
         PasswordCheck::UnknownUser => AuthOutcome::UnknownUser,
     }
@@ -92,10 +94,11 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_password_never_matches_an_empty_one() {
+    fn a_missing_or_empty_password_never_matches_even_a_hash_of_the_empty_string() {
         let f = file();
         assert_eq!(authenticate(Some(&f), false, Some("nobody"), None), AuthOutcome::BadPassword);
-        assert_eq!(authenticate(Some(&f), false, Some("nobody"), Some(b"")), AuthOutcome::Allowed);
+        assert_eq!(authenticate(Some(&f), true, Some("nobody"), Some(b"")), AuthOutcome::BadPassword);
+        assert_eq!(authenticate(Some(&f), false, Some("alice"), Some(b"")), AuthOutcome::BadPassword);
     }
 
     #[test]

@@ -47,6 +47,26 @@ pub const RELIEVED_BACKLOG: usize = CONGESTED_BACKLOG / 2;
 /// How often [`Broker::sweep_keep_alive`] runs: keep-alive ends come at most this late.
 pub const KEEP_ALIVE_SWEEP: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// Whether `reader` may read `topic` under `security` (which has an ACL).
+pub(crate) fn may_read_as(security: &SecuritySet, reader: &ClientIdentity, topic: &str) -> bool {
+    let listener = security.get(usize::from(reader.listener));
+    listener.allows(reader.username.as_deref(), &reader.client_id, topic, Access::Read)
+}
+
+/// Whether a client may write to `topic` as far as `$SYS` goes: only the broker publishes under `$SYS`,
+/// whatever the ACL says, except a bridge's `$SYS/broker/connection/<name>/state` (as Mosquitto's
+/// `acl__check_dollar`, which also matches any topic starting with `$SYS`).
+fn sys_writable(topic: &str) -> bool {
+    let Some(rest) = topic.strip_prefix("$SYS") else { return true };
+    let mut levels = rest.split('/');
+    levels.next() == Some("")
+        && levels.next() == Some("broker")
+        && levels.next() == Some("connection")
+        && levels.next().is_some()
+        && levels.next() == Some("state")
+        && levels.next().is_none()
+}
+
 /// What routing a message did.
 #[derive(Debug, Clone, Default)]
 pub struct Routed {
@@ -191,17 +211,32 @@ impl Broker {
         if !security.any_acl {
             return true;
         }
-        let id = reader.identity();
-        security.get(usize::from(id.listener)).allows(id.username.as_deref(), &id.client_id, topic, Access::Read)
+        may_read_as(security, &reader.identity(), topic)
+    }
+
+    /// The security settings to check deliveries against as they leave an outbox, when an ACL is loaded:
+    /// with the reader's identity, taken before the outbox is locked (lock order: `control` before `state`).
+    pub(crate) fn read_check(&self, reader: &Session) -> Option<(Arc<SecuritySet>, ClientIdentity)> {
+        if !self.acl_active.load(Ordering::Acquire) {
+            return None;
+        }
+        let security = self.security();
+        security.any_acl.then(|| (security, reader.identity()))
     }
 
     /// [`Broker::may_write`] for the owner of `session`, without looking it up when no ACL is loaded.
     pub fn may_write_session(&self, session: &Session, topic: &str) -> bool {
-        !self.acl_active.load(Ordering::Acquire) || self.may_write(&session.identity(), topic)
+        if !self.acl_active.load(Ordering::Acquire) {
+            return sys_writable(topic);
+        }
+        self.may_write(&session.identity(), topic)
     }
 
     /// The one authorization point for writing: publishes and wills pass here.
     pub fn may_write(&self, writer: &ClientIdentity, topic: &str) -> bool {
+        if !sys_writable(topic) {
+            return false;
+        }
         let security = self.security();
         security.get(usize::from(writer.listener)).allows(
             writer.username.as_deref(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use mqttd_auth::AuthOutcome;
 use mqttd_proto::{
-    decode, reason, reason::v3, ConnAck, Connect, DecodeError, Limits, Packet, Properties, ProtocolVersion,
+    decode, encoded_len, reason, reason::v3, ConnAck, Connect, DecodeError, Limits, Packet, Properties, ProtocolVersion,
 };
 
 use crate::broker::{Broker, ClientIdentity, Stats};
@@ -35,11 +35,11 @@ pub(crate) async fn handshake(broker: &Arc<Broker>, mut io: Transport, cert: Cer
         }
         Ok(Ok(connect)) => connect,
     };
-    let version = connect.protocol;
+    let (version, client_max) = (connect.protocol, connect.properties.maximum_packet_size);
     match accept(broker, io, *connect, limits, cert).await {
         Ok(client) => Some(client),
         Err((mut io, Refusal(code, why), client_id)) => {
-            queue_refusal(&mut io, version, code);
+            queue_refusal(&mut io, version, code, client_max);
             io.flush(Duration::from_secs(1), &broker.stats).await;
             tracing::info!(peer = %io.peer, %client_id, protocol = %version, "connection refused: {why}");
             None
@@ -47,11 +47,48 @@ pub(crate) async fn handshake(broker: &Arc<Broker>, mut io: Transport, cert: Cer
     }
 }
 
-/// Queues the CONNACK refusing a connection: the 5.0 reason code, or its 3.x return code.
-fn queue_refusal(io: &mut Transport, version: ProtocolVersion, code: u8) {
+/// Queues the CONNACK refusing a connection: the 5.0 reason code, or its 3.x return code. None for a
+/// client whose Maximum Packet Size is below the smallest CONNACK [MQTT-3.1.2-24].
+fn queue_refusal(io: &mut Transport, version: ProtocolVersion, code: u8, client_max: Option<u32>) {
+    if version.is_v5() && client_max.is_some_and(|max| max < SMALLEST_CONNACK) {
+        return;
+    }
     let code = if version.is_v5() { code } else { v3::connack_from_v5(code) };
     let ack = ConnAck { session_present: false, code, properties: Properties::default() };
     io.queue(&Packet::ConnAck(ack), version);
+}
+
+/// The smallest 5.0 CONNACK: fixed header, flags, reason code, empty properties.
+const SMALLEST_CONNACK: u32 = 5;
+
+/// CONNACK properties in the order they are left out when the CONNACK would exceed the client's Maximum
+/// Packet Size [MQTT-3.1.2-24]: what only informs first, what the client must obey last. (Mosquitto
+/// closes the connection instead; a client that cannot hear a limit is held to it all the same.)
+const CONNACK_TRIM: [fn(&mut Properties); 8] = [
+    |p| p.shared_subscription_available = None,
+    |p| p.subscription_identifier_available = None,
+    |p| p.topic_alias_maximum = None,
+    |p| p.maximum_packet_size = None,
+    |p| p.retain_available = None,
+    |p| p.receive_maximum = None,
+    |p| p.maximum_qos = None,
+    |p| p.server_keep_alive = None,
+];
+
+/// Leaves optional properties out of `ack` until it fits in `max` bytes (the Assigned Client Identifier
+/// last); with none left it is [`SMALLEST_CONNACK`], which CONNECT made sure fits.
+fn fit_connack(ack: &mut ConnAck, max: Option<u32>) {
+    let Some(max) = max else { return };
+    let fits = |ack: &ConnAck| encoded_len(&Packet::ConnAck(ack.clone()), ProtocolVersion::V5) <= max as usize;
+    for trim in CONNACK_TRIM {
+        if fits(ack) {
+            return;
+        }
+        trim(&mut ack.properties);
+    }
+    if !fits(ack) {
+        ack.properties = Properties::default();
+    }
 }
 
 async fn first_packet(io: &mut Transport, limits: &Limits, broker: &Broker) -> Result<Box<Connect>, End> {
@@ -143,7 +180,7 @@ pub(crate) fn connect_at_accept(
         return AtAccept::Later(stream, BytesMut::from(first));
     };
     let mut c = *c;
-    let version = c.protocol;
+    let (version, client_max) = (c.protocol, c.properties.maximum_packet_size);
     let pipelined = !io.rbuf().is_empty();
     match check(broker, &mut c, CertUsername::Unused, Some(authenticated)) {
         Ok(checked) if broker.is_attached(&checked.client_id) => {
@@ -160,7 +197,7 @@ pub(crate) fn connect_at_accept(
             AtAccept::Connected(client)
         }
         Err((Refusal(code, why), client_id)) => {
-            queue_refusal(&mut io, version, code);
+            queue_refusal(&mut io, version, code, client_max);
             write_now(&mut io, &broker.stats);
             tracing::info!(%peer, %client_id, protocol = %version, "connection refused: {why}");
             AtAccept::Done
@@ -272,6 +309,16 @@ fn will_refusal(broker: &Broker, w: &mqttd_proto::Will) -> Option<Refusal> {
     None
 }
 
+/// A will larger than `message_size_limit`, which would otherwise be published past the limit: refused
+/// in every version as Mosquitto does (`will__read`): 5.0 0x95, 3.x 5 (not authorized).
+fn will_over_limit(broker: &Broker, w: &mqttd_proto::Will) -> Option<Refusal> {
+    let limit = broker.settings.message_size_limit;
+    (limit > 0 && w.payload.len() > limit as usize).then(|| {
+        let why = format!("will of {} bytes over message_size_limit {limit}", w.payload.len());
+        Refusal(reason::PACKET_TOO_LARGE, why)
+    })
+}
+
 async fn accept(
     broker: &Arc<Broker>,
     io: Transport,
@@ -316,6 +363,14 @@ fn check(
     }
     if let Some(r) = c.will.as_ref().filter(|_| c.protocol.is_v5()).and_then(|w| will_refusal(broker, w)) {
         return Err((r, c.client_id.clone()));
+    }
+    if let Some(r) = c.will.as_ref().and_then(|w| will_over_limit(broker, w)) {
+        return Err((r, c.client_id.clone()));
+    }
+    if let Some(max) = c.properties.maximum_packet_size.filter(|&m| c.protocol.is_v5() && m < SMALLEST_CONNACK) {
+        // Not even a CONNACK fits: the connection closes without one [MQTT-3.1.2-24], as in Mosquitto.
+        let why = format!("Maximum Packet Size {max} is below the smallest CONNACK");
+        return Err((Refusal(reason::PACKET_TOO_LARGE, why), c.client_id.clone()));
     }
     let (keep_alive, server_keep_alive) = negotiate_keep_alive(broker, c).map_err(|r| (r, c.client_id.clone()))?;
     let client_id = assigned.clone().unwrap_or_else(|| c.client_id.clone());
@@ -363,7 +418,8 @@ fn attach(broker: &Arc<Broker>, mut io: Transport, c: Connect, limits: Limits, c
         properties.subscription_identifier_available = Some(0);
         properties.shared_subscription_available = Some(0);
     }
-    let ack = ConnAck { session_present, code: reason::SUCCESS, properties };
+    let mut ack = ConnAck { session_present, code: reason::SUCCESS, properties };
+    fit_connack(&mut ack, c.properties.maximum_packet_size.filter(|_| version.is_v5()));
     io.queue(&Packet::ConnAck(ack), version);
     Stats::add(&broker.stats.clients_total_connects, 1);
     // Unacknowledged messages go again (`Broker::attach` marked them), with DUP, before anything new, as

@@ -811,6 +811,9 @@ impl Client {
     /// With `waker`, the outbox keeps it to wake this task when a delivery arrives (registered under the
     /// same lock publishers enqueue under, so no delivery goes unnoticed).
     pub(crate) fn drain(&mut self, waker: Option<&Waker>) {
+        // Read access is checked again as messages leave the outbox, so an ACL reloaded since they were
+        // queued applies to them; nothing to check (and no lock taken) when no ACL is loaded.
+        let read_check = self.broker.read_check(&self.session);
         let mut state = self.session.state.lock();
         if self.session.connection.load(Ordering::Acquire) != self.connection_id {
             // Taken over: the session's messages belong to the new connection now.
@@ -827,6 +830,13 @@ impl Client {
         let limit = self.io.write_limit();
         while self.io.output_len() < limit {
             let Some(packet) = state.next_resend(send_window, now) else { break };
+            if let (Some(max), Packet::Publish(p)) = (self.client_max_packet, &packet) {
+                if mqttd_proto::encoded_len(&packet, self.version) > max as usize {
+                    // This connection's client takes less than the one it was first sent to [MQTT-3.1.2-25].
+                    state.abandon(p.packet_id.expect("a resent PUBLISH has a packet id"));
+                    continue;
+                }
+            }
             self.io.queue(&packet, self.version);
         }
         while state.queued() < RETAINED_BATCH && !state.nearly_full() {
@@ -839,12 +849,17 @@ impl Client {
         let mut scratch = Properties::default();
         let mut sent = 0;
         while self.io.output_len() < limit {
-            let Some(out) = state.next_delivery(send_window, now) else { break };
+            let allowed = |d: &mqttd_core::Delivery| {
+                read_check
+                    .as_ref()
+                    .is_none_or(|(security, id)| crate::broker::may_read_as(security, id, &d.message.topic))
+            };
+            let Some(out) = state.next_delivery_where(send_window, now, allowed) else { break };
             let publish = out.delivery.borrowed(out.packet_id, false, now, &mut scratch);
             if self.client_max_packet.is_some_and(|max| publish_len(&publish, self.version) > max as usize) {
                 // Too large for this client: discard as if delivered [MQTT-3.1.2-25].
                 if let Some(id) = out.packet_id {
-                    let _ = state.puback(id).or_else(|_| state.pubrec(id, reason::PACKET_TOO_LARGE).map(|_| ()));
+                    state.abandon(id);
                 }
                 continue;
             }

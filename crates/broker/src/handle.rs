@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mqttd_core::{Delivery, Message};
+use mqttd_core::{AckError, Delivery, Message};
 use mqttd_proto::{
-    reason, Ack, Packet, PacketId, Properties, Publish, QoS, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
+    encoded_len, reason, Ack, Packet, PacketId, Properties, Publish, QoS, RetainHandling, SubAck, Subscribe, UnsubAck,
+    Unsubscribe,
 };
 
 use crate::broker::Stats;
@@ -21,14 +22,14 @@ impl Client {
         match packet {
             Packet::Publish(p) => self.publish(p),
             Packet::PubAck(a) => {
-                let _ = self.session.state.lock().puback(a.packet_id);
-                Ok(())
+                self.check_reason("PUBACK [MQTT-3.4.2-1]", reason::fits_puback(a.reason))?;
+                flow_of("PUBACK", self.session.state.lock().puback(a.packet_id))
             }
             Packet::PubRec(a) => self.pubrec(a),
             Packet::PubRel(a) => self.pubrel(a),
             Packet::PubComp(a) => {
-                let _ = self.session.state.lock().pubcomp(a.packet_id);
-                Ok(())
+                self.check_reason("PUBCOMP [MQTT-3.7.2-1]", reason::fits_pubrel(a.reason))?;
+                flow_of("PUBCOMP", self.session.state.lock().pubcomp(a.packet_id))
             }
             Packet::Subscribe(s) => self.subscribe(s),
             Packet::Unsubscribe(u) => self.unsubscribe(u),
@@ -43,8 +44,29 @@ impl Client {
         }
     }
 
-    fn ack(&mut self, packet: Packet) {
+    /// Queues a packet that answers the client. It must fit the client's Maximum Packet Size
+    /// [MQTT-3.1.2-24]: one that cannot (a SUBACK for many filters) ends the connection, with a DISCONNECT
+    /// 0x95 that fits (CONNECT refused clients whose maximum is below the smallest CONNACK).
+    fn ack(&mut self, packet: Packet) -> Result<(), End> {
+        if let Some(max) = self.client_max_packet {
+            let size = encoded_len(&packet, self.version);
+            if size > max as usize {
+                let name = packet.name();
+                let what =
+                    format!("a {name} of {size} bytes is over the client's Maximum Packet Size {max} [MQTT-3.1.2-24]");
+                return Err(violation(&what, reason::PACKET_TOO_LARGE));
+            }
+        }
         self.io.queue(&packet, self.version);
+        Ok(())
+    }
+
+    /// A 5.0 acknowledgement must carry a reason code its packet may carry; 3.x ones carry none.
+    fn check_reason(&self, packet: &str, fits: bool) -> Result<(), End> {
+        if fits || !self.version.is_v5() {
+            return Ok(());
+        }
+        Err(End::Protocol(format!("a reason code that {packet} cannot carry"), reason::PROTOCOL_ERROR))
     }
 
     fn reason_for_version(&self, code: u8) -> u8 {
@@ -82,8 +104,7 @@ impl Client {
             if !state.receive_qos2(p.packet_id.expect("QoS 2 has a packet id")) {
                 drop(state);
                 // A resend of a message we already routed: acknowledge again only [MQTT-4.3.3-10].
-                self.ack(Packet::PubRec(Ack::new(p.packet_id.expect("QoS 2 has a packet id"))));
-                return Ok(());
+                return self.ack(Packet::PubRec(Ack::new(p.packet_id.expect("QoS 2 has a packet id"))));
             }
             // Only 5.0 clients were told our Receive Maximum; 3.1.1 has no such limit (ids bound it).
             if self.version.is_v5() && state.incoming_qos2() > usize::from(s.inflight_window()) {
@@ -102,17 +123,16 @@ impl Client {
             properties: Properties::default(),
         };
         match qos {
-            QoS::AtMostOnce => {}
+            QoS::AtMostOnce => Ok(()),
             QoS::AtLeastOnce => self.ack(Packet::PubAck(ack(packet_id))),
             QoS::ExactlyOnce => {
                 if code >= 0x80 {
                     // A refused QoS 2 message is not awaiting PUBREL.
                     self.session.state.lock().release_qos2(packet_id.expect("QoS 2 has a packet id"));
                 }
-                self.ack(Packet::PubRec(ack(packet_id)));
+                self.ack(Packet::PubRec(ack(packet_id)))
             }
         }
-        Ok(())
     }
 
     /// Checks size and authorization, then routes. Returns the 5.0 reason code for the acknowledgement.
@@ -150,29 +170,32 @@ impl Client {
     }
 
     fn pubrec(&mut self, a: Ack) -> Result<(), End> {
-        match self.session.state.lock().pubrec(a.packet_id, a.reason) {
+        self.check_reason("PUBREC [MQTT-3.5.2-1]", reason::fits_puback(a.reason))?;
+        let outcome = self.session.state.lock().pubrec(a.packet_id, a.reason);
+        match outcome {
             Ok(true) => {}
+            // An error reason code ends the flow: no PUBREL [MQTT-4.3.3-4].
             Ok(false) => return Ok(()),
-            Err(_) if self.version.is_v5() => {
+            Err(e @ AckError::WrongFlow(_)) => return flow_of::<()>("PUBREC", Err(e)),
+            Err(AckError::UnknownPacketId(_)) if a.reason >= 0x80 => return Ok(()),
+            Err(AckError::UnknownPacketId(_)) if self.version.is_v5() => {
                 let rel = Ack {
                     packet_id: a.packet_id,
                     reason: reason::PACKET_IDENTIFIER_NOT_FOUND,
                     properties: Properties::default(),
                 };
-                self.io.queue(&Packet::PubRel(rel), self.version);
-                return Ok(());
+                return self.ack(Packet::PubRel(rel));
             }
-            Err(_) => {}
+            Err(AckError::UnknownPacketId(_)) => {}
         }
-        self.ack(Packet::PubRel(Ack::new(a.packet_id)));
-        Ok(())
+        self.ack(Packet::PubRel(Ack::new(a.packet_id)))
     }
 
     fn pubrel(&mut self, a: Ack) -> Result<(), End> {
+        self.check_reason("PUBREL [MQTT-3.6.2-1]", reason::fits_pubrel(a.reason))?;
         let known = self.session.state.lock().release_qos2(a.packet_id);
         let code = if known { reason::SUCCESS } else { self.reason_for_version(reason::PACKET_IDENTIFIER_NOT_FOUND) };
-        self.ack(Packet::PubComp(Ack { packet_id: a.packet_id, reason: code, properties: Properties::default() }));
-        Ok(())
+        self.ack(Packet::PubComp(Ack { packet_id: a.packet_id, reason: code, properties: Properties::default() }))
     }
 
     fn subscribe(&mut self, s: Subscribe) -> Result<(), End> {
@@ -213,7 +236,7 @@ impl Client {
                 retained_for.push((filter, options.qos));
             }
         }
-        self.ack(Packet::SubAck(SubAck { packet_id: s.packet_id, reasons, properties: Properties::default() }));
+        self.ack(Packet::SubAck(SubAck { packet_id: s.packet_id, reasons, properties: Properties::default() }))?;
         for (filter, granted) in retained_for {
             self.send_retained(&filter, granted);
         }
@@ -262,8 +285,7 @@ impl Client {
         if !self.version.is_v5() {
             reasons.clear();
         }
-        self.ack(Packet::UnsubAck(UnsubAck { packet_id: u.packet_id, reasons, properties: Properties::default() }));
-        Ok(())
+        self.ack(Packet::UnsubAck(UnsubAck { packet_id: u.packet_id, reasons, properties: Properties::default() }))
     }
 
     fn disconnect(&mut self, d: mqttd_proto::Disconnect) -> Result<(), End> {
@@ -275,6 +297,20 @@ impl Client {
             self.expiry_override = Some(seconds);
         }
         Err(End::Disconnect { with_will: d.reason == reason::DISCONNECT_WITH_WILL_MESSAGE })
+    }
+}
+
+/// What an acknowledgement of an outgoing message did: one for a packet id the broker does not know is
+/// tolerated (after a reconnect the client may acknowledge what the broker already forgot; Mosquitto
+/// ignores it too); one that does not belong to the delivery's flow is a protocol error [MQTT-4.3.2-1]
+/// [MQTT-4.3.3-1].
+fn flow_of<T>(packet: &str, outcome: Result<T, AckError>) -> Result<(), End> {
+    match outcome {
+        Ok(_) | Err(AckError::UnknownPacketId(_)) => Ok(()),
+        Err(AckError::WrongFlow(id)) => Err(End::Protocol(
+            format!("{packet} for packet id {id}, whose delivery is at another QoS or stage [MQTT-4.3.3-1]"),
+            reason::PROTOCOL_ERROR,
+        )),
     }
 }
 

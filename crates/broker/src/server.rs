@@ -215,10 +215,17 @@ async fn accept_loop(
         if !accepted.is_empty() {
             crate::storm::accepted();
         }
+        let mut reclaim_budget = RECLAIM_BUDGET;
         for (stream, peer) in accepted.drain(..) {
-            let Ok(permit) = limit.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, "connection refused: max_connections reached");
-                continue;
+            let permit = match limit.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => match reclaim(&limit, &mut reclaim_budget).await {
+                    Some(permit) => permit,
+                    None => {
+                        tracing::warn!(%peer, "connection refused: max_connections reached");
+                        continue;
+                    }
+                },
             };
             // Non-blocking already (mio accepts with SOCK_NONBLOCK).
             // Every MQTT socket gets TCP_NODELAY.
@@ -236,6 +243,24 @@ async fn accept_loop(
             spawn_connection(&broker, (stream, peer, index), &wrapping, BytesMut::new(), permit);
         }
     }
+}
+
+/// How long one batch of accepts may wait in all for places under `max_connections` to come back.
+const RECLAIM_BUDGET: Duration = Duration::from_millis(20);
+
+/// Every place under `max_connections` is taken: waits (within `budget`, shared by the sockets of one
+/// accept batch) for one to come back before the new socket is judged. A client that closed its socket
+/// before another connected must have freed its place, but its connection ends only when its close is
+/// read: by the parker (a parked connection, woken by its readable socket) and then the connection's
+/// task, which run while this waits. A broker that is really full refuses after at most `budget`.
+async fn reclaim(limit: &Arc<Semaphore>, budget: &mut Duration) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    if budget.is_zero() {
+        return None;
+    }
+    let start = std::time::Instant::now();
+    let permit = tokio::time::timeout(*budget, limit.clone().acquire_owned()).await;
+    *budget = budget.saturating_sub(start.elapsed());
+    permit.ok().and_then(Result::ok)
 }
 
 /// What the sockets accepted on a listener get from it (Linux copies these options to them).

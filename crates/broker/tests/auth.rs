@@ -208,6 +208,17 @@ async fn an_empty_password_file_with_allow_anonymous_false_refuses_everyone() {
     assert_refused(peer, ack, V4_NOT_AUTHORIZED, "empty password").await;
 }
 
+/// An empty password never matches, even an entry whose hash is of the empty string: Mosquitto reads a
+/// zero-length password as none (`packet__read_binary`), which its password check refuses.
+#[tokio::test]
+async fn an_empty_password_is_refused_even_when_the_hash_is_of_the_empty_string() {
+    let s = secured(true, Some(&[("blank", "")]), None);
+    let (peer, ack) = login(&s, "blank4", V4, Some("blank"), Some("")).await;
+    assert_refused(peer, ack, V4_NOT_AUTHORIZED, "empty password 3.1.1").await;
+    let (peer, ack) = login(&s, "blank5", V5, Some("blank"), Some("")).await;
+    assert_refused(peer, ack, reason::BAD_USER_NAME_OR_PASSWORD, "empty password 5.0").await;
+}
+
 // ---------------------------------------------------------------- ACL: publish and subscribe
 
 #[tokio::test]
@@ -484,4 +495,37 @@ async fn a_reloaded_acl_applies_to_connections_already_open() {
 
     assert_eq!(publish_qos1(&mut admin, "news/b", b"after", false).await, reason::SUCCESS);
     assert_eq!(topics_until(&mut alice, "news/b").await, vec!["news/b"]);
+}
+
+/// An ACL reload reaches messages already queued: read access is checked again when a message leaves
+/// the outbox, so one queued before the reload revoked it is not delivered (Mosquitto likewise drops
+/// queued messages the ACL no longer allows when a client reconnects, `connection_check_acl`).
+#[tokio::test]
+async fn a_reloaded_acl_applies_to_messages_already_queued() {
+    let s = acl_broker();
+    let mut c = connect("alice", V5);
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(60);
+    c.username = Some("alice".into());
+    c.password = Some(bytes::Bytes::from_static(b"alice-pw"));
+    let (mut alice, ack) = Peer::connect_with(s.tb.addr, c.clone()).await;
+    assert_eq!(ack.code, 0);
+    assert_eq!(alice.subscribe("#", QoS::AtLeastOnce).await, vec![1]);
+    alice.disconnect().await;
+    let mut admin = user(&s, "admin", V5, Some("admin")).await;
+    assert_eq!(publish_qos1(&mut admin, "public/queued", b"before", false).await, reason::SUCCESS);
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let acl = dir.path().join("acl");
+    let narrowed = ACL.replace("user alice\ntopic readwrite public/#\n", "user alice\n");
+    assert_ne!(narrowed, ACL);
+    std::fs::write(&acl, narrowed).expect("writes the ACL");
+    let current = s.tb.broker.security().get(0);
+    let fresh = Security::open(true, current.password_file.as_deref(), Some(&acl)).expect("parses");
+    s.tb.broker.set_security(SecuritySet::new(vec![Arc::new(fresh)]));
+
+    let (mut alice, ack) = Peer::connect_with(s.tb.addr, c).await;
+    assert!(ack.session_present);
+    assert_eq!(publish_qos1(&mut admin, "alice/marker", b"after", false).await, reason::SUCCESS);
+    assert_eq!(topics_until(&mut alice, "alice/marker").await, vec!["alice/marker"]);
 }

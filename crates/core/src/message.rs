@@ -66,6 +66,14 @@ impl Message {
     }
 }
 
+/// The Message Expiry Interval to forward: the time left until `at`, rounded up [MQTT-3.3.2-6], so a
+/// message that has not expired never goes out with 0 (nor 3 where 3.2 s are left).
+fn seconds_left(at: Instant, now: Instant) -> u32 {
+    let left = at.saturating_duration_since(now);
+    let whole = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    u32::try_from(whole).unwrap_or(u32::MAX)
+}
+
 /// One message on its way to one session, at the QoS it is delivered with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
@@ -103,7 +111,7 @@ impl Delivery {
         let m = &self.message;
         let mut properties = m.properties().clone();
         if let Some(at) = m.expires_at {
-            properties.message_expiry_interval = Some(at.saturating_duration_since(now).as_secs() as u32);
+            properties.message_expiry_interval = Some(seconds_left(at, now));
         }
         properties.topic_alias = None;
         properties.subscription_identifiers.clone_from(&self.subscription_ids);
@@ -150,5 +158,20 @@ impl Delivery {
             properties,
             payload: m.payload.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_expiry_forwarded_is_the_time_left_rounded_up() {
+        let now = Instant::now();
+        let left = |d: Duration| super::seconds_left(now + d, now);
+        assert_eq!(left(Duration::from_millis(1)), 1);
+        assert_eq!(left(Duration::from_millis(3200)), 4);
+        assert_eq!(left(Duration::from_secs(4)), 4);
+        assert_eq!(super::seconds_left(now, now + Duration::from_secs(1)), 0, "expired");
     }
 }

@@ -78,8 +78,12 @@ pub struct Outgoing {
 /// An acknowledgement that does not fit the inflight window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckError {
-    /// No inflight message has this packet id in the state the acknowledgement needs.
+    /// No inflight message has this packet id.
     UnknownPacketId(u16),
+    /// An inflight message has this packet id, but the acknowledgement does not belong to its flow: PUBREC
+    /// or PUBCOMP for a QoS 1 delivery, PUBACK for a QoS 2 one, PUBCOMP before PUBREL, an error PUBREC
+    /// after a successful one [MQTT-4.3.2-1] [MQTT-4.3.3-1].
+    WrongFlow(u16),
 }
 
 /// The state of one session.
@@ -228,6 +232,17 @@ impl SessionState {
     /// Takes the next delivery to send, if the inflight `window` allows: QoS 1/2 messages get a packet id
     /// and enter the inflight window. Expired messages are dropped [MQTT-3.3.2-5].
     pub fn next_delivery(&mut self, window: usize, now: Instant) -> Option<Outgoing> {
+        self.next_delivery_where(window, now, |_| true)
+    }
+
+    /// [`SessionState::next_delivery`], dropping (and counting) deliveries `allowed` refuses on the way
+    /// out, before they get a packet id: read access is checked again as a message leaves the outbox.
+    pub fn next_delivery_where(
+        &mut self,
+        window: usize,
+        now: Instant,
+        mut allowed: impl FnMut(&Delivery) -> bool,
+    ) -> Option<Outgoing> {
         loop {
             let front = self.outbox.front()?;
             let max_bytes = self.limits.max_inflight_bytes;
@@ -243,7 +258,7 @@ impl SessionState {
             if delivery.qos == QoS::AtMostOnce {
                 self.qos0_bytes -= cost;
             }
-            if delivery.message.expired(now) {
+            if delivery.message.expired(now) || !allowed(&delivery) {
                 self.dropped += 1;
                 continue;
             }
@@ -266,11 +281,15 @@ impl SessionState {
     /// Where the inflight entry with this id is, if it is in `state`. Acknowledgements mostly come in
     /// order, so the search usually ends at the front.
     fn position(&self, id: PacketId, state: InflightState) -> Result<usize, AckError> {
-        self.inflight
-            .iter()
-            .position(|i| i.packet_id == id)
-            .filter(|&at| self.inflight[at].state == state)
-            .ok_or(AckError::UnknownPacketId(id.get()))
+        let at = self.find(id)?;
+        if self.inflight[at].state != state {
+            return Err(AckError::WrongFlow(id.get()));
+        }
+        Ok(at)
+    }
+
+    fn find(&self, id: PacketId) -> Result<usize, AckError> {
+        self.inflight.iter().position(|i| i.packet_id == id).ok_or(AckError::UnknownPacketId(id.get()))
     }
 
     /// PUBACK received: the QoS 1 delivery is complete.
@@ -283,11 +302,13 @@ impl SessionState {
     /// PUBREC received: answer with PUBREL, or forget the message if the reason code is an error (5.0).
     /// A repeated PUBREC is answered with PUBREL again. Returns whether to send PUBREL.
     pub fn pubrec(&mut self, id: PacketId, reason: u8) -> Result<bool, AckError> {
-        let at = self.inflight.iter().position(|i| i.packet_id == id).ok_or(AckError::UnknownPacketId(id.get()))?;
+        let at = self.find(id)?;
         match self.inflight[at].state {
-            InflightState::AwaitingPubComp => return Ok(true),
+            InflightState::AwaitingPubComp if reason < 0x80 => return Ok(true),
             InflightState::AwaitingPubRec => {}
-            InflightState::AwaitingPubAck => return Err(AckError::UnknownPacketId(id.get())),
+            InflightState::AwaitingPubComp | InflightState::AwaitingPubAck => {
+                return Err(AckError::WrongFlow(id.get()))
+            }
         }
         if reason >= 0x80 {
             self.complete(at);
@@ -306,6 +327,14 @@ impl SessionState {
         let at = self.position(id, InflightState::AwaitingPubComp)?;
         self.complete(at);
         Ok(())
+    }
+
+    /// Forgets the inflight message with this id whatever its state, as if it had been acknowledged (one
+    /// the client cannot take [MQTT-3.1.2-25]). Returns whether there was one.
+    pub fn abandon(&mut self, id: PacketId) -> bool {
+        let Ok(at) = self.find(id) else { return false };
+        self.complete(at);
+        true
     }
 
     /// Removes the inflight entry at `at`: its delivery is over.
@@ -475,6 +504,26 @@ mod tests {
         assert!(s.pubrec(c, 0).unwrap(), "a repeated PUBREC is answered again");
         s.pubcomp(c).unwrap();
         assert!(!s.pubrec(b, 0x80).unwrap(), "an error PUBREC ends the flow");
+        assert_eq!(s.inflight(), 0);
+    }
+
+    #[test]
+    fn an_acknowledgement_of_another_flow_is_told_from_an_unknown_packet_id() {
+        let now = Instant::now();
+        let mut s = online(QueueLimits::default());
+        s.enqueue(delivery(QoS::AtLeastOnce, b"1"));
+        s.enqueue(delivery(QoS::ExactlyOnce, b"2"));
+        let one = s.next_outgoing(10, now).unwrap().packet_id.unwrap();
+        let two = s.next_outgoing(10, now).unwrap().packet_id.unwrap();
+        assert_eq!(s.pubrec(one, 0), Err(AckError::WrongFlow(one.get())));
+        assert_eq!(s.pubcomp(one), Err(AckError::WrongFlow(one.get())));
+        assert_eq!(s.puback(two), Err(AckError::WrongFlow(two.get())));
+        assert_eq!(s.pubcomp(two), Err(AckError::WrongFlow(two.get())), "PUBCOMP before PUBREL");
+        assert_eq!(s.pubrec(two, 0), Ok(true));
+        assert_eq!(s.pubrec(two, 0x80), Err(AckError::WrongFlow(two.get())), "an error after success");
+        let unknown = PacketId::new(999).unwrap();
+        assert_eq!(s.puback(unknown), Err(AckError::UnknownPacketId(999)));
+        assert!(s.abandon(one) && s.abandon(two) && !s.abandon(unknown));
         assert_eq!(s.inflight(), 0);
     }
 

@@ -94,7 +94,8 @@ pub fn encode(packet: &Packet, version: ProtocolVersion, buf: &mut BytesMut) -> 
     match packet {
         Packet::Connect(c) => connect(c, buf)?,
         Packet::ConnAck(c) => {
-            buf.put_u8(u8::from(c.session_present));
+            // MQTT 3.1 has no Session Present flag: the byte is reserved and 0.
+            buf.put_u8(u8::from(c.session_present && version != ProtocolVersion::V3_1));
             buf.put_u8(c.code);
             if v5 {
                 c.properties.encode(buf)?;

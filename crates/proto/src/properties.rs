@@ -178,7 +178,13 @@ impl Properties {
             0x01 => set_once(&mut self.payload_format_indicator, read_flag(b)?),
             0x02 => set_once(&mut self.message_expiry_interval, read_u32(b)?),
             0x03 => set_once(&mut self.content_type, read_string(b)?),
-            0x08 => set_once(&mut self.response_topic, read_string(b)?),
+            0x08 => {
+                let topic = read_string(b)?;
+                if topic.contains(['+', '#']) {
+                    return Err(DecodeError::Protocol("response topic with a wildcard [MQTT-3.3.2-14]"));
+                }
+                set_once(&mut self.response_topic, topic)
+            }
             0x09 => set_once(&mut self.correlation_data, read_binary(b)?),
             0x0B => {
                 let value = read_varint(b)?;

@@ -46,6 +46,16 @@ pub const MAXIMUM_CONNECT_TIME: u8 = 0xA0;
 pub const SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED: u8 = 0xA1;
 pub const WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED: u8 = 0xA2;
 
+/// Whether a PUBACK or PUBREC may carry `code` [MQTT-3.4.2-1] [MQTT-3.5.2-1].
+pub fn fits_puback(code: u8) -> bool {
+    matches!(code, 0x00 | 0x10 | 0x80 | 0x83 | 0x87 | 0x90 | 0x91 | 0x97 | 0x99)
+}
+
+/// Whether a PUBREL or PUBCOMP may carry `code` [MQTT-3.6.2-1] [MQTT-3.7.2-1].
+pub fn fits_pubrel(code: u8) -> bool {
+    matches!(code, 0x00 | 0x92)
+}
+
 /// MQTT 3.1 / 3.1.1 CONNACK return codes.
 pub mod v3 {
     pub const ACCEPTED: u8 = 0;
@@ -77,7 +87,8 @@ pub mod v3 {
             0x84 => UNACCEPTABLE_PROTOCOL_VERSION,
             0x85 => IDENTIFIER_REJECTED,
             0x86 => BAD_USER_NAME_OR_PASSWORD,
-            0x87 | 0x8A => NOT_AUTHORIZED,
+            // 0x95: a will over `message_size_limit`, refused with 5 as Mosquitto does (`will__read`).
+            0x87 | 0x8A | 0x95 => NOT_AUTHORIZED,
             _ => SERVER_UNAVAILABLE,
         }
     }

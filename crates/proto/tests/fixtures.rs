@@ -143,7 +143,11 @@ fn connect_5_with_properties_and_will_properties() {
 #[test]
 fn connack_in_each_version() {
     let ack = ConnAck { session_present: true, code: 0, properties: Properties::default() };
-    both_ways(&[0x20, 2, 1, 0], V31, Packet::ConnAck(ack.clone()));
+    // 3.1 has no Session Present flag: the byte is reserved and 0, whatever the packet says.
+    let mut out = BytesMut::new();
+    encode(&Packet::ConnAck(ack.clone()), V31, &mut out).unwrap();
+    assert_eq!(&out[..], [0x20, 2, 0, 0]);
+    both_ways(&[0x20, 2, 0, 0], V31, Packet::ConnAck(ConnAck { session_present: false, ..ack.clone() }));
     both_ways(&[0x20, 2, 1, 0], V311, Packet::ConnAck(ack.clone()));
     let mut v5 = ack;
     v5.properties.assigned_client_identifier = Some("a".into());

@@ -248,3 +248,61 @@ async fn a_v5_client_may_send_a_password_without_a_user_name() {
     assert_eq!(ack.code, 0);
     peer.disconnect().await;
 }
+
+/// MQTT 3.1 has no Session Present flag: the first byte of its CONNACK's variable header is reserved and
+/// 0, even when the broker resumes a stored session (Mosquitto sends 0 to 3.1 clients).
+#[tokio::test]
+async fn a_3_1_connack_never_sets_session_present() {
+    let tb = TestBroker::start();
+    let (mut first, present) = connect_ok(&tb, persistent("old-timer", V3, 0)).await;
+    assert!(!present);
+    assert_eq!(first.subscribe("kept", QoS::AtLeastOnce).await, vec![1]);
+    first.disconnect().await;
+    assert!(tb.broker.session("old-timer").is_some(), "the session is stored");
+    let (_again, present) = connect_ok(&tb, persistent("old-timer", V3, 0)).await;
+    assert!(!present, "the reserved byte of a 3.1 CONNACK is 0");
+}
+
+/// A 5.0 client's Maximum Packet Size bounds every packet the broker sends it [MQTT-3.1.2-24], CONNACK
+/// included: optional CONNACK properties are left out until it fits; a limit below the smallest CONNACK
+/// (5 bytes) closes the connection without one, as Mosquitto's `send__connack` does.
+#[tokio::test]
+async fn a_connack_fits_the_client_maximum_packet_size_or_is_not_sent() {
+    let tb = TestBroker::with_settings(Settings { max_keepalive: 30, max_qos: 1, ..Settings::default() });
+    for max in [5u32, 6, 12, 40] {
+        let mut c = connect("", V5);
+        c.properties.maximum_packet_size = Some(max);
+        let (mut peer, ack) = Peer::connect_with(tb.addr, c).await;
+        assert_eq!(ack.code, 0, "CONNACK for a client maximum of {max}: {ack:?}");
+        let size = mqttd_proto::encoded_len(&Packet::ConnAck(ack), V5);
+        assert!(size <= max as usize, "a CONNACK of {size} bytes for a client maximum of {max}");
+        peer.send(&Packet::PingReq).await;
+        assert_eq!(peer.recv().await, Packet::PingResp, "connected with a maximum of {max}");
+    }
+    for max in [1u32, 2, 4] {
+        let mut c = connect(&format!("tiny-{max}"), V5);
+        c.properties.maximum_packet_size = Some(max);
+        let mut peer = Peer::open(tb.addr, V5).await;
+        peer.send(&Packet::Connect(Box::new(c))).await;
+        assert_eq!(peer.expect_closed().await, vec![], "nothing fits in {max} bytes");
+        assert!(tb.broker.session(&format!("tiny-{max}")).is_none());
+    }
+}
+
+/// Any other packet the broker cannot fit in the client's Maximum Packet Size is not sent either
+/// [MQTT-3.1.2-24]: a SUBACK too large for it ends the connection with DISCONNECT 0x95, which fits.
+#[tokio::test]
+async fn a_suback_larger_than_the_client_maximum_packet_size_ends_the_connection() {
+    let tb = TestBroker::start();
+    let mut c = connect("tight", V5);
+    c.properties.maximum_packet_size = Some(8);
+    let (mut peer, ack) = Peer::connect_with(tb.addr, c).await;
+    assert_eq!(ack.code, 0);
+    assert_eq!(peer.subscribe("a", QoS::AtMostOnce).await, vec![0], "a SUBACK of 6 bytes fits");
+    let options = mqttd_proto::SubscriptionOptions::default();
+    let filters = (0..5).map(|i| (format!("f{i}"), options)).collect();
+    let packet_id = mqttd_proto::PacketId::new(2).expect("non-zero");
+    let subscribe = mqttd_proto::Subscribe { packet_id, filters, properties: Default::default() };
+    peer.send(&Packet::Subscribe(subscribe)).await;
+    assert_eq!(closed_with(&mut peer).await, Some(reason::PACKET_TOO_LARGE), "a SUBACK of 10 bytes does not");
+}

@@ -149,3 +149,37 @@ async fn max_connections_counts_parked_connections() {
     again.send(&Packet::PingReq).await;
     assert_eq!(again.recv().await, Packet::PingResp);
 }
+
+/// A closed socket frees its place under `max_connections` before new sockets are judged: ten clients
+/// close and ten others connect at once, thirty times over, and every one is accepted.
+#[tokio::test]
+async fn places_freed_by_closed_sockets_are_free_for_the_next_connections() {
+    const MAX: usize = 10;
+    let tb = TestBroker::with_max_connections(Settings::default(), MAX);
+    let mut open = Vec::new();
+    for _ in 0..MAX {
+        open.push(Peer::connect(tb.addr, &format!("c{}", unique()), V4).await);
+    }
+    for trial in 0..30 {
+        wait_parked(&tb, MAX as u64).await;
+        for peer in open.drain(..) {
+            peer.drop_abruptly();
+        }
+        let addr = tb.addr;
+        let connects: Vec<_> = (0..MAX)
+            .map(|_| {
+                let c = connect(&format!("c{}", unique()), V4);
+                tokio::spawn(async move {
+                    let mut peer = Peer::open(addr, V4).await;
+                    peer.send(&Packet::Connect(Box::new(c))).await;
+                    (peer.try_recv(mqttd_testkit::TIMEOUT).await, peer)
+                })
+            })
+            .collect();
+        for connecting in connects {
+            let (ack, peer) = connecting.await.expect("the connecting task ends");
+            assert!(matches!(ack, Some(Packet::ConnAck(ref a)) if a.code == 0), "trial {trial}: got {ack:?}");
+            open.push(peer);
+        }
+    }
+}

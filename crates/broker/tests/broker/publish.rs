@@ -265,3 +265,48 @@ async fn a_qos2_message_resent_after_a_reconnect_is_delivered_exactly_once() {
     assert_eq!(sub.recv_publish().await.payload, &b"once"[..]);
     assert!(sub.quiet_for(Duration::from_millis(300)).await, "delivered once");
 }
+
+/// The Message Expiry Interval forwarded is the time left rounded up [MQTT-3.3.2-6]: a message that has
+/// not expired never arrives with 0 (which the receiver would take as expired), and one forwarded at once
+/// keeps its full interval.
+#[tokio::test]
+async fn the_message_expiry_forwarded_is_the_time_left_rounded_up() {
+    let tb = TestBroker::start();
+    let mut sub = subscriber(&tb, "sub", V5, "expiry", QoS::AtLeastOnce).await;
+    let mut publisher = Peer::connect(tb.addr, "pub", V5).await;
+    for expiry in [1, 4] {
+        let mut p = publish("expiry", b"m", QoS::AtLeastOnce, false, id(1));
+        p.properties.message_expiry_interval = Some(expiry);
+        publisher.send(&Packet::Publish(p)).await;
+        assert!(matches!(publisher.recv().await, Packet::PubAck(_)));
+        let got = sub.recv_publish().await;
+        assert_eq!(got.properties.message_expiry_interval, Some(expiry), "forwarded at once");
+    }
+}
+
+/// Clients cannot publish to `$SYS/...` (the broker's own statistics), whatever the ACL, as in
+/// Mosquitto (`acl__check_dollar`): 5.0 PUBACK / PUBREC 0x87, 3.1.1 acknowledged and dropped. A bridge's
+/// `$SYS/broker/connection/<name>/state` is the one exception Mosquitto makes, and so do we.
+#[tokio::test]
+async fn publishes_to_sys_topics_are_refused() {
+    let tb = without_sys();
+    let mut watcher = Peer::connect(tb.addr, "watcher", V4).await;
+    assert_eq!(watcher.subscribe("$SYS/#", QoS::AtLeastOnce).await, vec![1]);
+    assert_eq!(watcher.subscribe("marker", QoS::AtLeastOnce).await, vec![1]);
+    let mut v5 = Peer::connect(tb.addr, "forger5", V5).await;
+    for (qos, n) in [(QoS::AtLeastOnce, 1), (QoS::ExactlyOnce, 2)] {
+        v5.send(&Packet::Publish(publish("$SYS/broker/uptime", b"1 seconds", qos, false, id(n)))).await;
+        match v5.recv().await {
+            Packet::PubAck(a) | Packet::PubRec(a) => assert_eq!(a.reason, reason::NOT_AUTHORIZED, "{qos:?}"),
+            other => panic!("expected an acknowledgement, got {other:?}"),
+        }
+    }
+    let mut v4 = Peer::connect(tb.addr, "forger4", V4).await;
+    v4.publish("$SYS/broker/clients/connected", b"1000", QoS::AtLeastOnce, true).await;
+    v4.publish("$SYS/broker/clients/connected", b"1000", QoS::AtMostOnce, false).await;
+    assert_eq!(tb.broker.retained_count(), 0, "nothing forged was retained");
+    v4.publish("$SYS/broker/connection/bridge-1/state", b"1", QoS::AtLeastOnce, false).await;
+    v4.publish("marker", b"end", QoS::AtLeastOnce, false).await;
+    assert_eq!(watcher.recv_publish().await.topic, "$SYS/broker/connection/bridge-1/state");
+    assert_eq!(watcher.recv_publish().await.topic, "marker", "no forged $SYS message arrived");
+}

@@ -194,3 +194,21 @@ async fn a_will_is_published_when_the_session_expires_before_the_will_delay() {
     assert!(waited >= Duration::from_millis(900), "published after {waited:?}, before the session ended");
     assert!(watcher.quiet_for(Duration::from_millis(300)).await, "once");
 }
+
+/// A will larger than `message_size_limit` would bypass the limit when published: the CONNECT is refused,
+/// as Mosquitto does (`will__read`): 5.0 CONNACK 0x95 (packet too large), 3.x CONNACK 5 (not
+/// authorized). A will at the limit is accepted.
+#[tokio::test]
+async fn a_will_over_message_size_limit_refuses_the_connect() {
+    let tb = TestBroker::with_settings(mqttd_broker::Settings { message_size_limit: 10, ..Default::default() });
+    let mut accepted = Vec::new();
+    for (version, code) in [(V5, reason::PACKET_TOO_LARGE), (V4, 5), (V3, 5)] {
+        let c = with_will(connect(&format!("big-{version}"), version), &[b'x'; 11], QoS::AtMostOnce, false);
+        let (mut peer, ack) = mqttd_testkit::Peer::connect_with(tb.addr, c).await;
+        assert_eq!(ack.code, code, "{version}");
+        assert!(peer.expect_closed().await.is_empty());
+        let c = with_will(connect(&format!("fits-{version}"), version), &[b'x'; 10], QoS::AtMostOnce, false);
+        accepted.push(connect_ok(&tb, c).await);
+    }
+    assert_eq!(tb.broker.session_count(), 3, "only the clients whose wills fit are connected");
+}
