@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use mqttd_core::{Delivery, Enqueued, Match, Message, Retained, TopicTree};
-use mqttd_proto::QoS;
+use mqttd_proto::{QoS, SubscriptionOptions};
 use parking_lot::{Mutex, RwLock};
 
 use crate::security::{Security, SecuritySet};
 use crate::session::Session;
 use crate::settings::Settings;
+use crate::shared::SharedFilter;
 use mqttd_auth::Access;
 
 /// Counters behind `$SYS/broker/...`.
@@ -105,6 +106,8 @@ pub struct Broker {
     pub(crate) sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     /// Read-mostly: every publish reads it, only (un)subscribes write.
     pub(crate) tree: RwLock<TopicTree<Arc<Session>>>,
+    /// Shared subscription groups (`$share/...`): matched after the plain subscriptions.
+    pub(crate) shared: crate::shared::SharedSubscriptions,
     /// Written by retained publishes, read on subscribe.
     pub(crate) retained: RwLock<Retained>,
     /// Swapped whole on SIGHUP; readers take an `Arc` snapshot and never hold the lock.
@@ -135,6 +138,7 @@ impl Broker {
             settings,
             sessions: Mutex::new(HashMap::new()),
             tree: RwLock::new(TopicTree::default()),
+            shared: Default::default(),
             retained: RwLock::new(Retained::default()),
             acl_active: AtomicBool::new(security.any_acl),
             security: RwLock::new(Arc::new(security)),
@@ -251,9 +255,9 @@ impl Broker {
         self.retained.read().len()
     }
 
-    /// Number of subscriptions.
+    /// Number of subscriptions, shared ones included.
     pub fn subscription_count(&self) -> usize {
-        self.tree.read().len()
+        self.tree.read().len() + self.shared.len()
     }
 
     /// Number of sessions, online or not.
@@ -264,6 +268,44 @@ impl Broker {
     /// The session of `client_id`, online or not (for `$SYS`, administration and tests).
     pub fn session(&self, client_id: &str) -> Option<Arc<Session>> {
         self.sessions.lock().get(client_id).cloned()
+    }
+
+    /// Adds or replaces `session`'s subscription to `filter` (a valid filter; a shared one well formed):
+    /// in the tree, or in its shared subscription group. True if it is new.
+    pub(crate) fn subscribe(
+        &self,
+        session: &Arc<Session>,
+        filter: &str,
+        options: SubscriptionOptions,
+        subscription_id: Option<u32>,
+    ) -> bool {
+        let is_new = match SharedFilter::parse(filter) {
+            Some(Ok(shared)) => self.shared.subscribe(shared, session, options, subscription_id),
+            Some(Err(_)) => return false,
+            None => self.tree.write().subscribe(filter, session.id, session.clone(), options, subscription_id),
+        };
+        session.control.lock().subscriptions.insert(filter.to_string(), options);
+        is_new
+    }
+
+    /// Removes `session`'s subscription to `filter`; true if it existed.
+    pub(crate) fn unsubscribe(&self, session: &Session, filter: &str) -> bool {
+        session.control.lock().subscriptions.remove(filter);
+        self.unsubscribe_filter(session.id, filter)
+    }
+
+    /// Removes the subscription of session `session_id` to `filter` from the tree or its group.
+    pub(crate) fn unsubscribe_filter(&self, session_id: u64, filter: &str) -> bool {
+        match SharedFilter::parse(filter) {
+            Some(Ok(shared)) => self.shared.unsubscribe(shared, session_id),
+            Some(Err(_)) => false,
+            None => self.tree.write().unsubscribe(filter, session_id),
+        }
+    }
+
+    /// Shared subscriptions (members of all groups).
+    pub fn shared_subscription_count(&self) -> usize {
+        self.shared.len()
     }
 
     /// Routes a message: updates the retained store, then delivers to each matching session once, at the
@@ -317,27 +359,37 @@ impl Broker {
                 message: message.clone(),
                 subscription_ids: ids,
                 shared_by,
+                group: 0,
             };
-            match self.deliver(session, delivery) {
-                Delivered::Queued { backlog, nearly_full } => {
-                    routed.reached += 1;
-                    routed.busy |= backlog > CONGESTED_BACKLOG;
-                    let own = session.id == message.origin;
-                    let long = nearly_full || backlog > WAIT_BACKLOG;
-                    if long && !own && session.progressing() && routed.congested.is_none() {
-                        routed.congested = Some(session.clone());
-                    }
-                }
-                // A full queue of a subscriber that still reads: slow the publisher down too.
-                Delivered::Dropped
-                    if session.id != message.origin && session.progressing() && routed.congested.is_none() =>
-                {
-                    routed.congested = Some(session.clone());
-                }
-                Delivered::Dropped => {}
-            }
+            self.deliver_routed(session, delivery, message.origin, &mut routed);
+        }
+        let shared = self.shared.route(&message, self.settings.shared_strategy, |session| {
+            security.as_ref().is_none_or(|s| self.may_read_with(s, session, &message.topic))
+        });
+        for chosen in shared {
+            self.deliver_routed(&chosen.session, chosen.delivery, message.origin, &mut routed);
         }
         routed
+    }
+
+    /// [`Broker::deliver`] as routing does it, noting in `routed` what the publisher should know.
+    fn deliver_routed(&self, session: &Arc<Session>, delivery: Delivery, origin: u64, routed: &mut Routed) {
+        match self.deliver(session, delivery) {
+            Delivered::Queued { backlog, nearly_full } => {
+                routed.reached += 1;
+                routed.busy |= backlog > CONGESTED_BACKLOG;
+                let own = session.id == origin;
+                let long = nearly_full || backlog > WAIT_BACKLOG;
+                if long && !own && session.progressing() && routed.congested.is_none() {
+                    routed.congested = Some(session.clone());
+                }
+            }
+            // A full queue of a subscriber that still reads: slow the publisher down too.
+            Delivered::Dropped if session.id != origin && session.progressing() && routed.congested.is_none() => {
+                routed.congested = Some(session.clone());
+            }
+            Delivered::Dropped => {}
+        }
     }
 
     /// Offers a delivery to a session's outbox and wakes its connection.

@@ -64,9 +64,8 @@ const SMALLEST_CONNACK: u32 = 5;
 /// CONNACK properties in the order they are left out when the CONNACK would exceed the client's Maximum
 /// Packet Size [MQTT-3.1.2-24]: what only informs first, what the client must obey last. (Mosquitto
 /// closes the connection instead; a client that cannot hear a limit is held to it all the same.)
-const CONNACK_TRIM: [fn(&mut Properties); 8] = [
-    |p| p.shared_subscription_available = None,
-    |p| p.subscription_identifier_available = None,
+const CONNACK_TRIM: [fn(&mut Properties); 7] = [
+    |p| p.response_information = None,
     |p| p.topic_alias_maximum = None,
     |p| p.maximum_packet_size = None,
     |p| p.retain_available = None,
@@ -414,9 +413,13 @@ fn attach(broker: &Arc<Broker>, mut io: Transport, c: Connect, limits: Limits, c
         properties.maximum_qos = Some(s.max_qos).filter(|&q| q < 2);
         properties.retain_available = Some(0).filter(|_| !s.retain_available);
         properties.maximum_packet_size = Some(s.max_packet_size).filter(|&m| m > 0);
-        properties.topic_alias_maximum = None;
-        properties.subscription_identifier_available = Some(0);
-        properties.shared_subscription_available = Some(0);
+        properties.topic_alias_maximum = Some(s.max_topic_alias).filter(|&m| m > 0);
+        // Subscription identifiers and shared subscriptions are available: the properties' absence says
+        // so [MQTT-3.2.2.3.12] [MQTT-3.2.2.3.13].
+        if c.properties.request_response_information == Some(1) {
+            // The client asked for a base for its response topics [MQTT-3.1.2.11.6].
+            properties.response_information = Some(format!("{}{client_id}", s.response_information_prefix));
+        }
     }
     let mut ack = ConnAck { session_present, code: reason::SUCCESS, properties };
     fit_connack(&mut ack, c.properties.maximum_packet_size.filter(|_| version.is_v5()));
@@ -442,7 +445,7 @@ fn attach(broker: &Arc<Broker>, mut io: Transport, c: Connect, limits: Limits, c
         limits,
         keep_alive,
         send_window: c.properties.receive_maximum.unwrap_or(u16::MAX).min(s.inflight_window()),
-        client_max_packet: c.properties.maximum_packet_size,
+        client_max_packet: c.properties.maximum_packet_size.and_then(std::num::NonZeroU32::new),
         connect_expiry: c.properties.session_expiry_interval.unwrap_or(0),
         expiry_override: None,
         retained_backlog: None,
@@ -450,6 +453,11 @@ fn attach(broker: &Arc<Broker>, mut io: Transport, c: Connect, limits: Limits, c
         busy: false,
         // Packets pipelined behind CONNECT may already be in the read buffer.
         undecoded: true,
+        aliases: if version.is_v5() {
+            crate::alias::TopicAliases::for_client(c.properties.topic_alias_maximum.unwrap_or(0))
+        } else {
+            None
+        },
     }
 }
 

@@ -436,8 +436,8 @@ pub(crate) struct Client {
     pub keep_alive: u16,
     /// The client's Receive Maximum: our outgoing QoS 1/2 window.
     pub send_window: u16,
-    /// The client's Maximum Packet Size (5.0).
-    pub client_max_packet: Option<u32>,
+    /// The client's Maximum Packet Size (5.0); never 0 [MQTT-3.1.2-24], so the option costs nothing.
+    pub client_max_packet: Option<std::num::NonZeroU32>,
     /// Session Expiry Interval from CONNECT (5.0), to validate the one in DISCONNECT.
     pub connect_expiry: u32,
     /// Expiry set by a 5.0 DISCONNECT.
@@ -452,6 +452,8 @@ pub(crate) struct Client {
     pub busy: bool,
     /// Bytes in the read buffer not yet decoded (decoding stopped to wait for a congested subscriber).
     pub undecoded: bool,
+    /// Topic aliases both ways (5.0), made when first needed.
+    pub aliases: Option<Box<crate::alias::TopicAliases>>,
 }
 
 /// How [`Client::run`] returns.
@@ -473,9 +475,10 @@ pub(crate) struct Asleep {
     limits: Limits,
     keep_alive: u16,
     send_window: u16,
-    client_max_packet: Option<u32>,
+    client_max_packet: Option<std::num::NonZeroU32>,
     connect_expiry: u32,
     expiry_override: Option<u32>,
+    aliases: Option<Box<crate::alias::TopicAliases>>,
     permit: tokio::sync::OwnedSemaphorePermit,
 }
 
@@ -506,6 +509,7 @@ impl Client {
             client_max_packet: self.client_max_packet,
             connect_expiry: self.connect_expiry,
             expiry_override: self.expiry_override,
+            aliases: self.aliases,
             permit,
         })
     }
@@ -540,6 +544,7 @@ impl Asleep {
             congested: None,
             busy: false,
             undecoded: false,
+            aliases: self.aliases,
         };
         (client, self.permit)
     }
@@ -831,7 +836,7 @@ impl Client {
         while self.io.output_len() < limit {
             let Some(packet) = state.next_resend(send_window, now) else { break };
             if let (Some(max), Packet::Publish(p)) = (self.client_max_packet, &packet) {
-                if mqttd_proto::encoded_len(&packet, self.version) > max as usize {
+                if mqttd_proto::encoded_len(&packet, self.version) > max.get() as usize {
                     // This connection's client takes less than the one it was first sent to [MQTT-3.1.2-25].
                     state.abandon(p.packet_id.expect("a resent PUBLISH has a packet id"));
                     continue;
@@ -855,8 +860,19 @@ impl Client {
                     .is_none_or(|(security, id)| crate::broker::may_read_as(security, id, &d.message.topic))
             };
             let Some(out) = state.next_delivery_where(send_window, now, allowed) else { break };
-            let publish = out.delivery.borrowed(out.packet_id, false, now, &mut scratch);
-            if self.client_max_packet.is_some_and(|max| publish_len(&publish, self.version) > max as usize) {
+            let mut publish = out.delivery.borrowed(out.packet_id, false, now, &mut scratch);
+            let with_alias;
+            if let Some((alias, known)) = self.aliases.as_mut().and_then(|a| a.outgoing(publish.topic)) {
+                // The topic goes once with its alias, then the alias alone [MQTT-3.3.2.3.4].
+                let mut properties = publish.properties.clone();
+                properties.topic_alias = Some(alias);
+                with_alias = properties;
+                publish.properties = &with_alias;
+                if known {
+                    publish.topic = "";
+                }
+            }
+            if self.client_max_packet.is_some_and(|max| publish_len(&publish, self.version) > max.get() as usize) {
                 // Too large for this client: discard as if delivered [MQTT-3.1.2-25].
                 if let Some(id) = out.packet_id {
                     state.abandon(id);
@@ -927,7 +943,7 @@ mod tests {
     fn an_idle_connection_stays_small() {
         let client = std::mem::size_of::<super::Client>();
         let session = std::mem::size_of::<crate::session::Session>();
-        assert!(client <= 160, "Client grew to {client} bytes");
+        assert!(client <= 168, "Client grew to {client} bytes");
         assert!(session <= 360, "Session grew to {session} bytes");
         let asleep = std::mem::size_of::<super::Asleep>();
         assert!(asleep <= 104, "Asleep grew to {asleep} bytes");

@@ -12,6 +12,7 @@ use mqttd_proto::{
 
 use crate::broker::Stats;
 use crate::connection::{Client, End};
+use crate::shared::SharedFilter;
 
 fn violation(what: &str, code: u8) -> End {
     End::Protocol(what.to_string(), code)
@@ -48,7 +49,7 @@ impl Client {
     /// [MQTT-3.1.2-24]: one that cannot (a SUBACK for many filters) ends the connection, with a DISCONNECT
     /// 0x95 that fits (CONNECT refused clients whose maximum is below the smallest CONNACK).
     fn ack(&mut self, packet: Packet) -> Result<(), End> {
-        if let Some(max) = self.client_max_packet {
+        if let Some(max) = self.client_max_packet.map(std::num::NonZeroU32::get) {
             let size = encoded_len(&packet, self.version);
             if size > max as usize {
                 let name = packet.name();
@@ -77,7 +78,7 @@ impl Client {
         }
     }
 
-    fn publish(&mut self, p: Publish) -> Result<(), End> {
+    fn publish(&mut self, mut p: Publish) -> Result<(), End> {
         let s = &self.broker.settings;
         if p.qos as u8 > s.max_qos {
             return Err(violation("PUBLISH above the maximum QoS [MQTT-3.2.2-11]", reason::QOS_NOT_SUPPORTED));
@@ -88,9 +89,12 @@ impl Client {
                 reason::RETAIN_NOT_SUPPORTED,
             ));
         }
-        if p.properties.topic_alias.is_some() {
-            // We announce Topic Alias Maximum 0 [MQTT-3.3.2-9].
-            return Err(violation("topic alias while Topic Alias Maximum is 0", reason::TOPIC_ALIAS_INVALID));
+        if let Some(alias) = p.properties.topic_alias.take() {
+            let max = s.max_topic_alias;
+            let aliases = self.aliases.get_or_insert_with(Default::default);
+            if let Err(e) = aliases.incoming(alias, &mut p.topic, max) {
+                return Err(End::Protocol(e.to_string(), reason::TOPIC_ALIAS_INVALID));
+            }
         }
         if !p.properties.subscription_identifiers.is_empty() {
             return Err(violation(
@@ -199,39 +203,47 @@ impl Client {
     }
 
     fn subscribe(&mut self, s: Subscribe) -> Result<(), End> {
-        if !s.properties.subscription_identifiers.is_empty() {
-            return Err(violation(
-                "subscription identifiers are not supported",
-                reason::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED,
-            ));
+        if s.properties.subscription_identifiers.len() > 1 {
+            return Err(violation("more than one subscription identifier [MQTT-3.8.2.1.2]", reason::PROTOCOL_ERROR));
         }
+        // Kept with each subscription and sent with every message it matches [MQTT-3.3.4-3].
+        let subscription_id = s.properties.subscription_identifiers.first().copied();
         let max_qos = QoS::from_u8(self.broker.settings.max_qos).unwrap_or(QoS::ExactlyOnce);
         let v5 = self.version.is_v5();
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained_for = Vec::new();
         for (filter, mut options) in s.filters {
-            if filter.starts_with("$share/") {
-                reasons.push(if v5 { reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED } else { reason::v3::SUBACK_FAILURE });
-                continue;
-            }
+            let shared = match SharedFilter::parse(&filter) {
+                Some(Err(why)) => {
+                    tracing::info!(client_id = %self.session.client_id, %filter, "subscription refused: {why}");
+                    reasons.push(if v5 { reason::TOPIC_FILTER_INVALID } else { reason::v3::SUBACK_FAILURE });
+                    continue;
+                }
+                Some(Ok(_)) if options.no_local => {
+                    return Err(violation("No Local on a shared subscription [MQTT-3.8.3-4]", reason::PROTOCOL_ERROR));
+                }
+                Some(Ok(shared)) => Some(shared),
+                None => None,
+            };
             if !v5 {
                 options = mqttd_proto::SubscriptionOptions { qos: options.qos, ..Default::default() };
             }
             options.qos = options.qos.min(max_qos);
-            if !self.may_subscribe(&filter) {
+            // The ACL applies to the filter after `$share/{ShareName}/`.
+            if !self.may_subscribe(shared.map_or(&filter, |s| s.filter)) {
                 tracing::info!(client_id = %self.session.client_id, %filter, "subscription denied by the ACL");
                 reasons.push(if v5 { reason::NOT_AUTHORIZED } else { reason::v3::SUBACK_FAILURE });
                 continue;
             }
-            let is_new =
-                self.broker.tree.write().subscribe(&filter, self.session.id, self.session.clone(), options, None);
-            self.session.control.lock().subscriptions.insert(filter.clone(), options);
+            let is_new = self.broker.subscribe(&self.session, &filter, options, subscription_id);
             reasons.push(options.qos as u8);
-            let send = match options.retain_handling {
-                RetainHandling::SendAtSubscribe => true,
-                RetainHandling::SendIfNew => is_new,
-                RetainHandling::DoNotSend => false,
-            };
+            // Retained messages are not sent for shared subscriptions [MQTT-4.8.2].
+            let send = shared.is_none()
+                && match options.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendIfNew => is_new,
+                    RetainHandling::DoNotSend => false,
+                };
             if send {
                 retained_for.push((filter, options.qos));
             }
@@ -269,6 +281,7 @@ impl Client {
                 message,
                 subscription_ids: Vec::new(),
                 shared_by: 1,
+                group: 0,
             };
             self.retained_backlog.get_or_insert_default().push_back(delivery);
         }
@@ -278,8 +291,7 @@ impl Client {
     fn unsubscribe(&mut self, u: Unsubscribe) -> Result<(), End> {
         let mut reasons = Vec::with_capacity(u.filters.len());
         for filter in &u.filters {
-            let existed = self.broker.tree.write().unsubscribe(filter, self.session.id);
-            self.session.control.lock().subscriptions.remove(filter);
+            let existed = self.broker.unsubscribe(&self.session, filter);
             reasons.push(if existed { reason::SUCCESS } else { reason::NO_SUBSCRIPTION_EXISTED });
         }
         if !self.version.is_v5() {

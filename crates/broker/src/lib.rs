@@ -4,6 +4,7 @@
 //! Transports reach the core as plain byte streams ([`connection::Stream`]); every delivery passes one
 //! authorization point ([`Broker::may_read_with`]), every publish and will another ([`Broker::may_write`]).
 
+mod alias;
 pub mod broker;
 pub mod config;
 mod connect;
@@ -14,6 +15,7 @@ pub mod security;
 pub mod server;
 pub mod session;
 pub mod settings;
+pub mod shared;
 pub mod storm;
 pub mod sys;
 pub mod tls;

@@ -10,7 +10,7 @@ use mqttd_core::{Message, QueueLimits, SessionState};
 use mqttd_proto::{SubscriptionOptions, Will};
 use parking_lot::Mutex;
 
-use crate::broker::{Broker, ClientIdentity};
+use crate::broker::{Broker, ClientIdentity, Stats};
 
 /// How long a session lives after its connection ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -425,11 +425,24 @@ impl Broker {
         tracing::debug!(client_id = %session.client_id, "session ended");
     }
 
+    /// The session ends: its subscriptions go, and what its shared subscriptions gave it that its client
+    /// did not receive goes to other members of their groups [MQTT-4.8.2-6].
     fn remove_subscriptions(&self, session: &Session) {
         let filters = std::mem::take(&mut session.control.lock().subscriptions);
-        let mut tree = self.tree.write();
         for filter in filters.into_keys() {
-            tree.unsubscribe(&filter, session.id);
+            self.unsubscribe_filter(session.id, &filter);
+        }
+        let taken = session.state.lock().take_shared();
+        for delivery in taken {
+            match self.shared.reassign(delivery, session.id, self.settings.shared_strategy) {
+                Some(chosen) => {
+                    self.deliver(&chosen.session, chosen.delivery);
+                }
+                None => {
+                    Stats::add(&self.stats.messages_dropped, 1);
+                    tracing::info!(client_id = %session.client_id, "shared subscription message dropped: no other member");
+                }
+            }
         }
     }
 }

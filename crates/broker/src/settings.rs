@@ -27,6 +27,13 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// A plain-TCP connection quiet for this long is parked (`park.rs`); `None`: never.
     pub park_after: Option<Duration>,
+    /// How shared subscription groups pick a member (`shared_subscription_strategy`).
+    pub shared_strategy: crate::shared::Strategy,
+    /// Topic aliases a 5.0 client may use towards us (`max_topic_alias`; 0: none).
+    pub max_topic_alias: u16,
+    /// Response Information sent to a client that asks: this prefix and its client id
+    /// (`response_information_prefix`).
+    pub response_information_prefix: String,
 }
 
 impl Default for Settings {
@@ -46,6 +53,9 @@ impl Default for Settings {
             sys_interval: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             park_after: Some(Duration::from_secs(1)),
+            shared_strategy: crate::shared::Strategy::RoundRobin,
+            max_topic_alias: 10,
+            response_information_prefix: "responses/".into(),
         }
     }
 }
@@ -97,6 +107,9 @@ impl Settings {
             sys_interval: Duration::from_secs(c.sys_interval),
             connect_timeout: Duration::from_secs(10),
             park_after: (c.park_idle_after > 0).then(|| Duration::from_secs(c.park_idle_after)),
+            shared_strategy: c.shared_subscription_strategy,
+            max_topic_alias: c.max_topic_alias,
+            response_information_prefix: c.response_information_prefix.clone(),
         }
     }
 }

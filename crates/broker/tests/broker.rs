@@ -15,6 +15,8 @@ mod keepalive;
 mod limits;
 #[path = "broker/malformed.rs"]
 mod malformed;
+#[path = "broker/mqtt5.rs"]
+mod mqtt5;
 #[path = "broker/multi_thread.rs"]
 mod multi_thread;
 #[path = "broker/park.rs"]

@@ -241,6 +241,49 @@ fn paho_mqtt_interoperates_over_mqtt_5() {
     }
 }
 
+/// paho-mqtt over MQTT 5: a shared subscription group splits the messages, subscription identifiers
+/// and topic aliases (both ways) work with a real client.
+#[test]
+fn paho_mqtt_v5_shared_subscriptions_identifiers_and_topic_aliases() {
+    if paho_available() {
+        let tb = TestBroker::start();
+        paho("paho_mqtt5_features.py", &[&tb.port().to_string()]);
+    }
+}
+
+/// Two `mosquitto_sub -V 5` in one shared group split what `mosquitto_pub` sends: each message once.
+#[test]
+fn mosquitto_v5_shared_subscription_group_splits_the_messages() {
+    if !mosquitto_available() {
+        return;
+    }
+    let tb = TestBroker::start();
+    let port = tb.port().to_string();
+    let common = ["-h", "127.0.0.1", "-p", &port, "-V", "mqttv5"];
+    let members: Vec<Running> = (0..2)
+        .map(|_| Running::spawn(Command::new("mosquitto_sub").args(common).args(["-t", "$share/g/ms/t", "-q", "1"])))
+        .collect();
+    wait_for_subscriptions(&tb, 2);
+    for i in 0..10 {
+        let out = run(Command::new("mosquitto_pub").args(common).args(["-t", "ms/t", "-q", "1", "-m", &i.to_string()]));
+        assert!(out.status.success(), "mosquitto_pub: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut got: Vec<Vec<u32>> = vec![Vec::new(); 2];
+    let start = Instant::now();
+    while got.iter().map(Vec::len).sum::<usize>() < 10 {
+        assert!(start.elapsed() < TIMEOUT, "only {got:?} arrived");
+        for (k, m) in members.iter().enumerate() {
+            while let Ok(line) = m.lines.recv_timeout(Duration::from_millis(10)) {
+                got[k].push(line.trim().parse().expect("a number"));
+            }
+        }
+    }
+    let mut all: Vec<u32> = got.iter().flatten().copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..10).collect::<Vec<_>>(), "each message once: {got:?}");
+    assert!(got.iter().all(|g| !g.is_empty()), "both members got some: {got:?}");
+}
+
 /// A paho-mqtt MQTT 5 will with Will Delay Interval waits for the delay, and is cancelled when the client
 /// reconnects in time [MQTT-3.1.3-9].
 #[test]

@@ -87,6 +87,9 @@ pub struct Delivery {
     /// How many sessions the message went to at once (at least 1): a queued delivery holds its queue
     /// entry and this share of the message ([`Delivery::weight`]).
     pub shared_by: u16,
+    /// The shared subscription group it was routed through (0: none), so that a member whose session
+    /// ends hands it to another member [MQTT-4.8.2-6].
+    pub group: u32,
 }
 
 /// Bytes a queued delivery's entry takes, whatever the message.

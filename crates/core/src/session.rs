@@ -377,6 +377,36 @@ impl SessionState {
         })
     }
 
+    /// Takes the QoS 1/2 deliveries that came through a shared subscription and are not yet complete:
+    /// queued, or in flight before the client received them (no PUBACK or PUBREC yet). The session is
+    /// ending; another member of the group gets them [MQTT-4.8.2-6].
+    pub fn take_shared(&mut self) -> Vec<Delivery> {
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.inflight.len());
+        for entry in self.inflight.drain(..) {
+            if entry.delivery.group != 0 && entry.state != InflightState::AwaitingPubComp {
+                self.inflight_bytes -= entry.delivery.message.cost();
+                taken.push(entry.delivery);
+            } else {
+                kept.push_back(entry);
+            }
+        }
+        self.inflight = kept;
+        self.owed = self.owed.min(self.inflight.len());
+        let outbox = std::mem::take(&mut self.outbox);
+        for delivery in outbox {
+            if delivery.group != 0 && delivery.qos != QoS::AtMostOnce {
+                let cost = delivery.message.cost();
+                self.outbox_bytes -= cost;
+                self.backlog -= delivery.weight();
+                taken.push(delivery);
+            } else {
+                self.outbox.push_back(delivery);
+            }
+        }
+        taken
+    }
+
     /// An incoming QoS 2 PUBLISH: true if its packet id is new (route the message), false if it is a
     /// resend of one not yet released (acknowledge again, do not route) [MQTT-4.3.3-10].
     pub fn receive_qos2(&mut self, id: PacketId) -> bool {
@@ -412,13 +442,35 @@ mod tests {
             expires_at: None,
             origin: 1,
         };
-        Delivery { message: Arc::new(message), qos, retain: false, subscription_ids: vec![], shared_by: 1 }
+        Delivery { message: Arc::new(message), qos, retain: false, subscription_ids: vec![], shared_by: 1, group: 0 }
     }
 
     fn online(limits: QueueLimits) -> SessionState {
         let mut s = SessionState::new(limits);
         s.online = true;
         s
+    }
+
+    /// [MQTT-4.8.2-6]: what a shared subscription gave an ending session and the client did not receive
+    /// goes back to the group; QoS 0, plain deliveries and QoS 2 past PUBREC stay.
+    #[test]
+    fn take_shared_takes_unreceived_qos_1_and_2_deliveries_of_shared_subscriptions_only() {
+        let mut s = online(QueueLimits::default());
+        let shared = |qos, payload| Delivery { group: 7, ..delivery(qos, payload) };
+        s.enqueue(shared(QoS::AtLeastOnce, b"sent 1"));
+        s.enqueue(shared(QoS::ExactlyOnce, b"received 2"));
+        s.enqueue(shared(QoS::ExactlyOnce, b"sent 2"));
+        s.enqueue(delivery(QoS::AtLeastOnce, b"plain"));
+        s.enqueue(shared(QoS::AtMostOnce, b"qos 0"));
+        s.enqueue(shared(QoS::AtLeastOnce, b"queued 1"));
+        let now = Instant::now();
+        let ids: Vec<_> = (0..3).map(|_| s.next_delivery(10, now).and_then(|o| o.packet_id)).collect();
+        assert_eq!(s.pubrec(ids[1].expect("QoS 2"), 0), Ok(true));
+        let taken: Vec<_> = s.take_shared().into_iter().map(|d| d.message.payload.clone()).collect();
+        assert_eq!(taken, vec![&b"sent 1"[..], b"sent 2", b"queued 1"]);
+        assert_eq!(s.inflight(), 1, "the QoS 2 delivery past PUBREC stays");
+        assert_eq!(s.queued(), 2, "the plain and the QoS 0 deliveries stay");
+        assert_eq!(s.pubcomp(ids[1].expect("QoS 2")), Ok(()));
     }
 
     #[test]

@@ -184,6 +184,28 @@ impl Peer {
         tokio::time::timeout(limit, read).await.expect("packet or close within the timeout")
     }
 
+    /// The next packet if one arrives within `limit`; `None` if none does (nothing is lost: a packet that
+    /// arrives later is returned by the next read). Panics if the connection closes.
+    pub async fn recv_within(&mut self, limit: Duration) -> Option<Packet> {
+        if let Some(p) = self.ahead.pop_front() {
+            return Some(p);
+        }
+        let read = async {
+            loop {
+                if let Some(p) =
+                    decode(&mut self.buf, self.version, &Limits::default()).expect("server sends valid packets")
+                {
+                    return p;
+                }
+                match self.stream.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => panic!("connection closed while a packet was expected"),
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::time::timeout(limit, read).await.ok()
+    }
+
     /// Whether a packet arrives within `limit` (false if none does); for asserting that nothing comes.
     pub async fn quiet_for(&mut self, limit: Duration) -> bool {
         if !self.ahead.is_empty() {

@@ -93,6 +93,13 @@ pub struct Config {
     /// `park_idle_after` (mqttd's own directive; seconds, 0 = never): a plain-TCP connection quiet for this
     /// long gives up its task until its socket or its session wakes it (see `park.rs`).
     pub park_idle_after: u64,
+    /// `max_topic_alias` (10, as Mosquitto): topic aliases a 5.0 client may use towards the broker.
+    pub max_topic_alias: u16,
+    /// `shared_subscription_strategy` (mqttd's own, with EMQX's values; round_robin).
+    pub shared_subscription_strategy: crate::shared::Strategy,
+    /// `response_information_prefix` (mqttd's own; "responses/"): Response Information is this prefix
+    /// and the client id.
+    pub response_information_prefix: String,
     /// `max_connections` written before any `listener` line (`None` = unlimited, written as -1); copied
     /// into every listener that does not set its own.
     pub max_connections: Option<usize>,
@@ -161,6 +168,9 @@ impl Default for Config {
             max_keepalive: 65535,
             threads: 0,
             park_idle_after: 1,
+            max_topic_alias: 10,
+            shared_subscription_strategy: crate::shared::Strategy::RoundRobin,
+            response_information_prefix: "responses/".into(),
             max_connections: None,
             max_qos: 2,
             persistent_client_expiration: None,

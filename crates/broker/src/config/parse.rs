@@ -325,6 +325,15 @@ impl Parser {
             "sys_interval" => self.config.sys_interval = line.int(0, 65535)? as u64,
             "threads" => self.config.threads = line.int(0, 1024)? as usize,
             "park_idle_after" => self.config.park_idle_after = line.int(0, 86400)? as u64,
+            "response_information_prefix" => {
+                self.config.response_information_prefix = line.text("a topic prefix")?.to_owned()
+            }
+            "max_topic_alias" => self.config.max_topic_alias = line.int(0, 65535)? as u16,
+            "shared_subscription_strategy" => {
+                let value = line.text(crate::shared::Strategy::NAMES)?;
+                self.config.shared_subscription_strategy = crate::shared::Strategy::parse(value)
+                    .ok_or_else(|| line.expected(crate::shared::Strategy::NAMES, value))?;
+            }
             _ => return Ok(false),
         }
         Ok(true)

@@ -228,21 +228,6 @@ async fn messages_larger_than_the_client_maximum_packet_size_are_not_sent() {
     wait_until("nothing is left inflight", || session.state.lock().inflight() == 0).await;
 }
 
-/// A Topic Alias while the broker announced Topic Alias Maximum 0 ends the connection with DISCONNECT
-/// 0x94 (topic alias invalid) [MQTT-3.3.2-9].
-#[tokio::test]
-async fn a_v5_publish_with_a_topic_alias_is_refused_with_disconnect_0x94() {
-    let tb = TestBroker::start();
-    let mut witness = Witness::new(&tb).await;
-    let (mut peer, ack) = Peer::connect_with(tb.addr, connect("alias", V5)).await;
-    assert_eq!(ack.properties.topic_alias_maximum.unwrap_or(0), 0);
-    let mut p = publish("aliased", b"x", QoS::AtMostOnce, false, None);
-    p.properties.topic_alias = Some(1);
-    peer.send(&Packet::Publish(p)).await;
-    assert_eq!(closed_with(&mut peer).await, Some(reason::TOPIC_ALIAS_INVALID));
-    witness.still_served(&tb).await;
-}
-
 /// A QoS 2 message whose PUBREL is lost with the connection is still delivered once: the resumed session
 /// remembers the packet id, so the DUP resend is acknowledged but not routed again [MQTT-4.3.3-2]
 /// [MQTT-4.4.0-1].

@@ -119,42 +119,6 @@ async fn unsubscribe_stops_delivery_and_v5_unsuback_reports_unknown_filters() {
     assert_eq!(sub.recv_publish().await.payload, &b"yes"[..]);
 }
 
-/// Shared subscriptions are not supported yet: a 5.0 SUBSCRIBE to `$share/...` gets SUBACK 0x9E
-/// (shared subscriptions not supported), 3.1.1 gets 0x80; the other filters of the packet still work.
-#[tokio::test]
-async fn a_shared_subscription_is_refused_with_suback_0x9e() {
-    let tb = TestBroker::start();
-    let mut subs = Vec::new();
-    for (version, code) in [(V5, reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED), (V4, 0x80)] {
-        let mut sub = Peer::connect(tb.addr, &format!("sub{version}"), version).await;
-        let options = SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() };
-        let filters = vec![("$share/group/t".to_string(), options), (format!("plain{version}"), options)];
-        assert_eq!(sub.subscribe_with(filters, Properties::default()).await, vec![code, 1], "{version}");
-        subs.push(sub);
-    }
-    assert_eq!(tb.broker.subscription_count(), 2);
-}
-
-/// Subscription identifiers are not supported yet (the 5.0 CONNACK says so): a SUBSCRIBE carrying one
-/// ends the connection with DISCONNECT 0xA1 (subscription identifiers not supported).
-#[tokio::test]
-async fn a_subscription_identifier_is_refused_with_disconnect_0xa1() {
-    let tb = TestBroker::start();
-    let mut witness = Witness::new(&tb).await;
-    let (mut sub, ack) = Peer::connect_with(tb.addr, mqttd_testkit::connect("sub", V5)).await;
-    assert_eq!(ack.properties.subscription_identifier_available, Some(0));
-    let options = SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() };
-    let properties = Properties { subscription_identifiers: vec![7], ..Properties::default() };
-    let subscribe = mqttd_proto::Subscribe {
-        packet_id: PacketId::new(1).unwrap(),
-        filters: vec![("t".into(), options)],
-        properties,
-    };
-    sub.send(&Packet::Subscribe(subscribe)).await;
-    assert_eq!(closed_with(&mut sub).await, Some(reason::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED));
-    witness.still_served(&tb).await;
-}
-
 /// Retained messages on `$` topics are not sent for a subscription starting with a wildcard either
 /// [MQTT-4.7.2-1]: a subscriber to `#` gets none of the retained `$SYS` values.
 #[tokio::test]
