@@ -272,7 +272,8 @@ impl Broker {
                 continue;
             }
             let delivery = Delivery {
-                qos: qos.min(message.qos),
+                // `upgrade_outgoing_qos`: the subscription's QoS, as Mosquitto does.
+                qos: if self.settings.upgrade_outgoing_qos { qos } else { qos.min(message.qos) },
                 // The RETAIN flag is cleared on normal delivery unless Retain As Published [MQTT-3.3.1-9].
                 retain: retain_as_published && message.retain,
                 message: message.clone(),

@@ -731,8 +731,12 @@ impl Client {
         let now = Instant::now();
         let send_window = usize::from(self.send_window);
         let limit = self.io.write_limit();
+        let mount_point = self.broker.settings.mount_point(self.io.listener);
         while self.io.output_len() < limit {
-            let Some(packet) = state.next_resend(send_window, now) else { break };
+            let Some(mut packet) = state.next_resend(send_window, now) else { break };
+            if let (Packet::Publish(p), Some(_)) = (&mut packet, mount_point) {
+                p.topic = crate::settings::unmounted(mount_point, &p.topic).to_owned();
+            }
             self.io.queue(&packet, self.version);
         }
         while state.queued() < RETAINED_BATCH && !state.nearly_full() {
@@ -746,7 +750,8 @@ impl Client {
         let mut sent = 0;
         while self.io.output_len() < limit {
             let Some(out) = state.next_delivery(send_window, now) else { break };
-            let publish = out.delivery.borrowed(out.packet_id, false, now, &mut scratch);
+            let mut publish = out.delivery.borrowed(out.packet_id, false, now, &mut scratch);
+            publish.topic = crate::settings::unmounted(mount_point, publish.topic);
             if self.client_max_packet.is_some_and(|max| publish_len(&publish, self.version) > max as usize) {
                 // Too large for this client: discard as if delivered [MQTT-3.1.2-25].
                 if let Some(id) = out.packet_id {
@@ -799,6 +804,7 @@ impl Client {
             will.to_string()
         };
         tracing::info!(
+            target: crate::log::CONNECTION,
             client_id = %self.session.client_id,
             peer = %self.io.peer,
             protocol = %self.version,

@@ -57,7 +57,7 @@ impl Client {
 
     fn publish(&mut self, p: Publish) -> Result<(), End> {
         let s = &self.broker.settings;
-        if p.qos as u8 > s.max_qos {
+        if p.qos as u8 > s.max_qos(self.io.listener) {
             return Err(violation("PUBLISH above the maximum QoS [MQTT-3.2.2-11]", reason::QOS_NOT_SUPPORTED));
         }
         if p.retain && !s.retain_available {
@@ -116,7 +116,10 @@ impl Client {
     }
 
     /// Checks size and authorization, then routes. Returns the 5.0 reason code for the acknowledgement.
-    fn route_publish(&mut self, p: Publish) -> u8 {
+    fn route_publish(&mut self, mut p: Publish) -> u8 {
+        if let Some(mount_point) = self.broker.settings.mount_point(self.io.listener) {
+            p.topic = format!("{mount_point}{}", p.topic);
+        }
         let limit = self.broker.settings.message_size_limit;
         if limit > 0 && p.payload.len() > limit as usize {
             tracing::info!(client_id = %self.session.client_id, size = p.payload.len(), "message over message_size_limit dropped");
@@ -182,7 +185,8 @@ impl Client {
                 reason::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED,
             ));
         }
-        let max_qos = QoS::from_u8(self.broker.settings.max_qos).unwrap_or(QoS::ExactlyOnce);
+        let max_qos = QoS::from_u8(self.broker.settings.max_qos(self.io.listener)).unwrap_or(QoS::ExactlyOnce);
+        let mount_point = self.broker.settings.mount_point(self.io.listener).map(str::to_owned);
         let v5 = self.version.is_v5();
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained_for = Vec::new();
@@ -194,6 +198,7 @@ impl Client {
             if !v5 {
                 options = mqttd_proto::SubscriptionOptions { qos: options.qos, ..Default::default() };
             }
+            let filter = crate::settings::mounted(mount_point.as_deref(), filter);
             options.qos = options.qos.min(max_qos);
             if !self.may_subscribe(&filter) {
                 tracing::info!(client_id = %self.session.client_id, %filter, "subscription denied by the ACL");
@@ -203,6 +208,8 @@ impl Client {
             let is_new =
                 self.broker.tree.write().subscribe(&filter, self.session.id, self.session.clone(), options, None);
             self.session.control.lock().subscriptions.insert(filter.clone(), options);
+            // Mosquitto's `log_type subscribe` line: client id, granted QoS, filter (mount point included).
+            tracing::info!(target: crate::log::SUBSCRIBE, "{} {} {filter}", self.session.client_id, options.qos as u8);
             reasons.push(options.qos as u8);
             let send = match options.retain_handling {
                 RetainHandling::SendAtSubscribe => true,
@@ -240,8 +247,9 @@ impl Client {
             if !self.broker.may_read_with(&security, &self.session, &message.topic) {
                 continue;
             }
+            let upgrade = self.broker.settings.upgrade_outgoing_qos;
             let delivery = Delivery {
-                qos: message.qos.min(granted),
+                qos: if upgrade { granted } else { message.qos.min(granted) },
                 retain: true,
                 message,
                 subscription_ids: Vec::new(),
@@ -254,9 +262,12 @@ impl Client {
 
     fn unsubscribe(&mut self, u: Unsubscribe) -> Result<(), End> {
         let mut reasons = Vec::with_capacity(u.filters.len());
-        for filter in &u.filters {
+        let mount_point = self.broker.settings.mount_point(self.io.listener).map(str::to_owned);
+        for filter in u.filters {
+            let filter = &crate::settings::mounted(mount_point.as_deref(), filter);
             let existed = self.broker.tree.write().unsubscribe(filter, self.session.id);
             self.session.control.lock().subscriptions.remove(filter);
+            tracing::info!(target: crate::log::UNSUBSCRIBE, "{} {filter}", self.session.client_id);
             reasons.push(if existed { reason::SUCCESS } else { reason::NO_SUBSCRIPTION_EXISTED });
         }
         if !self.version.is_v5() {

@@ -27,6 +27,7 @@
 
 mod error;
 mod parse;
+mod reload;
 mod values;
 
 #[cfg(test)]
@@ -352,10 +353,9 @@ pub enum SocketDomain {
     Ipv6,
 }
 
-/// `tls_version`: the lowest accepted version. rustls has no TLS 1.1, so `Tls1_1` behaves as `Tls1_2`.
+/// `tls_version`: the lowest accepted version (rustls has no TLS 1.1: `tlsv1.1` is refused at startup).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TlsVersion {
-    Tls1_1,
     Tls1_2,
     Tls1_3,
 }

@@ -45,7 +45,7 @@ pub(super) struct Parser {
 
 impl Parser {
     pub fn read_file(&mut self, path: &Path, main: bool) -> Result<(), ConfigError> {
-        let io_error = |source| ConfigError::Io { path: path.to_path_buf(), source };
+        let io_error = |error| ConfigError::Io { path: path.to_path_buf(), error };
         if path.is_dir() {
             let source = std::io::Error::new(std::io::ErrorKind::InvalidInput, "it is a directory");
             return Err(io_error(source));
