@@ -102,6 +102,11 @@ pub struct Broker {
     pub(crate) queue_limits: Arc<mqttd_core::QueueLimits>,
     /// Where plain-TCP connections wait without a task (`park.rs`); set by `Server` when parking is on.
     pub(crate) parker: std::sync::OnceLock<Arc<crate::park::Parker>>,
+    /// Who published each retained message, for `check_retain_source` (Mosquitto keeps it with the
+    /// message). A weak reference tells a stale entry (the message was replaced or cleared) from the
+    /// current one; stale entries are pruned as the map grows past the store. A mutex: written only by
+    /// retained publishes, read by new subscriptions.
+    retain_sources: Mutex<HashMap<String, (std::sync::Weak<Message>, ClientIdentity)>>,
 }
 
 impl Broker {
@@ -122,6 +127,7 @@ impl Broker {
             drained: tokio::sync::Notify::new(),
             queue_limits: Arc::new(settings_queue),
             parker: std::sync::OnceLock::new(),
+            retain_sources: Mutex::new(HashMap::new()),
         }
     }
 
@@ -205,6 +211,29 @@ impl Broker {
             topic,
             Access::Write,
         )
+    }
+
+    /// Records who published the retained `message` (`check_retain_source`).
+    pub(crate) fn note_retain_source(&self, message: &Arc<Message>, source: ClientIdentity) {
+        let retained = self.retained_count();
+        let mut sources = self.retain_sources.lock();
+        sources.insert(message.topic.clone(), (Arc::downgrade(message), source));
+        if sources.len() > 2 * retained + 64 {
+            sources.retain(|_, (weak, _)| weak.strong_count() > 0);
+        }
+    }
+
+    /// `check_retain_source`: whether the publisher of the retained `message` may still write its topic
+    /// (the ACL may have changed since); true when its publisher is unknown (the broker's own messages).
+    pub(crate) fn retain_source_allowed(&self, message: &Arc<Message>) -> bool {
+        if !self.settings.check_retain_source || !self.acl_active.load(Ordering::Acquire) {
+            return true;
+        }
+        let source = match self.retain_sources.lock().get(&message.topic) {
+            Some((weak, source)) if std::ptr::eq(weak.as_ptr(), Arc::as_ptr(message)) => source.clone(),
+            _ => return true,
+        };
+        self.may_write(&source, &message.topic)
     }
 
     /// Number of retained messages.

@@ -140,7 +140,11 @@ impl Client {
             expires_at,
             origin: self.session.id,
         };
-        let routed = self.broker.route(Arc::new(message));
+        let message = Arc::new(message);
+        if message.retain && self.broker.settings.check_retain_source {
+            self.broker.note_retain_source(&message, self.session.identity());
+        }
+        let routed = self.broker.route(message);
         self.busy |= routed.busy;
         if self.congested.is_none() {
             self.congested = routed.congested;
@@ -244,7 +248,9 @@ impl Client {
         let messages = self.broker.retained.read().matching(filter, Instant::now());
         let security = self.broker.security();
         for message in messages {
-            if !self.broker.may_read_with(&security, &self.session, &message.topic) {
+            if !self.broker.may_read_with(&security, &self.session, &message.topic)
+                || !self.broker.retain_source_allowed(&message)
+            {
                 continue;
             }
             let upgrade = self.broker.settings.upgrade_outgoing_qos;

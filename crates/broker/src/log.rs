@@ -103,6 +103,10 @@ impl Output {
                 LogDest::Topic | LogDest::Dlt => {}
             }
         }
+        if !config.log_dest.is_empty() && config.log_dest.iter().all(|d| matches!(d, LogDest::Topic | LogDest::Dlt)) {
+            // Only destinations mqttd does not have yet: stderr, so that the warning saying so is seen.
+            out.stderr = true;
+        }
         Ok(out)
     }
 
@@ -229,13 +233,7 @@ impl Logging {
         let reload: Reload = Arc::new(move |d: &str| {
             handle.reload(tracing_subscriber::EnvFilter::new(d)).map_err(|e| anyhow::anyhow!("{e}"))
         });
-        let logging = Logging { output, reload: env.is_none().then_some(reload), verbose };
-        for dest in &config.log_dest {
-            if matches!(dest, LogDest::Topic | LogDest::Dlt) {
-                tracing::warn!("log_dest {dest:?} is not supported yet; logging to the other destinations");
-            }
-        }
-        Ok(logging)
+        Ok(Logging { output, reload: env.is_none().then_some(reload), verbose })
     }
 
     /// SIGHUP: applies the logging directives of a re-read config (Mosquitto reloads them all).

@@ -32,6 +32,8 @@ mod values;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod walk_tests;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

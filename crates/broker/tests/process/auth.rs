@@ -18,7 +18,7 @@ use mqttd_testkit::{connect, Peer};
 use crate::common::{free_port, peer_available, run, startup_error, wait_until, Mqttd, V5};
 
 /// Writes a `$7$` password file with `users` (name, password).
-fn write_passwords(path: &Path, users: &[(&str, &str)]) {
+pub(crate) fn write_passwords(path: &Path, users: &[(&str, &str)]) {
     let mut text = String::new();
     for (name, password) in users {
         let hash = hash_password(password.as_bytes(), HashKind::Sha512Pbkdf2).expect("hashes");
@@ -27,7 +27,7 @@ fn write_passwords(path: &Path, users: &[(&str, &str)]) {
     std::fs::write(path, text).expect("writes the password file");
 }
 
-async fn login(mqttd: &Mqttd, client_id: &str, username: &str, password: &str) -> (Peer, ConnAck) {
+pub(crate) async fn login(mqttd: &Mqttd, client_id: &str, username: &str, password: &str) -> (Peer, ConnAck) {
     let mut c = connect(client_id, V5);
     c.username = Some(username.to_string());
     c.password = Some(bytes::Bytes::copy_from_slice(password.as_bytes()));

@@ -123,3 +123,26 @@ fn tls_version_tlsv1_1_is_refused_at_startup_with_file_and_line() {
     assert!(err.contains(&format!("{}:4: tls_version", config.display())), "names file and line:\n{err}");
     assert!(err.contains("tlsv1.2"), "says what to write instead:\n{err}");
 }
+
+#[tokio::test]
+async fn check_retain_source_withholds_a_retained_message_whose_publisher_lost_write_access() {
+    for (setting, delivered) in [("", false), ("check_retain_source false\n", true)] {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let (passwd, acl) = (dir.path().join("passwd"), dir.path().join("acl"));
+        crate::auth::write_passwords(&passwd, &[("alice", "a"), ("bob", "b")]);
+        std::fs::write(&acl, "user alice\ntopic readwrite r/#\nuser bob\ntopic read r/#\n").expect("writes");
+        let settings =
+            format!("allow_anonymous false\npassword_file {}\nacl_file {}\n{setting}", passwd.display(), acl.display());
+        let mqttd = Mqttd::start(dir.path(), &settings);
+        let (mut alice, _) = crate::auth::login(&mqttd, "alice", "alice", "a").await;
+        alice.publish("r/x", b"kept", QoS::AtLeastOnce, true).await;
+
+        std::fs::write(&acl, "user alice\ntopic read r/#\nuser bob\ntopic read r/#\n").expect("writes");
+        mqttd.hangup();
+        mqttd.wait_for_log("reloaded", 1);
+        let (mut bob, _) = crate::auth::login(&mqttd, "bob", "bob", "b").await;
+        assert_eq!(bob.subscribe("r/#", QoS::AtMostOnce).await, vec![0]);
+        let got = !bob.quiet_for(Duration::from_millis(300)).await;
+        assert_eq!(got, delivered, "with {setting:?}");
+    }
+}
