@@ -25,6 +25,13 @@ pub struct Stats {
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub messages_dropped: AtomicU64,
+    /// MQTT packets handled after CONNECT, and packets written (`$SYS/broker/messages/...`, Mosquitto's
+    /// meaning: every packet, not only PUBLISH).
+    pub packets_received: AtomicU64,
+    pub packets_sent: AtomicU64,
+    /// PUBLISH payload bytes in and out (`$SYS/broker/publish/bytes/...`).
+    pub publish_bytes_received: AtomicU64,
+    pub publish_bytes_sent: AtomicU64,
     /// Connections parked now (`park.rs`): idle, without a task.
     pub clients_parked: AtomicU64,
 }
@@ -239,6 +246,22 @@ impl Broker {
     /// Number of retained messages.
     pub fn retained_count(&self) -> usize {
         self.retained.read().len()
+    }
+
+    /// Messages the broker holds (retained, and queued for sessions) and their bytes (retained payloads,
+    /// queued deliveries by their queue cost), for `$SYS/broker/messages/stored` and `store/messages/*`.
+    pub fn stored_messages(&self) -> (u64, u64) {
+        let (mut count, mut bytes) = {
+            let retained = self.retained.read();
+            (retained.len(), retained.payload_bytes())
+        };
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        for session in sessions {
+            let state = session.state.lock();
+            count += state.queued();
+            bytes += state.queued_bytes();
+        }
+        (count as u64, bytes as u64)
     }
 
     /// Number of subscriptions.

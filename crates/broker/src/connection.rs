@@ -747,7 +747,7 @@ impl Client {
             state.enqueue(delivery);
         }
         let mut scratch = Properties::default();
-        let mut sent = 0;
+        let (mut sent, mut sent_bytes) = (0, 0);
         while self.io.output_len() < limit {
             let Some(out) = state.next_delivery(send_window, now) else { break };
             let mut publish = out.delivery.borrowed(out.packet_id, false, now, &mut scratch);
@@ -764,9 +764,12 @@ impl Client {
                 continue;
             }
             sent += 1;
+            sent_bytes += publish.payload.len() as u64;
         }
         if sent > 0 {
             Stats::add(&self.broker.stats.messages_sent, sent);
+            Stats::add(&self.broker.stats.packets_sent, sent);
+            Stats::add(&self.broker.stats.publish_bytes_sent, sent_bytes);
             self.session.made_progress();
             if self.session.waiting.load(Ordering::SeqCst) > 0
                 && state.backlog() <= RELIEVED_BACKLOG

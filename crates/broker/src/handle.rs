@@ -18,6 +18,7 @@ fn violation(what: &str, code: u8) -> End {
 
 impl Client {
     pub(crate) fn handle(&mut self, packet: Packet) -> Result<(), End> {
+        Stats::add(&self.broker.stats.packets_received, 1);
         match packet {
             Packet::Publish(p) => self.publish(p),
             Packet::PubAck(a) => {
@@ -33,7 +34,7 @@ impl Client {
             Packet::Subscribe(s) => self.subscribe(s),
             Packet::Unsubscribe(u) => self.unsubscribe(u),
             Packet::PingReq => {
-                self.io.queue(&Packet::PingResp, self.version);
+                self.ack(Packet::PingResp);
                 Ok(())
             }
             Packet::Disconnect(d) => self.disconnect(d),
@@ -44,6 +45,7 @@ impl Client {
     }
 
     fn ack(&mut self, packet: Packet) {
+        Stats::add(&self.broker.stats.packets_sent, 1);
         self.io.queue(&packet, self.version);
     }
 
@@ -77,6 +79,7 @@ impl Client {
             ));
         }
         Stats::add(&self.broker.stats.messages_received, 1);
+        Stats::add(&self.broker.stats.publish_bytes_received, p.payload.len() as u64);
         if p.qos == QoS::ExactlyOnce {
             let mut state = self.session.state.lock();
             if !state.receive_qos2(p.packet_id.expect("QoS 2 has a packet id")) {
