@@ -19,9 +19,9 @@
 //! - A path or string directive given twice in the same scope is an error ("duplicate"), as in Mosquitto.
 //! - `include_dir DIR` reads every `*.conf` file in DIR, sorted as Mosquitto sorts them (case-insensitive
 //!   first), and is only allowed in the main file.
-//! - `persistence`, `persistence_file`, `persistence_location`, `autosave_interval`, `autosave_on_changes`,
-//!   `pid_file`, `user`, `log_timestamp`, `log_timestamp_format` and `log_facility` are parsed into fields
-//!   (Debian's stock `mosquitto.conf` uses several of them); the broker decides whether to honour or warn.
+//! - `persistence`, `persistence_file`, `persistence_location` and `autosave_*` are parsed (Debian's stock
+//!   `mosquitto.conf` uses them) with a warning that they have no effect yet; `pid_file`, `user` and the
+//!   logging directives are applied by the binary (`main.rs`, `log.rs`, `process.rs`).
 //!   Bridges, plugins, TLS-PSK and the other directives listed in `values::UNSUPPORTED` are errors that
 //!   say the directive is not supported yet.
 
