@@ -26,6 +26,13 @@ pub struct Stats {
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub messages_dropped: AtomicU64,
+    /// MQTT packets handled after CONNECT, and packets written (`$SYS/broker/messages/...`, Mosquitto's
+    /// meaning: every packet, not only PUBLISH).
+    pub packets_received: AtomicU64,
+    pub packets_sent: AtomicU64,
+    /// PUBLISH payload bytes in and out (`$SYS/broker/publish/bytes/...`).
+    pub publish_bytes_received: AtomicU64,
+    pub publish_bytes_sent: AtomicU64,
     /// Connections parked now (`park.rs`): idle, without a task.
     pub clients_parked: AtomicU64,
 }
@@ -128,6 +135,11 @@ pub struct Broker {
     pub(crate) queue_limits: Arc<mqttd_core::QueueLimits>,
     /// Where plain-TCP connections wait without a task (`park.rs`); set by `Server` when parking is on.
     pub(crate) parker: std::sync::OnceLock<Arc<crate::park::Parker>>,
+    /// Who published each retained message, for `check_retain_source` (Mosquitto keeps it with the
+    /// message). A weak reference tells a stale entry (the message was replaced or cleared) from the
+    /// current one; stale entries are pruned as the map grows past the store. A mutex: written only by
+    /// retained publishes, read by new subscriptions.
+    retain_sources: Mutex<HashMap<String, (std::sync::Weak<Message>, ClientIdentity)>>,
 }
 
 impl Broker {
@@ -150,6 +162,7 @@ impl Broker {
             released: tokio::sync::Notify::new(),
             queue_limits: Arc::new(settings_queue),
             parker: std::sync::OnceLock::new(),
+            retain_sources: Mutex::new(HashMap::new()),
         }
     }
 
@@ -250,9 +263,48 @@ impl Broker {
         )
     }
 
+    /// Records who published the retained `message` (`check_retain_source`).
+    pub(crate) fn note_retain_source(&self, message: &Arc<Message>, source: ClientIdentity) {
+        let retained = self.retained_count();
+        let mut sources = self.retain_sources.lock();
+        sources.insert(message.topic.clone(), (Arc::downgrade(message), source));
+        if sources.len() > 2 * retained + 64 {
+            sources.retain(|_, (weak, _)| weak.strong_count() > 0);
+        }
+    }
+
+    /// `check_retain_source`: whether the publisher of the retained `message` may still write its topic
+    /// (the ACL may have changed since); true when its publisher is unknown (the broker's own messages).
+    pub(crate) fn retain_source_allowed(&self, message: &Arc<Message>) -> bool {
+        if !self.settings.check_retain_source || !self.acl_active.load(Ordering::Acquire) {
+            return true;
+        }
+        let source = match self.retain_sources.lock().get(&message.topic) {
+            Some((weak, source)) if std::ptr::eq(weak.as_ptr(), Arc::as_ptr(message)) => source.clone(),
+            _ => return true,
+        };
+        self.may_write(&source, &message.topic)
+    }
+
     /// Number of retained messages.
     pub fn retained_count(&self) -> usize {
         self.retained.read().len()
+    }
+
+    /// Messages the broker holds (retained, and queued for sessions) and their bytes (retained payloads,
+    /// queued deliveries by their queue cost), for `$SYS/broker/messages/stored` and `store/messages/*`.
+    pub fn stored_messages(&self) -> (u64, u64) {
+        let (mut count, mut bytes) = {
+            let retained = self.retained.read();
+            (retained.len(), retained.payload_bytes())
+        };
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        for session in sessions {
+            let state = session.state.lock();
+            count += state.queued();
+            bytes += state.queued_bytes();
+        }
+        (count as u64, bytes as u64)
     }
 
     /// Number of subscriptions, shared ones included.
@@ -353,7 +405,8 @@ impl Broker {
                 continue;
             }
             let delivery = Delivery {
-                qos: qos.min(message.qos),
+                // `upgrade_outgoing_qos`: the subscription's QoS, as Mosquitto does.
+                qos: if self.settings.upgrade_outgoing_qos { qos } else { qos.min(message.qos) },
                 // The RETAIN flag is cleared on normal delivery unless Retain As Published [MQTT-3.3.1-9].
                 retain: retain_as_published && message.retain,
                 message: message.clone(),

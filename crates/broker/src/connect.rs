@@ -181,7 +181,7 @@ pub(crate) fn connect_at_accept(
     let mut c = *c;
     let (version, client_max) = (c.protocol, c.properties.maximum_packet_size);
     let pipelined = !io.rbuf().is_empty();
-    match check(broker, &mut c, CertUsername::Unused, Some(authenticated)) {
+    match check(broker, &mut c, CertUsername::Unused, Some(authenticated), io.listener) {
         Ok(checked) if broker.is_attached(&checked.client_id) => {
             // A takeover waits for the old connection to end: that takes a task.
             io.give_back();
@@ -245,7 +245,7 @@ fn assigned_id(prefix: &str) -> String {
 
 type Refused = (Transport, Refusal, String);
 
-fn check_client_id(broker: &Broker, c: &Connect) -> Result<Option<String>, Refusal> {
+fn check_client_id(broker: &Broker, c: &Connect, listener: u16) -> Result<Option<String>, Refusal> {
     if !c.client_id.is_empty() {
         return Ok(None);
     }
@@ -257,10 +257,10 @@ fn check_client_id(broker: &Broker, c: &Connect) -> Result<Option<String>, Refus
     if !c.clean_start && c.protocol == ProtocolVersion::V3_1_1 {
         return Err(refuse("empty client id without clean session [MQTT-3.1.3-8]"));
     }
-    if !s.allow_zero_length_clientid {
+    if !s.allow_zero_length_clientid(listener) {
         return Err(refuse("empty client id and allow_zero_length_clientid is false"));
     }
-    Ok(Some(assigned_id(&s.auto_id_prefix)))
+    Ok(Some(assigned_id(s.auto_id_prefix(listener))))
 }
 
 /// The keep-alive to use, or a refusal for 3.x clients above `max_keepalive` (as Mosquitto does).
@@ -295,14 +295,15 @@ fn expiry_of(broker: &Broker, c: &Connect) -> Expiry {
 
 /// A 5.0 will the broker cannot honour: Will Retain while retain is unavailable [MQTT-3.2.2-13], or a
 /// Will QoS above the maximum QoS [MQTT-3.2.2-12].
-fn will_refusal(broker: &Broker, w: &mqttd_proto::Will) -> Option<Refusal> {
+fn will_refusal(broker: &Broker, w: &mqttd_proto::Will, listener: u16) -> Option<Refusal> {
     let s = &broker.settings;
+    let max_qos = s.max_qos(listener);
     if w.retain && !s.retain_available {
         let why = "will retain while retain is unavailable [MQTT-3.2.2-13]".to_string();
         return Some(Refusal(reason::RETAIN_NOT_SUPPORTED, why));
     }
-    if w.qos as u8 > s.max_qos {
-        let why = format!("will QoS {} above max_qos {} [MQTT-3.2.2-12]", w.qos as u8, s.max_qos);
+    if w.qos as u8 > max_qos {
+        let why = format!("will QoS {} above max_qos {max_qos} [MQTT-3.2.2-12]", w.qos as u8);
         return Some(Refusal(reason::QOS_NOT_SUPPORTED, why));
     }
     None
@@ -329,7 +330,7 @@ async fn accept(
         CertUsername::Unused => Some(authenticate(broker, &c, usize::from(io.listener)).await),
         _ => None,
     };
-    let checked = match check(broker, &mut c, cert, authenticated) {
+    let checked = match check(broker, &mut c, cert, authenticated, io.listener) {
         Ok(checked) => checked,
         Err((refusal, client_id)) => return Err((io, refusal, client_id)),
     };
@@ -354,13 +355,14 @@ fn check(
     c: &mut Connect,
     cert: CertUsername,
     authenticated: Option<Result<(), Refusal>>,
+    listener: u16,
 ) -> Result<Checked, (Refusal, String)> {
-    let assigned = check_client_id(broker, c).map_err(|r| (r, c.client_id.clone()))?;
+    let assigned = check_client_id(broker, c, listener).map_err(|r| (r, c.client_id.clone()))?;
     if c.properties.authentication_method.is_some() {
         let why = "enhanced authentication is not supported".to_string();
         return Err((Refusal(reason::BAD_AUTHENTICATION_METHOD, why), c.client_id.clone()));
     }
-    if let Some(r) = c.will.as_ref().filter(|_| c.protocol.is_v5()).and_then(|w| will_refusal(broker, w)) {
+    if let Some(r) = c.will.as_ref().filter(|_| c.protocol.is_v5()).and_then(|w| will_refusal(broker, w, listener)) {
         return Err((r, c.client_id.clone()));
     }
     if let Some(r) = c.will.as_ref().and_then(|w| will_over_limit(broker, w)) {
@@ -402,7 +404,11 @@ fn attach(broker: &Arc<Broker>, mut io: Transport, c: Connect, limits: Limits, c
         listener: io.listener,
     };
     let expiry = expiry_of(broker, &c);
-    let attach = Attach { identity, clean_start: c.clean_start, expiry, will: c.will.clone(), connection_id };
+    let mut will = c.will.clone();
+    if let (Some(will), Some(mount_point)) = (will.as_mut(), broker.settings.mount_point(io.listener)) {
+        will.topic = format!("{mount_point}{}", will.topic);
+    }
+    let attach = Attach { identity, clean_start: c.clean_start, expiry, will, connection_id };
     let (session, session_present) = broker.attach(attach);
     let s = &broker.settings;
     let mut properties = Properties::default();
@@ -410,7 +416,7 @@ fn attach(broker: &Arc<Broker>, mut io: Transport, c: Connect, limits: Limits, c
         properties.assigned_client_identifier = assigned;
         properties.server_keep_alive = server_keep_alive;
         properties.receive_maximum = Some(s.inflight_window()).filter(|&w| w != u16::MAX);
-        properties.maximum_qos = Some(s.max_qos).filter(|&q| q < 2);
+        properties.maximum_qos = Some(s.max_qos(io.listener)).filter(|&q| q < 2);
         properties.retain_available = Some(0).filter(|_| !s.retain_available);
         properties.maximum_packet_size = Some(s.max_packet_size).filter(|&m| m > 0);
         properties.topic_alias_maximum = Some(s.max_topic_alias).filter(|&m| m > 0);
@@ -428,6 +434,7 @@ fn attach(broker: &Arc<Broker>, mut io: Transport, c: Connect, limits: Limits, c
     // Unacknowledged messages go again (`Broker::attach` marked them), with DUP, before anything new, as
     // the connection task drains the session [MQTT-4.4.0-1].
     tracing::info!(
+        target: crate::log::CONNECTION,
         client_id = %client_id,
         peer = %io.peer,
         protocol = %version,

@@ -833,8 +833,12 @@ impl Client {
         let now = Instant::now();
         let send_window = usize::from(self.send_window);
         let limit = self.io.write_limit();
+        let mount_point = self.broker.settings.mount_point(self.io.listener);
         while self.io.output_len() < limit {
-            let Some(packet) = state.next_resend(send_window, now) else { break };
+            let Some(mut packet) = state.next_resend(send_window, now) else { break };
+            if let (Packet::Publish(p), Some(_)) = (&mut packet, mount_point) {
+                p.topic = crate::settings::unmounted(mount_point, &p.topic).to_owned();
+            }
             if let (Some(max), Packet::Publish(p)) = (self.client_max_packet, &packet) {
                 if mqttd_proto::encoded_len(&packet, self.version) > max.get() as usize {
                     // This connection's client takes less than the one it was first sent to [MQTT-3.1.2-25].
@@ -852,7 +856,7 @@ impl Client {
             state.enqueue(delivery);
         }
         let mut scratch = Properties::default();
-        let mut sent = 0;
+        let (mut sent, mut sent_bytes) = (0, 0);
         while self.io.output_len() < limit {
             let allowed = |d: &mqttd_core::Delivery| {
                 read_check
@@ -861,6 +865,7 @@ impl Client {
             };
             let Some(out) = state.next_delivery_where(send_window, now, allowed) else { break };
             let mut publish = out.delivery.borrowed(out.packet_id, false, now, &mut scratch);
+            publish.topic = crate::settings::unmounted(mount_point, publish.topic);
             let with_alias;
             if let Some((alias, known)) = self.aliases.as_mut().and_then(|a| a.outgoing(publish.topic)) {
                 // The topic goes once with its alias, then the alias alone [MQTT-3.3.2.3.4].
@@ -884,9 +889,12 @@ impl Client {
                 continue;
             }
             sent += 1;
+            sent_bytes += publish.payload.len() as u64;
         }
         if sent > 0 {
             Stats::add(&self.broker.stats.messages_sent, sent);
+            Stats::add(&self.broker.stats.packets_sent, sent);
+            Stats::add(&self.broker.stats.publish_bytes_sent, sent_bytes);
             self.session.made_progress();
             if self.session.waiting.load(Ordering::SeqCst) > 0
                 && state.backlog() <= RELIEVED_BACKLOG
@@ -925,6 +933,7 @@ impl Client {
             will.to_string()
         };
         tracing::info!(
+            target: crate::log::CONNECTION,
             client_id = %self.session.client_id,
             peer = %self.io.peer,
             protocol = %self.version,

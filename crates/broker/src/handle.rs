@@ -20,6 +20,7 @@ fn violation(what: &str, code: u8) -> End {
 
 impl Client {
     pub(crate) fn handle(&mut self, packet: Packet) -> Result<(), End> {
+        Stats::add(&self.broker.stats.packets_received, 1);
         match packet {
             Packet::Publish(p) => self.publish(p),
             Packet::PubAck(a) => {
@@ -34,10 +35,7 @@ impl Client {
             }
             Packet::Subscribe(s) => self.subscribe(s),
             Packet::Unsubscribe(u) => self.unsubscribe(u),
-            Packet::PingReq => {
-                self.io.queue(&Packet::PingResp, self.version);
-                Ok(())
-            }
+            Packet::PingReq => self.ack(Packet::PingResp),
             Packet::Disconnect(d) => self.disconnect(d),
             Packet::Connect(_) => Err(violation("second CONNECT [MQTT-3.1.0-2]", reason::PROTOCOL_ERROR)),
             Packet::Auth(_) => Err(violation("AUTH without enhanced authentication", reason::PROTOCOL_ERROR)),
@@ -45,9 +43,6 @@ impl Client {
         }
     }
 
-    /// Queues a packet that answers the client. It must fit the client's Maximum Packet Size
-    /// [MQTT-3.1.2-24]: one that cannot (a SUBACK for many filters) ends the connection, with a DISCONNECT
-    /// 0x95 that fits (CONNECT refused clients whose maximum is below the smallest CONNACK).
     fn ack(&mut self, packet: Packet) -> Result<(), End> {
         if let Some(max) = self.client_max_packet.map(std::num::NonZeroU32::get) {
             let size = encoded_len(&packet, self.version);
@@ -58,6 +53,7 @@ impl Client {
                 return Err(violation(&what, reason::PACKET_TOO_LARGE));
             }
         }
+        Stats::add(&self.broker.stats.packets_sent, 1);
         self.io.queue(&packet, self.version);
         Ok(())
     }
@@ -80,7 +76,7 @@ impl Client {
 
     fn publish(&mut self, mut p: Publish) -> Result<(), End> {
         let s = &self.broker.settings;
-        if p.qos as u8 > s.max_qos {
+        if p.qos as u8 > s.max_qos(self.io.listener) {
             return Err(violation("PUBLISH above the maximum QoS [MQTT-3.2.2-11]", reason::QOS_NOT_SUPPORTED));
         }
         if p.retain && !s.retain_available {
@@ -103,6 +99,7 @@ impl Client {
             ));
         }
         Stats::add(&self.broker.stats.messages_received, 1);
+        Stats::add(&self.broker.stats.publish_bytes_received, p.payload.len() as u64);
         if p.qos == QoS::ExactlyOnce {
             let mut state = self.session.state.lock();
             if !state.receive_qos2(p.packet_id.expect("QoS 2 has a packet id")) {
@@ -140,7 +137,10 @@ impl Client {
     }
 
     /// Checks size and authorization, then routes. Returns the 5.0 reason code for the acknowledgement.
-    fn route_publish(&mut self, p: Publish) -> u8 {
+    fn route_publish(&mut self, mut p: Publish) -> u8 {
+        if let Some(mount_point) = self.broker.settings.mount_point(self.io.listener) {
+            p.topic = format!("{mount_point}{}", p.topic);
+        }
         let limit = self.broker.settings.message_size_limit;
         if limit > 0 && p.payload.len() > limit as usize {
             tracing::info!(client_id = %self.session.client_id, size = p.payload.len(), "message over message_size_limit dropped");
@@ -161,7 +161,11 @@ impl Client {
             expires_at,
             origin: self.session.id,
         };
-        let routed = self.broker.route(Arc::new(message));
+        let message = Arc::new(message);
+        if message.retain && self.broker.settings.check_retain_source {
+            self.broker.note_retain_source(&message, self.session.identity());
+        }
+        let routed = self.broker.route(message);
         self.busy |= routed.busy;
         if self.congested.is_none() {
             self.congested = routed.congested;
@@ -208,7 +212,8 @@ impl Client {
         }
         // Kept with each subscription and sent with every message it matches [MQTT-3.3.4-3].
         let subscription_id = s.properties.subscription_identifiers.first().copied();
-        let max_qos = QoS::from_u8(self.broker.settings.max_qos).unwrap_or(QoS::ExactlyOnce);
+        let max_qos = QoS::from_u8(self.broker.settings.max_qos(self.io.listener)).unwrap_or(QoS::ExactlyOnce);
+        let mount_point = self.broker.settings.mount_point(self.io.listener).map(str::to_owned);
         let v5 = self.version.is_v5();
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained_for = Vec::new();
@@ -222,23 +227,27 @@ impl Client {
                 Some(Ok(_)) if options.no_local => {
                     return Err(violation("No Local on a shared subscription [MQTT-3.8.3-4]", reason::PROTOCOL_ERROR));
                 }
-                Some(Ok(shared)) => Some(shared),
-                None => None,
+                Some(Ok(_)) => true,
+                None => false,
             };
             if !v5 {
                 options = mqttd_proto::SubscriptionOptions { qos: options.qos, ..Default::default() };
             }
+            let filter = mount(mount_point.as_deref(), filter);
             options.qos = options.qos.min(max_qos);
             // The ACL applies to the filter after `$share/{ShareName}/`.
-            if !self.may_subscribe(shared.map_or(&filter, |s| s.filter)) {
+            let acl_filter = SharedFilter::parse(&filter).and_then(Result::ok).map_or(filter.as_str(), |s| s.filter);
+            if !self.may_subscribe(acl_filter) {
                 tracing::info!(client_id = %self.session.client_id, %filter, "subscription denied by the ACL");
                 reasons.push(if v5 { reason::NOT_AUTHORIZED } else { reason::v3::SUBACK_FAILURE });
                 continue;
             }
             let is_new = self.broker.subscribe(&self.session, &filter, options, subscription_id);
+            // Mosquitto's `log_type subscribe` line: client id, granted QoS, filter (mount point included).
+            tracing::info!(target: crate::log::SUBSCRIBE, "{} {} {filter}", self.session.client_id, options.qos as u8);
             reasons.push(options.qos as u8);
             // Retained messages are not sent for shared subscriptions [MQTT-4.8.2].
-            let send = shared.is_none()
+            let send = !shared
                 && match options.retain_handling {
                     RetainHandling::SendAtSubscribe => true,
                     RetainHandling::SendIfNew => is_new,
@@ -272,11 +281,14 @@ impl Client {
         let messages = self.broker.retained.read().matching(filter, Instant::now());
         let security = self.broker.security();
         for message in messages {
-            if !self.broker.may_read_with(&security, &self.session, &message.topic) {
+            if !self.broker.may_read_with(&security, &self.session, &message.topic)
+                || !self.broker.retain_source_allowed(&message)
+            {
                 continue;
             }
+            let upgrade = self.broker.settings.upgrade_outgoing_qos;
             let delivery = Delivery {
-                qos: message.qos.min(granted),
+                qos: if upgrade { granted } else { message.qos.min(granted) },
                 retain: true,
                 message,
                 subscription_ids: Vec::new(),
@@ -290,8 +302,11 @@ impl Client {
 
     fn unsubscribe(&mut self, u: Unsubscribe) -> Result<(), End> {
         let mut reasons = Vec::with_capacity(u.filters.len());
-        for filter in &u.filters {
+        let mount_point = self.broker.settings.mount_point(self.io.listener).map(str::to_owned);
+        for filter in u.filters {
+            let filter = &mount(mount_point.as_deref(), filter);
             let existed = self.broker.unsubscribe(&self.session, filter);
+            tracing::info!(target: crate::log::UNSUBSCRIBE, "{} {filter}", self.session.client_id);
             reasons.push(if existed { reason::SUCCESS } else { reason::NO_SUBSCRIPTION_EXISTED });
         }
         if !self.version.is_v5() {
@@ -323,6 +338,17 @@ fn flow_of<T>(packet: &str, outcome: Result<T, AckError>) -> Result<(), End> {
             format!("{packet} for packet id {id}, whose delivery is at another QoS or stage [MQTT-4.3.3-1]"),
             reason::PROTOCOL_ERROR,
         )),
+    }
+}
+
+/// `filter` of a client of a listener with `mount_point`, as the broker stores it: the mount point goes
+/// before the filter, after `$share/{ShareName}/` for a shared subscription.
+fn mount(mount_point: Option<&str>, filter: String) -> String {
+    match SharedFilter::parse(&filter).and_then(Result::ok) {
+        Some(s) if mount_point.is_some() => {
+            format!("$share/{}/{}", s.share_name, crate::settings::mounted(mount_point, s.filter.to_owned()))
+        }
+        _ => crate::settings::mounted(mount_point, filter),
     }
 }
 

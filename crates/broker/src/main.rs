@@ -8,9 +8,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use mqttd_broker::config::{Config, ListenerConfig, ListenerProtocol, LogDest, LogType, SocketDomain};
+use mqttd_broker::config::{Config, ListenerConfig, ListenerProtocol, SocketDomain};
+use mqttd_broker::log::Logging;
+use mqttd_broker::process::{Dropped, PidFile};
 use mqttd_broker::security::{Security, SecuritySet};
-use mqttd_broker::server::{Bind, Wrapping};
+use mqttd_broker::server::Wrapping;
 use mqttd_broker::tls::TlsListener;
 use mqttd_broker::{storm, Broker, Server, Settings};
 
@@ -21,16 +23,20 @@ struct Args {
     /// Read the configuration from FILE (mosquitto.conf syntax).
     #[arg(short = 'c', long = "config-file", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Listen on PORT (on the loopback addresses unless the config file says otherwise).
-    #[arg(short = 'p', long, value_name = "PORT")]
-    port: Option<u16>,
-    /// Log debug messages too.
+    /// Listen on PORT on the loopback addresses; may be given up to 10 times. As in Mosquitto, only
+    /// without listeners in the config file (otherwise it is ignored, with a warning).
+    #[arg(short = 'p', long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    port: Vec<u16>,
+    /// Log everything, every packet included (Mosquitto's `log_type all`).
     #[arg(short = 'v', long)]
     verbose: bool,
-    /// Accepted for Mosquitto compatibility; mqttd stays in the foreground (use your service manager).
+    /// Run in the background: the command returns once the listeners are bound.
     #[arg(short = 'd', long)]
     daemon: bool,
 }
+
+/// Mosquitto's limit on `-p` options.
+const PORT_LIMIT: usize = 10;
 
 fn main() -> ExitCode {
     match run(Args::parse()) {
@@ -42,20 +48,49 @@ fn main() -> ExitCode {
     }
 }
 
+/// Mosquitto's order, except that listeners are bound before giving up root (so ports below 1024
+/// work): read the config, open the log, load certificates and password files, bind, fork (`-d`), write
+/// `pid_file`, drop to `user`, serve.
 fn run(args: Args) -> anyhow::Result<()> {
+    if args.port.len() > PORT_LIMIT {
+        anyhow::bail!("only {PORT_LIMIT} ports can be given with -p");
+    }
     let config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    init_logging(&config, args.verbose)?;
+    let logging = Logging::init(&config, args.verbose)?;
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
+    if !args.port.is_empty() && !config.listeners.is_empty() {
+        tracing::warn!(
+            "-p is ignored: the config file defines listeners (as in Mosquitto, -p only replaces the port of \
+             the local-only default listeners)"
+        );
+    }
+    let wrappings = wrappings_of(&config)?;
+    let security = security_of(&config)?;
+    let bound = bind_all(&config, &args.port)?;
     if args.daemon {
-        tracing::warn!("-d is accepted but mqttd does not daemonize; run it under a service manager");
+        mqttd_broker::process::daemonize().context("cannot run in the background (-d)")?;
+    }
+    let pid_file = config.pid_file.as_deref().map(PidFile::write).transpose()?;
+    match mqttd_broker::process::drop_privileges(config.user.as_deref())? {
+        Dropped::Switched { user, uid, gid, warning } => {
+            if let Some(warning) = warning {
+                tracing::error!("{warning}");
+            }
+            tracing::info!("running as user {user} (uid {uid}, gid {gid})");
+        }
+        Dropped::StayedRoot => tracing::warn!("Warning: mqttd should not be run as root/administrator."),
+        Dropped::NotRoot => {}
     }
     let runtime = runtime(config.threads).context("cannot start the async runtime")?;
-    runtime.block_on(serve(config, args.port))
+    let reload = Reload { path: args.config.clone(), running: config.clone(), logging };
+    let result = runtime.block_on(serve(config, bound, wrappings, security, reload));
+    drop(pid_file);
+    result
 }
 
 /// The runtime for `threads` (0: from the machine). One thread runs everything on the main thread (tokio's
@@ -79,75 +114,29 @@ fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     }
 }
 
-/// The most detailed level the `log_type` lines ask for, as Mosquitto reads them: `error` alone shows
-/// errors only (so a busy broker does not format a line per connection nobody asked for), `information`
-/// or `notice` (the default) shows connects and disconnects, `debug` or `all` everything, none nothing.
-fn log_level(types: &[LogType]) -> &'static str {
-    let has = |wanted: &[LogType]| types.iter().any(|t| wanted.contains(t));
-    if has(&[LogType::Debug, LogType::All]) {
-        "debug"
-    } else if has(&[
-        LogType::Information,
-        LogType::Notice,
-        LogType::Subscribe,
-        LogType::Unsubscribe,
-        LogType::WebSockets,
-    ]) {
-        "info"
-    } else if has(&[LogType::Warning]) {
-        "warn"
-    } else if has(&[LogType::Error, LogType::Internal]) {
-        "error"
-    } else {
-        "off"
-    }
-}
+/// Bound listening sockets, each with the index of the configured listener it belongs to.
+type Bound = Vec<(std::net::TcpListener, usize)>;
 
-/// Logging per `log_type` / `log_dest` (stderr, stdout or a file); `-v` or `MQTTD_LOG` override the level.
-fn init_logging(config: &Config, verbose: bool) -> anyhow::Result<()> {
-    let level = if verbose { "debug" } else { log_level(&config.log_type) };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MQTTD_LOG").unwrap_or_else(|_| level.into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let file = config.log_dest.iter().find_map(|d| match d {
-        LogDest::File(path) => Some(path.clone()),
-        _ => None,
-    });
-    if let Some(path) = file {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("cannot open log file {}", path.display()))?;
-        builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).init();
-    } else if config.log_dest.contains(&LogDest::Stdout) && !config.log_dest.contains(&LogDest::Stderr) {
-        builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())).with_writer(std::io::stdout).init();
-    } else {
-        builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_writer(std::io::stderr).init();
+async fn serve(
+    config: Config,
+    bound: Bound,
+    wrappings: Vec<Arc<Wrapping>>,
+    security: SecuritySet,
+    reload: Reload,
+) -> anyhow::Result<()> {
+    let mut listeners = Vec::new();
+    for (socket, index) in bound {
+        let socket = tokio::net::TcpListener::from_std(socket).context("cannot watch a listening socket")?;
+        listeners.push((socket, index, wrappings[index].clone()));
     }
-    for dest in &config.log_dest {
-        if matches!(dest, LogDest::Syslog | LogDest::Topic | LogDest::Dlt) {
-            tracing::warn!("log_dest {dest:?} is not supported yet; logging to the other destinations");
-        }
-    }
-    Ok(())
-}
-
-async fn serve(config: Config, port: Option<u16>) -> anyhow::Result<()> {
-    let wrappings = wrappings_of(&config)?;
-    let addrs = listen_addrs(&config, port).await?;
-    let binds: Vec<Bind> = addrs
-        .into_iter()
-        .map(|(addr, listener)| Bind { addr, listener, wrapping: wrappings[listener].clone() })
-        .collect();
     let tls: Vec<Arc<TlsListener>> = wrappings.iter().filter_map(|w| w.tls.clone()).collect();
-    let max_connections = config.listeners.iter().filter_map(|l| l.max_connections).min();
     let broker = Arc::new(Broker::new(Settings::from_config(&config)));
-    broker.set_security(security_of(&config)?);
+    broker.set_security(security);
     // Handlers first: a SIGHUP or SIGTERM sent as soon as the port answers must not kill the process.
     let signals = Signals::install()?;
-    let server = Server::start_binds(broker.clone(), &binds, max_connections).await?;
+    let server = Server::from_bound(broker.clone(), listeners, None);
     tracing::info!("mqttd {} running", env!("CARGO_PKG_VERSION"));
-    signals.wait(&broker, &tls).await;
+    signals.wait(&broker, &tls, reload).await;
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(())
@@ -167,25 +156,50 @@ fn security_of(config: &Config) -> anyhow::Result<SecuritySet> {
     Ok(SecuritySet::new(each))
 }
 
-/// The addresses to bind: the configured listeners, or the local-only default.
-async fn listen_addrs(config: &Config, port: Option<u16>) -> anyhow::Result<Vec<(SocketAddr, usize)>> {
+/// Binds every listener (or the local-only default, on each `-p` port or 1883), before privileges are
+/// dropped.
+fn bind_all(config: &Config, ports: &[u16]) -> anyhow::Result<Bound> {
+    let mut bound = Vec::new();
+    for (addr, index) in listen_addrs(config, ports)? {
+        let socket = bind(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        bound.push((socket, index));
+    }
+    Ok(bound)
+}
+
+/// A listening socket as tokio makes one (SO_REUSEADDR, backlog 1024), non-blocking.
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// The addresses to bind: the configured listeners, or the local-only default on `ports` (1883).
+fn listen_addrs(config: &Config, ports: &[u16]) -> anyhow::Result<Vec<(SocketAddr, usize)>> {
+    use std::net::ToSocketAddrs;
     if config.listeners.is_empty() {
-        let port = port.unwrap_or(1883);
-        let mut addrs = vec![(SocketAddr::from(([127, 0, 0, 1], port)), 0)];
         // [::1] only where this machine has IPv6 loopback.
-        if std::net::TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, 0)).is_ok() {
-            addrs.push((SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)), 0));
+        let ipv6 = std::net::TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, 0)).is_ok();
+        let mut addrs = Vec::new();
+        for &port in if ports.is_empty() { &[1883][..] } else { ports } {
+            addrs.push((SocketAddr::from(([127, 0, 0, 1], port)), 0));
+            if ipv6 {
+                addrs.push((SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)), 0));
+            }
         }
         return Ok(addrs);
     }
     let mut addrs = Vec::new();
     for (index, listener) in config.listeners.iter().enumerate() {
-        let port = port.unwrap_or(listener.port);
+        let port = listener.port;
         let found: Vec<SocketAddr> = match (&listener.bind_address, listener.socket_domain) {
             (None, Some(SocketDomain::Ipv4)) => vec![SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, port))],
             (None, _) => vec![SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))],
-            (Some(host), _) => tokio::net::lookup_host((host.as_str(), port))
-                .await
+            (Some(host), _) => (host.as_str(), port)
+                .to_socket_addrs()
                 .with_context(|| format!("{}: cannot resolve listener address {host}", listener.defined_at))?
                 .collect(),
         };
@@ -220,10 +234,58 @@ fn wrappings_of(config: &Config) -> anyhow::Result<Vec<Arc<Wrapping>>> {
     Ok(wrappings)
 }
 
-/// Waits for SIGINT or SIGTERM; SIGHUP reloads the password and ACL files and the TLS certificates
-/// meanwhile (a broken file keeps the old rules or certificates and logs the line at fault).
-/// The signals mqttd handles: SIGINT and SIGTERM stop it; SIGHUP reloads the password, ACL and
-/// certificate files (a broken file keeps the old ones and logs the line at fault).
+/// What SIGHUP needs: the config file to read again, the configuration running now, the logging to
+/// reconfigure.
+struct Reload {
+    path: Option<PathBuf>,
+    running: Config,
+    logging: Logging,
+}
+
+impl Reload {
+    /// Mosquitto's reload: reads the config file again and applies the logging directives, the security
+    /// directives (allow_anonymous, password_file, acl_file, and the files they name) and the TLS
+    /// certificates. A directive that needs a restart is named in the log; a broken file changes nothing.
+    fn hangup(&mut self, broker: &Broker, tls: &[Arc<TlsListener>]) {
+        let Some(path) = &self.path else {
+            match broker.security().reload() {
+                Ok(fresh) => {
+                    broker.set_security(fresh);
+                    tracing::info!("SIGHUP: password and ACL files reloaded");
+                }
+                Err(e) => tracing::error!("SIGHUP: reload failed, keeping the previous rules: {e}"),
+            }
+            return reload_tls(tls);
+        };
+        let config = match Config::load(path) {
+            Ok(config) => config,
+            Err(e) => return tracing::error!("SIGHUP: config not reloaded, keeping the running one: {e}"),
+        };
+        if let Err(e) = self.logging.reload(&config) {
+            tracing::error!("SIGHUP: logging not reconfigured: {e:#}");
+        }
+        match security_of(&config) {
+            Ok(fresh) => {
+                broker.set_security(fresh);
+                tracing::info!("SIGHUP: config file, password and ACL files reloaded");
+            }
+            Err(e) => tracing::error!("SIGHUP: reload failed, keeping the previous rules: {e:#}"),
+        }
+        reload_tls(tls);
+        let (not_reloaded, at_restart) = self.running.changes_needing_restart(&config);
+        if !not_reloaded.is_empty() {
+            tracing::warn!(
+                "SIGHUP: changed but not reloaded (as in Mosquitto; restart to apply): {}",
+                not_reloaded.join(", ")
+            );
+        }
+        if !at_restart.is_empty() {
+            tracing::warn!("SIGHUP: changed; mqttd applies these at restart only: {}", at_restart.join(", "));
+        }
+    }
+}
+
+/// The signals mqttd handles: SIGINT and SIGTERM stop it; SIGHUP reloads (see [`Reload::hangup`]).
 #[cfg(unix)]
 struct Signals {
     int: tokio::signal::unix::Signal,
@@ -258,23 +320,14 @@ impl Signals {
     }
 
     /// Returns on SIGINT or SIGTERM; handles SIGHUP meanwhile.
-    async fn wait(mut self, broker: &Broker, tls: &[Arc<TlsListener>]) {
+    async fn wait(mut self, broker: &Broker, tls: &[Arc<TlsListener>], mut reload: Reload) {
         let mut check = tokio::time::interval(STOP_CHECK);
         loop {
             tokio::select! {
                 _ = self.int.recv() => return,
                 _ = self.term.recv() => return,
                 _ = check.tick() => if self.stop.load(std::sync::atomic::Ordering::Relaxed) { return },
-                _ = self.hup.recv() => {
-                    match broker.security().reload() {
-                        Ok(fresh) => {
-                            broker.set_security(fresh);
-                            tracing::info!("SIGHUP: password and ACL files reloaded");
-                        }
-                        Err(e) => tracing::error!("SIGHUP: reload failed, keeping the previous rules: {e}"),
-                    }
-                    reload_tls(tls);
-                }
+                _ = self.hup.recv() => reload.hangup(broker, tls),
             }
         }
     }
@@ -299,22 +352,8 @@ impl Signals {
         Ok(Signals)
     }
 
-    async fn wait(self, _broker: &Broker, _tls: &[Arc<TlsListener>]) {
+    async fn wait(self, _broker: &Broker, _tls: &[Arc<TlsListener>], _reload: Reload) {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log_type_lines_choose_the_level_as_in_mosquitto() {
-        assert_eq!(log_level(&[LogType::Error]), "error");
-        assert_eq!(log_level(&[LogType::Error, LogType::Warning]), "warn");
-        assert_eq!(log_level(&LogType::DEFAULT), "info");
-        assert_eq!(log_level(&[LogType::Error, LogType::All]), "debug");
-        assert_eq!(log_level(&[]), "off");
     }
 }
 

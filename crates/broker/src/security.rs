@@ -15,11 +15,11 @@ use mqttd_auth::{Access, Acl, AuthOutcome, FileError, PasswordFile};
 /// A password file or ACL file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SecurityError {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {error}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        /// Shown in the message and not also as the error's source, so that `{:#}` names it once.
+        error: std::io::Error,
     },
     #[error("{}:{}", path.display(), error)]
     Parse { path: PathBuf, error: FileError },
@@ -36,7 +36,7 @@ pub struct Security {
 }
 
 fn read(path: &Path) -> Result<String, SecurityError> {
-    std::fs::read_to_string(path).map_err(|source| SecurityError::Io { path: path.to_path_buf(), source })
+    std::fs::read_to_string(path).map_err(|error| SecurityError::Io { path: path.to_path_buf(), error })
 }
 
 impl Security {

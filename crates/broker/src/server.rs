@@ -55,9 +55,9 @@ pub struct Server {
     pub local_addrs: Vec<SocketAddr>,
     /// A watch channel: every task observes the one shutdown flag.
     shutdown: watch::Sender<bool>,
-    /// One permit per connection (`max_connections`); all of them back means every connection ended.
-    limit: Arc<Semaphore>,
-    permits: u32,
+    /// One permit per connection of each listener (its `max_connections`); all of them back means every
+    /// connection ended.
+    limits: Vec<(Arc<Semaphore>, u32)>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -116,8 +116,15 @@ impl Server {
         max_connections: Option<usize>,
     ) -> Server {
         let (shutdown, _) = watch::channel(false);
-        let permits = max_connections.map_or(UNLIMITED, |m| u32::try_from(m).unwrap_or(UNLIMITED).min(UNLIMITED));
-        let limit = Arc::new(Semaphore::new(permits as usize));
+        // A listener's own `max_connections` (Mosquitto's is per listener); else the one given here.
+        let permits = |index: usize| {
+            let limit = match broker.settings.listeners.get(index) {
+                Some(listener) => listener.max_connections,
+                None => max_connections,
+            };
+            limit.map_or(UNLIMITED, |m| u32::try_from(m).unwrap_or(UNLIMITED).min(UNLIMITED))
+        };
+        let mut limits: Vec<(Arc<Semaphore>, u32)> = Vec::new();
         let mut local_addrs = Vec::new();
         let mut tasks = Vec::new();
         if broker.settings.park_after.is_some() {
@@ -131,17 +138,22 @@ impl Server {
             }
             // Before the listener's address is known to anyone, so that the first client is treated alike.
             let inherited = tune_accepts(&listener);
+            // Addresses of one listener (IPv4 and IPv6) share its limit.
+            while limits.len() <= index {
+                let n = permits(limits.len());
+                limits.push((Arc::new(Semaphore::new(n as usize)), n));
+            }
             let accept = accept_loop(
                 broker.clone(),
                 (listener, index, wrapping, inherited),
-                limit.clone(),
+                limits[index].0.clone(),
                 shutdown.subscribe(),
             );
             tasks.push(tokio::spawn(accept));
         }
         tasks.push(tokio::spawn(crate::sys::run(broker.clone(), shutdown.subscribe())));
         tasks.push(tokio::spawn(sweep_keep_alive(broker.clone(), shutdown.subscribe())));
-        Server { broker, local_addrs, shutdown, limit, permits, tasks }
+        Server { broker, local_addrs, shutdown, limits, tasks }
     }
 
     /// Stops accepting, tells every connection to close (5.0: DISCONNECT 0x8B), and waits for them.
@@ -152,7 +164,12 @@ impl Server {
             let _ = task.await;
         }
         // Every connection holds a permit until its task ends.
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.limit.acquire_many(self.permits)).await;
+        let all_back = async {
+            for (limit, permits) in &self.limits {
+                let _ = limit.acquire_many(*permits).await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), all_back).await;
     }
 }
 
@@ -222,7 +239,7 @@ async fn accept_loop(
                 Err(_) => match reclaim(&limit, &mut reclaim_budget).await {
                     Some(permit) => permit,
                     None => {
-                        tracing::warn!(%peer, "connection refused: max_connections reached");
+                        tracing::warn!(%peer, listener = index, "connection refused: the listener's max_connections reached");
                         continue;
                     }
                 },

@@ -366,7 +366,7 @@ impl Broker {
         let message = Message {
             topic: will.topic,
             payload: will.payload,
-            qos: will.qos.min(mqttd_proto::QoS::from_u8(self.settings.max_qos).unwrap_or_default()),
+            qos: will.qos.min(mqttd_proto::QoS::from_u8(self.settings.max_qos(identity.listener)).unwrap_or_default()),
             retain: will.retain,
             properties: Message::store_properties(properties),
             expires_at,

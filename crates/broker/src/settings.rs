@@ -34,6 +34,31 @@ pub struct Settings {
     /// Response Information sent to a client that asks: this prefix and its client id
     /// (`response_information_prefix`).
     pub response_information_prefix: String,
+    /// `upgrade_outgoing_qos`: deliveries go at the subscription's QoS, not the lower of it and the
+    /// message's (Mosquitto's meaning; not what the MQTT spec asks [MQTT-3.8.4-8]).
+    pub upgrade_outgoing_qos: bool,
+    /// `check_retain_source`: a retained message is sent to a new subscriber only if its publisher may
+    /// still write its topic (after an ACL reload), as Mosquitto checks.
+    pub check_retain_source: bool,
+    /// Settings of each configured listener, by listener index; a listener without an entry (tests, the
+    /// built-in default) uses the global values above.
+    pub listeners: Vec<ListenerSettings>,
+}
+
+/// What one listener may set for itself (Mosquitto's per-listener directives); `None`: the global value.
+#[derive(Debug, Clone, Default)]
+pub struct ListenerSettings {
+    /// `max_qos` after the `listener` line.
+    pub max_qos: Option<u8>,
+    /// `mount_point`: prefixed to every topic and filter of this listener's clients on the way in and
+    /// stripped on the way out.
+    pub mount_point: Option<String>,
+    /// `allow_zero_length_clientid` with `per_listener_settings true`.
+    pub allow_zero_length_clientid: Option<bool>,
+    /// `auto_id_prefix` with `per_listener_settings true`.
+    pub auto_id_prefix: Option<String>,
+    /// `max_connections` of this listener (`None`: unlimited).
+    pub max_connections: Option<usize>,
 }
 
 impl Default for Settings {
@@ -56,6 +81,9 @@ impl Default for Settings {
             shared_strategy: crate::shared::Strategy::RoundRobin,
             max_topic_alias: 10,
             response_information_prefix: "responses/".into(),
+            upgrade_outgoing_qos: false,
+            check_retain_source: true,
+            listeners: Vec::new(),
         }
     }
 }
@@ -110,6 +138,58 @@ impl Settings {
             shared_strategy: c.shared_subscription_strategy,
             max_topic_alias: c.max_topic_alias,
             response_information_prefix: c.response_information_prefix.clone(),
+            upgrade_outgoing_qos: c.upgrade_outgoing_qos,
+            check_retain_source: c.check_retain_source,
+            listeners: c
+                .listeners
+                .iter()
+                .map(|l| ListenerSettings {
+                    max_qos: Some(l.max_qos),
+                    mount_point: l.mount_point.clone(),
+                    allow_zero_length_clientid: Some(c.allow_zero_length_clientid_for(Some(l))),
+                    auto_id_prefix: Some(c.auto_id_prefix_for(Some(l)).to_owned()),
+                    max_connections: l.max_connections,
+                })
+                .collect(),
         }
+    }
+
+    /// `max_qos` on listener `index`.
+    pub fn max_qos(&self, index: u16) -> u8 {
+        self.listeners.get(usize::from(index)).and_then(|l| l.max_qos).unwrap_or(self.max_qos)
+    }
+
+    /// `mount_point` of listener `index`, if it has one.
+    pub fn mount_point(&self, index: u16) -> Option<&str> {
+        self.listeners.get(usize::from(index)).and_then(|l| l.mount_point.as_deref())
+    }
+
+    /// `allow_zero_length_clientid` on listener `index`.
+    pub fn allow_zero_length_clientid(&self, index: u16) -> bool {
+        let own = self.listeners.get(usize::from(index)).and_then(|l| l.allow_zero_length_clientid);
+        own.unwrap_or(self.allow_zero_length_clientid)
+    }
+
+    /// `auto_id_prefix` on listener `index`.
+    pub fn auto_id_prefix(&self, index: u16) -> &str {
+        let own = self.listeners.get(usize::from(index)).and_then(|l| l.auto_id_prefix.as_deref());
+        own.unwrap_or(&self.auto_id_prefix)
+    }
+}
+
+/// `topic` as a client of a listener with `mount_point` sees it: without the prefix (Mosquitto strips it
+/// from outgoing PUBLISH topics).
+pub fn unmounted<'a>(mount_point: Option<&str>, topic: &'a str) -> &'a str {
+    match mount_point {
+        Some(prefix) => topic.strip_prefix(prefix).unwrap_or(topic),
+        None => topic,
+    }
+}
+
+/// `topic` (or filter) of a client of a listener with `mount_point`, as the broker stores and matches it.
+pub fn mounted(mount_point: Option<&str>, topic: String) -> String {
+    match mount_point {
+        Some(prefix) => format!("{prefix}{topic}"),
+        None => topic,
     }
 }

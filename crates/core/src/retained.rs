@@ -45,6 +45,11 @@ impl Retained {
         self.messages.values().filter(|m| topic::matches(filter, &m.topic) && !m.expired(now)).cloned().collect()
     }
 
+    /// Payload bytes of the retained messages (`$SYS/broker/store/messages/bytes`).
+    pub fn payload_bytes(&self) -> usize {
+        self.messages.values().map(|m| m.payload.len()).sum()
+    }
+
     /// Drops expired messages; returns how many.
     pub fn purge_expired(&mut self, now: Instant) -> usize {
         let before = self.messages.len();

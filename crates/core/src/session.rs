@@ -20,8 +20,8 @@ pub struct QueueLimits {
     /// Hard bound on queued QoS 0 bytes, whatever the other limits say: a subscriber that stops reading
     /// loses QoS 0 messages instead of growing the broker.
     pub max_qos0_bytes: usize,
-    /// Bytes of outgoing QoS 1/2 messages in flight (Mosquitto's `max_inflight_bytes`); 0 means no limit.
-    /// One message always goes, whatever its size.
+    /// Payload bytes of outgoing QoS 1/2 messages in flight (Mosquitto's `max_inflight_bytes`, in its unit:
+    /// payloads only); 0 means no limit. One message always goes, whatever its size.
     pub max_inflight_bytes: usize,
 }
 
@@ -99,7 +99,7 @@ pub struct SessionState {
     backlog: usize,
     qos0_bytes: usize,
     inflight: VecDeque<Inflight>,
-    /// Bytes of the inflight messages (by [`crate::Message::cost`]), the figure `max_inflight_bytes` bounds.
+    /// Payload bytes of the inflight messages, the figure `max_inflight_bytes` bounds (Mosquitto's unit).
     inflight_bytes: usize,
     next_packet_id: u16,
     incoming_qos2: BTreeSet<u16>,
@@ -272,7 +272,7 @@ impl SessionState {
             } else {
                 InflightState::AwaitingPubRec
             };
-            self.inflight_bytes += cost;
+            self.inflight_bytes += delivery.message.payload.len();
             self.inflight.push_back(Inflight { packet_id, delivery, state, sent: true });
             return Some(outgoing);
         }
@@ -317,7 +317,7 @@ impl SessionState {
         // Only PUBREL and PUBCOMP remain [MQTT-4.3.3-4]: the message itself is no longer needed.
         let entry = &mut self.inflight[at];
         entry.state = InflightState::AwaitingPubComp;
-        self.inflight_bytes -= entry.delivery.message.cost();
+        self.inflight_bytes -= entry.delivery.message.payload.len();
         entry.delivery.message = Message::released();
         Ok(true)
     }
@@ -341,7 +341,7 @@ impl SessionState {
     fn complete(&mut self, at: usize) {
         if let Some(done) = self.inflight.remove(at) {
             if done.state != InflightState::AwaitingPubComp {
-                self.inflight_bytes -= done.delivery.message.cost();
+                self.inflight_bytes -= done.delivery.message.payload.len();
             }
         }
     }
@@ -385,7 +385,7 @@ impl SessionState {
         let mut kept = VecDeque::with_capacity(self.inflight.len());
         for entry in self.inflight.drain(..) {
             if entry.delivery.group != 0 && entry.state != InflightState::AwaitingPubComp {
-                self.inflight_bytes -= entry.delivery.message.cost();
+                self.inflight_bytes -= entry.delivery.message.payload.len();
                 taken.push(entry.delivery);
             } else {
                 kept.push_back(entry);
@@ -476,7 +476,7 @@ mod tests {
     #[test]
     fn max_inflight_bytes_holds_back_the_next_message_until_one_is_acknowledged() {
         let message = delivery(QoS::AtLeastOnce, b"payload");
-        let limits = QueueLimits { max_inflight_bytes: message.message.cost(), ..QueueLimits::default() };
+        let limits = QueueLimits { max_inflight_bytes: message.message.payload.len(), ..QueueLimits::default() };
         let mut s = online(limits);
         for _ in 0..3 {
             assert_eq!(s.enqueue(message.clone()), Enqueued::Queued);
@@ -491,7 +491,7 @@ mod tests {
     #[test]
     fn a_qos2_delivery_past_pubrec_lets_its_message_go_and_frees_its_bytes() {
         let message = delivery(QoS::ExactlyOnce, b"payload");
-        let limits = QueueLimits { max_inflight_bytes: message.message.cost(), ..QueueLimits::default() };
+        let limits = QueueLimits { max_inflight_bytes: message.message.payload.len(), ..QueueLimits::default() };
         let mut s = online(limits);
         s.enqueue(message.clone());
         s.enqueue(message.clone());

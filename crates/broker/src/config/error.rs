@@ -9,11 +9,11 @@ use super::Location;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {}: {source}", path.display())]
+    #[error("cannot read config file {}: {error}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        /// Shown in the message and not also as the error's source, so that `{:#}` names it once.
+        error: std::io::Error,
     },
     /// The file is not valid UTF-8.
     #[error("{}:{line}: the file is not valid UTF-8", file.display())]

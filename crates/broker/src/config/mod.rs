@@ -19,18 +19,21 @@
 //! - A path or string directive given twice in the same scope is an error ("duplicate"), as in Mosquitto.
 //! - `include_dir DIR` reads every `*.conf` file in DIR, sorted as Mosquitto sorts them (case-insensitive
 //!   first), and is only allowed in the main file.
-//! - `persistence`, `persistence_file`, `persistence_location`, `autosave_interval`, `autosave_on_changes`,
-//!   `pid_file`, `user`, `log_timestamp`, `log_timestamp_format` and `log_facility` are parsed into fields
-//!   (Debian's stock `mosquitto.conf` uses several of them); the broker decides whether to honour or warn.
+//! - `persistence`, `persistence_file`, `persistence_location` and `autosave_*` are parsed (Debian's stock
+//!   `mosquitto.conf` uses them) with a warning that they have no effect yet; `pid_file`, `user` and the
+//!   logging directives are applied by the binary (`main.rs`, `log.rs`, `process.rs`).
 //!   Bridges, plugins, TLS-PSK and the other directives listed in `values::UNSUPPORTED` are errors that
 //!   say the directive is not supported yet.
 
 mod error;
 mod parse;
+mod reload;
 mod values;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod walk_tests;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -362,10 +365,9 @@ pub enum SocketDomain {
     Ipv6,
 }
 
-/// `tls_version`: the lowest accepted version. rustls has no TLS 1.1, so `Tls1_1` behaves as `Tls1_2`.
+/// `tls_version`: the lowest accepted version (rustls has no TLS 1.1: `tlsv1.1` is refused at startup).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TlsVersion {
-    Tls1_1,
     Tls1_2,
     Tls1_3,
 }

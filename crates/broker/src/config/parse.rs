@@ -45,7 +45,7 @@ pub(super) struct Parser {
 
 impl Parser {
     pub fn read_file(&mut self, path: &Path, main: bool) -> Result<(), ConfigError> {
-        let io_error = |source| ConfigError::Io { path: path.to_path_buf(), source };
+        let io_error = |error| ConfigError::Io { path: path.to_path_buf(), error };
         if path.is_dir() {
             let source = std::io::Error::new(std::io::ErrorKind::InvalidInput, "it is a directory");
             return Err(io_error(source));
@@ -284,7 +284,12 @@ impl Parser {
             "queue_qos0_messages" => config.queue_qos0_messages = line.bool()?,
             "retain_available" => config.retain_available = line.bool()?,
             "upgrade_outgoing_qos" => config.upgrade_outgoing_qos = line.bool()?,
-            "set_tcp_nodelay" => config.set_tcp_nodelay = line.bool()?,
+            "set_tcp_nodelay" => {
+                config.set_tcp_nodelay = line.bool()?;
+                if !config.set_tcp_nodelay {
+                    self.warn(line, "has no effect: mqttd sets TCP_NODELAY on every connection");
+                }
+            }
             "check_retain_source" => config.check_retain_source = line.bool()?,
             "max_connections" => {
                 let value = line.optional_count()?;
@@ -354,8 +359,17 @@ impl Parser {
             "stdout" => LogDest::Stdout,
             "stderr" => LogDest::Stderr,
             "syslog" => LogDest::Syslog,
-            "topic" => LogDest::Topic,
-            "dlt" => LogDest::Dlt,
+            "topic" | "dlt" => {
+                let what = "not supported yet: lines go to the other log_dest destinations";
+                let directive = line.directive.to_owned();
+                let warning = ConfigWarning { location: line.location(), directive, message: what.to_owned() };
+                self.config.warnings.push(warning);
+                if kind == "topic" {
+                    LogDest::Topic
+                } else {
+                    LogDest::Dlt
+                }
+            }
             "file" if rest.trim().is_empty() => return Err(line.expected("file followed by a path", "file")),
             "file" if dests.iter().any(|d| matches!(d, LogDest::File(_))) => {
                 return Err(line.error("duplicate value: only one log_dest file may be given"))
@@ -373,11 +387,16 @@ impl Parser {
     fn apply_process(&mut self, _scope: &mut Scope<'_>, line: &Line<'_>) -> Result<bool, ConfigError> {
         let config = &mut self.config;
         match line.directive {
-            "persistence" | "retained_persistence" => config.persistence = line.bool()?,
-            "persistence_file" => set_once(&mut config.persistence_file, line.text("a file name")?.to_owned(), line)?,
-            "persistence_location" => set_once(&mut config.persistence_location, line.path()?, line)?,
-            "autosave_interval" => config.autosave_interval = line.limit(i64::MAX)?,
-            "autosave_on_changes" => config.autosave_on_changes = line.bool()?,
+            "persistence" | "retained_persistence" => {
+                config.persistence = line.bool()?;
+                if config.persistence {
+                    self.warn(line, "not implemented yet: sessions and retained messages are kept in memory only");
+                }
+            }
+            "persistence_file" | "persistence_location" | "autosave_interval" | "autosave_on_changes" => {
+                self.persistence_detail(line)?;
+                self.warn(line, "has no effect: mqttd has no persistence yet");
+            }
             "pid_file" => set_once(&mut config.pid_file, line.path()?, line)?,
             "user" => config.user = Some(line.text("a user name")?.to_owned()),
             "allow_duplicate_messages" => {
@@ -388,6 +407,17 @@ impl Parser {
             _ => return Ok(false),
         }
         Ok(true)
+    }
+
+    fn persistence_detail(&mut self, line: &Line<'_>) -> Result<(), ConfigError> {
+        let config = &mut self.config;
+        match line.directive {
+            "persistence_file" => set_once(&mut config.persistence_file, line.text("a file name")?.to_owned(), line)?,
+            "persistence_location" => set_once(&mut config.persistence_location, line.path()?, line)?,
+            "autosave_interval" => config.autosave_interval = line.limit(i64::MAX)?,
+            _ => config.autosave_on_changes = line.bool()?,
+        }
+        Ok(())
     }
 
     /// The listener that listener settings on this line apply to, creating the default one if needed.

@@ -9,137 +9,16 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use mqttd_auth::{hash_password, HashKind};
-use mqttd_proto::{reason, ConnAck, ProtocolVersion, QoS};
-use mqttd_testkit::{connect, Peer, TIMEOUT};
+use mqttd_proto::{reason, ConnAck, QoS};
+use mqttd_testkit::{connect, Peer};
 
-const V5: ProtocolVersion = ProtocolVersion::V5;
-
-/// A port that was free a moment ago (bound on port 0, then released for the broker).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds port 0");
-    listener.local_addr().expect("has an address").port()
-}
-
-/// Polls `condition` every 10 ms until it holds; panics with `what` after [`TIMEOUT`].
-fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !condition() {
-        assert!(start.elapsed() < TIMEOUT, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// A `mqttd -c FILE` child process; its stderr is collected for assertions. Killed (by pid) on drop.
-struct Mqttd {
-    child: Child,
-    port: u16,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Mqttd {
-    /// Writes `settings` after a `listener` line for a free port into `dir/mqttd.conf`, starts mqttd
-    /// with it and waits until it accepts connections.
-    fn start(dir: &Path, settings: &str) -> Mqttd {
-        let port = free_port();
-        Mqttd::start_config(dir, &format!("listener {port} 127.0.0.1\n{settings}"), port)
-    }
-
-    /// Starts mqttd with the whole config `text` and waits until `port` accepts connections.
-    fn start_config(dir: &Path, text: &str, port: u16) -> Mqttd {
-        let config = dir.join("mqttd.conf");
-        std::fs::write(&config, text).expect("writes the config");
-        let mut mqttd = Mqttd::spawn(&config, port);
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = mqttd.child.try_wait().expect("child status") {
-                panic!("mqttd exited with {status} before listening:\n{}", mqttd.log());
-            }
-            assert!(start.elapsed() < TIMEOUT, "mqttd did not listen on {port}:\n{}", mqttd.log());
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        mqttd
-    }
-
-    fn spawn(config: &Path, port: u16) -> Mqttd {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mqttd"))
-            .arg("-c")
-            .arg(config)
-            .env_remove("MQTTD_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("mqttd starts");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let pipe = child.stderr.take().expect("stderr is piped");
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                let mut log = sink.lock().expect("log lock");
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        Mqttd { child, port, stderr }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    /// Everything mqttd wrote to stderr so far.
-    fn log(&self) -> String {
-        self.stderr.lock().expect("log lock").clone()
-    }
-
-    /// Waits until stderr has `needle` `count` times or more.
-    fn wait_for_log(&self, needle: &str, count: usize) {
-        let start = Instant::now();
-        while self.log().matches(needle).count() < count {
-            assert!(start.elapsed() < TIMEOUT, "no {needle:?} (x{count}) in the log:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Sends SIGHUP to this child only.
-    fn hangup(&self) {
-        let status = Command::new("kill").arg("-HUP").arg(self.child.id().to_string()).status().expect("runs kill");
-        assert!(status.success(), "kill -HUP {} failed", self.child.id());
-    }
-}
-
-impl Drop for Mqttd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs mqttd with `config` expecting it to exit with an error; returns its stderr.
-fn startup_error(dir: &Path, settings: &str) -> String {
-    let config = dir.join("mqttd.conf");
-    std::fs::write(&config, format!("listener {} 127.0.0.1\n{settings}", free_port())).expect("writes the config");
-    let mut mqttd = Mqttd::spawn(&config, 0);
-    let mut status = None;
-    wait_until("mqttd exits on a malformed file", || {
-        status = mqttd.child.try_wait().expect("child status");
-        status.is_some()
-    });
-    let status = status.expect("exited");
-    assert!(!status.success(), "mqttd must fail to start:\n{}", mqttd.log());
-    // The stderr reader finishes when the pipe closes; wait for the error line to be collected.
-    wait_until("the startup error is read", || mqttd.log().contains("mqttd:"));
-    mqttd.log()
-}
+use crate::common::{free_port, peer_available, run, startup_error, wait_until, Mqttd, V5};
 
 /// Writes a `$7$` password file with `users` (name, password).
-fn write_passwords(path: &Path, users: &[(&str, &str)]) {
+pub(crate) fn write_passwords(path: &Path, users: &[(&str, &str)]) {
     let mut text = String::new();
     for (name, password) in users {
         let hash = hash_password(password.as_bytes(), HashKind::Sha512Pbkdf2).expect("hashes");
@@ -148,30 +27,11 @@ fn write_passwords(path: &Path, users: &[(&str, &str)]) {
     std::fs::write(path, text).expect("writes the password file");
 }
 
-async fn login(mqttd: &Mqttd, client_id: &str, username: &str, password: &str) -> (Peer, ConnAck) {
+pub(crate) async fn login(mqttd: &Mqttd, client_id: &str, username: &str, password: &str) -> (Peer, ConnAck) {
     let mut c = connect(client_id, V5);
     c.username = Some(username.to_string());
     c.password = Some(bytes::Bytes::copy_from_slice(password.as_bytes()));
     Peer::connect_with(mqttd.addr(), c).await
-}
-
-/// Whether `program` can be run; panics when it cannot and `MQTTD_REQUIRE_PEERS=1`.
-fn peer_available(program: &str) -> bool {
-    let found = Command::new(program).arg("--help").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
-    if !found {
-        assert!(
-            std::env::var("MQTTD_REQUIRE_PEERS").as_deref() != Ok("1"),
-            "{program} is required (MQTTD_REQUIRE_PEERS=1) but cannot be run; install the mosquitto-clients \
-             and mosquitto packages"
-        );
-        eprintln!("skipped: {program} not found (install mosquitto and mosquitto-clients to run this test)");
-    }
-    found
-}
-
-/// Runs a Mosquitto client to completion (bounded by its own `-W` where it waits).
-fn run(program: &str, args: &[&str]) -> std::process::Output {
-    Command::new(program).args(args).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{program}: {e}"))
 }
 
 #[test]
