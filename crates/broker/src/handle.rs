@@ -77,6 +77,7 @@ impl Client {
             ));
         }
         Stats::add(&self.broker.stats.messages_received, 1);
+        self.broker.counters.received(p.qos, p.payload.len());
         if p.qos == QoS::ExactlyOnce {
             let mut state = self.session.state.lock();
             if !state.receive_qos2(p.packet_id.expect("QoS 2 has a packet id")) {

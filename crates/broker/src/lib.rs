@@ -9,6 +9,8 @@ pub mod config;
 mod connect;
 pub mod connection;
 mod handle;
+pub mod http;
+pub mod observe;
 mod park;
 pub mod security;
 pub mod server;

@@ -193,7 +193,9 @@ fn tls_and_websocket_settings_attach_to_the_most_recent_listener() {
 
 #[test]
 fn listener_value_errors() {
-    assert!(error("listener 1\nprotocol mqttsn\n").to_string().contains("expected mqtt or websockets, got 'mqttsn'"));
+    assert!(error("listener 1\nprotocol mqttsn\n")
+        .to_string()
+        .contains("expected mqtt, websockets or http, got 'mqttsn'"));
     assert!(error("listener 1\nsocket_domain ipv5\n").to_string().contains("expected ipv4 or ipv6"));
     assert!(error("listener 1\ntls_version tlsv1\n").to_string().contains("tlsv1.3, tlsv1.2 or tlsv1.1"));
     assert!(error("listener 1\ncertfile\n").to_string().contains("expected a path, got nothing"));
