@@ -560,3 +560,13 @@ fn park_idle_after_is_mqttd_s_own_directive_in_seconds() {
     assert_eq!(parse("park_idle_after 30\n").park_idle_after, 30);
     assert!(error("park_idle_after soon\n").to_string().contains("park_idle_after"));
 }
+
+#[test]
+fn protocol_http_makes_an_admin_listener_with_an_optional_token() {
+    let config = parse("listener 1883\nlistener 8080 127.0.0.1\nprotocol http\nhttp_token s3cret\n");
+    assert_eq!(config.listeners[0].protocol, ListenerProtocol::Mqtt);
+    assert_eq!(config.listeners[1].protocol, ListenerProtocol::Http);
+    assert_eq!(config.listeners[1].http_token.as_deref(), Some("s3cret"));
+    assert_eq!(config.listeners[0].http_token, None);
+    assert!(error("listener 8080\nhttp_token a\nhttp_token b\n").to_string().contains("http_token"));
+}

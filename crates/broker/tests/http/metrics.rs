@@ -90,3 +90,25 @@ async fn wills_and_refusals_are_counted_by_outcome_and_reason() {
     let refusal = format!("reason=\"{}\"", reason::name(reason::CLIENT_IDENTIFIER_NOT_VALID).replace(' ', "_"));
     assert_eq!(value(&samples, "mqttd_connect_refusals_total", &refusal), 1.0);
 }
+
+#[tokio::test]
+async fn every_metric_the_grafana_dashboard_queries_is_exposed() {
+    let tb = broker();
+    let body = get(tb.addrs[1], "/metrics").await.body;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/grafana-mqttd.json");
+    let dashboard = std::fs::read_to_string(&path).expect("contrib/grafana-mqttd.json");
+    serde_json::from_str::<serde_json::Value>(&dashboard).expect("the Grafana dashboard is JSON");
+    let mut names: Vec<&str> = dashboard
+        .match_indices("mqttd_")
+        .map(|(at, _)| {
+            let rest = &dashboard[at..];
+            &rest[..rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len())]
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(names.len() > 10, "{names:?}");
+    for name in names {
+        assert!(body.contains(&format!("# TYPE {name} ")), "{name} is queried by Grafana but not exposed");
+    }
+}
