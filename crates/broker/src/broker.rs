@@ -122,6 +122,10 @@ pub struct Broker {
     /// Whether the current security has an ACL; routing skips the security snapshot when it has none.
     acl_active: AtomicBool,
     pub stats: Stats,
+    /// Counters behind `GET /metrics` (`observe.rs`): atomics only.
+    pub counters: crate::observe::Counters,
+    /// Recent connects, disconnects, wills and refusals, recorded while an HTTP listener reads them.
+    pub events: crate::observe::Events,
     pub started: Instant,
     next_id: AtomicU64,
     /// Set once by [`Broker::begin_shutdown`]; connections check it whenever they wake.
@@ -155,6 +159,8 @@ impl Broker {
             acl_active: AtomicBool::new(security.any_acl),
             security: RwLock::new(Arc::new(security)),
             stats: Stats::default(),
+            counters: Default::default(),
+            events: Default::default(),
             started: Instant::now(),
             next_id: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
@@ -464,6 +470,7 @@ impl Broker {
             Delivered::Queued { backlog, nearly_full }
         } else {
             Stats::add(&self.stats.messages_dropped, 1);
+            self.counters.dropped(crate::observe::DropCause::QueueFull);
             Delivered::Dropped
         }
     }

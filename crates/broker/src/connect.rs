@@ -13,6 +13,7 @@ use mqttd_proto::{
 
 use crate::broker::{Broker, ClientIdentity, Stats};
 use crate::connection::{Client, End, Stream, Transport};
+use crate::observe::{ConnectionInfo, EventKind};
 use crate::session::{Attach, Expiry};
 use crate::tls::CertUsername;
 
@@ -39,11 +40,20 @@ pub(crate) async fn handshake(broker: &Arc<Broker>, mut io: Transport, cert: Cer
     match accept(broker, io, *connect, limits, cert).await {
         Ok(client) => Some(client),
         Err((mut io, Refusal(code, why), client_id)) => {
+            refused(broker, code, &client_id);
             queue_refusal(&mut io, version, code, client_max);
             io.flush(Duration::from_secs(1), &broker.stats).await;
             tracing::info!(peer = %io.peer, %client_id, protocol = %version, "connection refused: {why}");
             None
         }
+    }
+}
+
+/// Counts a refused CONNECT (and an authentication failure) and records it in the recent events.
+fn refused(broker: &Broker, code: u8, client_id: &str) {
+    broker.counters.refused(code);
+    if broker.events.enabled() {
+        broker.events.record(&Arc::from(client_id), || EventKind::Refused { reason: reason::name(code) });
     }
 }
 
@@ -196,6 +206,7 @@ pub(crate) fn connect_at_accept(
             AtAccept::Connected(client)
         }
         Err((Refusal(code, why), client_id)) => {
+            refused(broker, code, &client_id);
             queue_refusal(&mut io, version, code, client_max);
             write_now(&mut io, &broker.stats);
             tracing::info!(%peer, %client_id, protocol = %version, "connection refused: {why}");
@@ -431,6 +442,9 @@ fn attach(broker: &Arc<Broker>, mut io: Transport, c: Connect, limits: Limits, c
     fit_connack(&mut ack, c.properties.maximum_packet_size.filter(|_| version.is_v5()));
     io.queue(&Packet::ConnAck(ack), version);
     Stats::add(&broker.stats.clients_total_connects, 1);
+    if broker.events.enabled() {
+        broker.events.connected(&session.client_id, ConnectionInfo::now(version, keep_alive, io.peer, c.clean_start));
+    }
     // Unacknowledged messages go again (`Broker::attach` marked them), with DUP, before anything new, as
     // the connection task drains the session [MQTT-4.4.0-1].
     tracing::info!(

@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::broker::{Broker, Stats, RELIEVED_BACKLOG};
+use crate::observe::{DisconnectReason, EventKind};
 use crate::session::{clock, Expiry, Session, WillOutcome};
 
 /// Stop draining the outbox into the write buffer beyond this many bytes; stop reading beyond 4x.
@@ -141,6 +142,10 @@ pub(crate) enum End {
     Closed,
     Io(std::io::Error),
     Takeover,
+    /// An operator ended the connection (admin API `DELETE /api/v1/clients/ID`); `with_will` as asked.
+    Kicked {
+        with_will: bool,
+    },
     /// A protocol violation: what, and the 5.0 reason code sent in DISCONNECT.
     Protocol(String, u8),
     Shutdown,
@@ -155,6 +160,7 @@ impl std::fmt::Display for End {
             End::Closed => f.write_str("socket closed by peer"),
             End::Io(e) => write!(f, "socket error: {e}"),
             End::Takeover => f.write_str("session taken over by a new connection"),
+            End::Kicked { .. } => f.write_str("disconnected by an operator"),
             End::Protocol(what, code) => write!(f, "protocol error ({}): {what}", reason::name(*code)),
             End::Shutdown => f.write_str("server shutting down"),
         }
@@ -162,6 +168,21 @@ impl std::fmt::Display for End {
 }
 
 impl End {
+    /// The reason as the metrics and the events name it.
+    fn reason(&self) -> DisconnectReason {
+        match self {
+            End::Disconnect { with_will: false } => DisconnectReason::Disconnect,
+            End::Disconnect { with_will: true } => DisconnectReason::DisconnectWithWill,
+            End::KeepAlive(_) => DisconnectReason::KeepAlive,
+            End::Closed => DisconnectReason::Closed,
+            End::Io(_) => DisconnectReason::SocketError,
+            End::Takeover => DisconnectReason::Takeover,
+            End::Kicked { .. } => DisconnectReason::Kicked,
+            End::Protocol(..) => DisconnectReason::ProtocolError,
+            End::Shutdown => DisconnectReason::Shutdown,
+        }
+    }
+
     pub(crate) fn protocol(err: &DecodeError) -> End {
         End::Protocol(err.to_string(), err.reason_code())
     }
@@ -170,6 +191,7 @@ impl End {
     fn disconnect_code(&self) -> Option<u8> {
         match self {
             End::Takeover => Some(reason::SESSION_TAKEN_OVER),
+            End::Kicked { .. } => Some(reason::ADMINISTRATIVE_ACTION),
             End::Protocol(_, code) => Some(*code),
             End::Shutdown => Some(reason::SERVER_SHUTTING_DOWN),
             End::KeepAlive(_) => Some(reason::KEEP_ALIVE_TIMEOUT),
@@ -561,8 +583,11 @@ fn interruption(broker: &Broker, session: &Session, connection_id: u64, keep_ali
     if broker.shutting_down() {
         return Some(End::Shutdown);
     }
-    if session.connection.load(Ordering::Acquire) != connection_id {
-        return Some(End::Takeover);
+    match session.connection.load(Ordering::Acquire) {
+        own if own == connection_id => {}
+        crate::session::KICKED => return Some(End::Kicked { with_will: false }),
+        crate::session::KICKED_WITH_WILL => return Some(End::Kicked { with_will: true }),
+        _ => return Some(End::Takeover),
     }
     if keep_alive > 0 && session.keep_alive_deadline.load(Ordering::Relaxed) == crate::session::KEEP_ALIVE_EXPIRED {
         return Some(End::KeepAlive(grace(keep_alive)));
@@ -661,6 +686,7 @@ impl Client {
     /// parked connection runs (its deadline may have passed while it was parked).
     pub(crate) fn connected(&self) {
         Stats::add(&self.broker.stats.clients_connected, 1);
+        self.broker.counters.connected(self.io.listener, self.version);
         self.touch();
         if self.can_park() {
             // Most connections are quiet after CONNECT for a while (or for good): one that sends nothing
@@ -857,6 +883,8 @@ impl Client {
         }
         let mut scratch = Properties::default();
         let (mut sent, mut sent_bytes) = (0, 0);
+        // Messages and payload bytes by QoS, added to the metrics once per turn.
+        let mut by_qos = [[0u64; 2]; 3];
         while self.io.output_len() < limit {
             let allowed = |d: &mqttd_core::Delivery| {
                 read_check
@@ -878,6 +906,7 @@ impl Client {
                 }
             }
             if self.client_max_packet.is_some_and(|max| publish_len(&publish, self.version) > max.get() as usize) {
+                self.broker.counters.dropped(crate::observe::DropCause::TooLarge);
                 // Too large for this client: discard as if delivered [MQTT-3.1.2-25].
                 if let Some(id) = out.packet_id {
                     state.abandon(id);
@@ -890,11 +919,15 @@ impl Client {
             }
             sent += 1;
             sent_bytes += publish.payload.len() as u64;
+            let counted = &mut by_qos[publish.qos as usize];
+            counted[0] += 1;
+            counted[1] += publish.payload.len() as u64;
         }
         if sent > 0 {
             Stats::add(&self.broker.stats.messages_sent, sent);
             Stats::add(&self.broker.stats.packets_sent, sent);
             Stats::add(&self.broker.stats.publish_bytes_sent, sent_bytes);
+            self.broker.counters.sent(&by_qos);
             self.session.made_progress();
             if self.session.waiting.load(Ordering::SeqCst) > 0
                 && state.backlog() <= RELIEVED_BACKLOG
@@ -916,7 +949,7 @@ impl Client {
             }
         }
         // Detached before the last bytes go out: a new connection for the client id may be waiting.
-        let publish_will = !matches!(end, End::Disconnect { with_will: false });
+        let publish_will = !matches!(end, End::Disconnect { with_will: false } | End::Kicked { with_will: false });
         let will = self.broker.detach(
             &self.session,
             self.connection_id,
@@ -940,6 +973,9 @@ impl Client {
             "disconnected: {end}; {will}"
         );
         self.broker.stats.clients_connected.fetch_sub(1, Ordering::Relaxed);
+        let reason = end.reason();
+        self.broker.counters.disconnected(self.io.listener, self.version, reason);
+        self.broker.events.record(&self.session.client_id, || EventKind::Disconnected { reason, will });
     }
 }
 

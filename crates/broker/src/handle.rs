@@ -100,6 +100,8 @@ impl Client {
         }
         Stats::add(&self.broker.stats.messages_received, 1);
         Stats::add(&self.broker.stats.publish_bytes_received, p.payload.len() as u64);
+
+        self.broker.counters.received(p.qos, p.payload.len());
         if p.qos == QoS::ExactlyOnce {
             let mut state = self.session.state.lock();
             if !state.receive_qos2(p.packet_id.expect("QoS 2 has a packet id")) {

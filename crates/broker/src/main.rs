@@ -229,7 +229,12 @@ fn wrappings_of(config: &Config) -> anyhow::Result<Vec<Arc<Wrapping>>> {
         if listener.http_dir.is_some() && !websockets {
             tracing::warn!("{}: http_dir is only used by protocol websockets listeners", listener.defined_at);
         }
-        wrappings.push(Arc::new(Wrapping { tls, websockets, http_dir: listener.http_dir.clone() }));
+        let http = (listener.protocol == ListenerProtocol::Http)
+            .then(|| mqttd_broker::http::HttpSettings { token: listener.http_token.clone() });
+        if listener.http_token.is_some() && http.is_none() {
+            tracing::warn!("{}: http_token is only used by protocol http listeners", listener.defined_at);
+        }
+        wrappings.push(Arc::new(Wrapping { tls, websockets, http_dir: listener.http_dir.clone(), http }));
     }
     Ok(wrappings)
 }

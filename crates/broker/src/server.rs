@@ -25,11 +25,16 @@ pub struct Wrapping {
     pub websockets: bool,
     /// `http_dir`: static files for plain HTTP GET requests on a WebSocket listener.
     pub http_dir: Option<PathBuf>,
+    /// `protocol http`: the listener serves metrics, the admin API and the dashboard (`http/`), not MQTT.
+    pub http: Option<crate::http::HttpSettings>,
 }
 
 impl Wrapping {
     /// The transport's name in log lines.
     fn name(&self) -> &'static str {
+        if self.http.is_some() {
+            return if self.tls.is_some() { "HTTPS admin" } else { "HTTP admin" };
+        }
         match (self.tls.is_some(), self.websockets) {
             (false, false) => "MQTT",
             (true, false) => "TLS",
@@ -135,6 +140,11 @@ impl Server {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!("listening on {addr} ({})", wrapping.name());
                 local_addrs.push(addr);
+            }
+            if wrapping.http.is_some() {
+                let http = crate::http::serve(broker.clone(), listener, index, wrapping, shutdown.subscribe());
+                tasks.push(tokio::spawn(http));
+                continue;
             }
             // Before the listener's address is known to anyone, so that the first client is treated alike.
             let inherited = tune_accepts(&listener);
@@ -406,7 +416,7 @@ async fn wrap_within(
     wrapping: Arc<Wrapping>,
 ) -> Option<(Stream, CertUsername)> {
     let limit = broker.settings.connect_timeout;
-    match tokio::time::timeout(limit, wrap(stream, &wrapping)).await {
+    match tokio::time::timeout(limit, wrap(broker, stream, &wrapping)).await {
         Ok(Ok(wrapped)) => Some(wrapped),
         Ok(Err(why)) => {
             tracing::info!(%peer, listener = index, "closed before MQTT: {why}");
@@ -422,7 +432,7 @@ async fn wrap_within(
 
 /// Runs the listener's handshakes (TLS, WebSocket upgrade) on a new socket. The first byte tells a
 /// client that speaks the wrong protocol for this port; the error text is the log line.
-async fn wrap(stream: TcpStream, wrapping: &Wrapping) -> Result<(Stream, CertUsername), String> {
+async fn wrap(broker: &Broker, stream: TcpStream, wrapping: &Wrapping) -> Result<(Stream, CertUsername), String> {
     if wrapping.tls.is_none() && !wrapping.websockets {
         // Plain MQTT: no peek (one syscall less per connection); a TLS or HTTP client is recognised by
         // the first packet's decoder instead (`connect::misdirected`).
@@ -452,7 +462,10 @@ async fn wrap(stream: TcpStream, wrapping: &Wrapping) -> Result<(Stream, CertUse
         b'G' | b'H' | b'P' => return Err("the client sent plain HTTP to a TLS listener".into()),
         other => return Err(format!("the client did not start a TLS handshake (first byte {other:#04x})")),
     }
-    let stream = tls.acceptor().accept(stream).await.map_err(|e| format!("TLS handshake failed: {e}"))?;
+    let stream = tls.acceptor().accept(stream).await.map_err(|e| {
+        crate::observe::add(&broker.counters.tls_handshake_failures, 1);
+        format!("TLS handshake failed: {e}")
+    })?;
     let cert_username = tls.cert_username(stream.get_ref().1);
     if !wrapping.websockets {
         return Ok((Stream::Wrapped(Box::new(stream)), cert_username));

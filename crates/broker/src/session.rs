@@ -11,6 +11,7 @@ use mqttd_proto::{SubscriptionOptions, Will};
 use parking_lot::Mutex;
 
 use crate::broker::{Broker, ClientIdentity, Stats};
+use crate::observe::{EventKind, WillCount};
 
 /// How long a session lives after its connection ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,6 +215,49 @@ impl Broker {
         owned
     }
 
+    /// Ends the connection attached to `client_id`'s session because an operator asked (5.0: DISCONNECT
+    /// 0x98 Administrative action), publishing its will only if `with_will` (as Mosquitto's
+    /// `mosquitto_kick_client_by_clientid`). False when no connection is attached.
+    pub fn kick_client(&self, client_id: &str, with_will: bool) -> bool {
+        let Some(session) = self.session(client_id) else { return false };
+        let ctl = session.control.lock();
+        let mark = if with_will { KICKED_WITH_WILL } else { KICKED };
+        // Only the connection that owns the session now: one attaching meanwhile is not kicked.
+        let kicked = ctl.owner != 0
+            && session.connection.compare_exchange(ctl.owner, mark, Ordering::AcqRel, Ordering::Acquire).is_ok();
+        drop(ctl);
+        if kicked {
+            session.wake();
+            self.events.record(&session.client_id, || EventKind::Kicked);
+        }
+        kicked
+    }
+
+    /// Ends `client_id`'s session (subscriptions, queue, a pending will goes out) once no connection is
+    /// attached; a connection still attached is first kicked (without its will) and waited for, at most
+    /// [`TAKEOVER_WAIT`]. False if there is no such session or its connection did not end in time.
+    pub async fn discard_session(&self, client_id: &str) -> bool {
+        let deadline = tokio::time::Instant::now() + TAKEOVER_WAIT;
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            let Some(session) = self.session(client_id) else { return false };
+            let (owner, epoch) = {
+                let ctl = session.control.lock();
+                (ctl.owner, ctl.epoch)
+            };
+            if owner == 0 {
+                self.end_session(&session, epoch);
+                return true;
+            }
+            self.kick_client(client_id, false);
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return false;
+            }
+        }
+    }
+
     /// Whether a connection is attached to `client_id`'s session.
     pub(crate) fn is_attached(&self, client_id: &str) -> bool {
         let session = self.sessions.lock().get(client_id).cloned();
@@ -238,7 +282,9 @@ impl Broker {
             ctl.epoch += 1;
             // A new connection within the Will Delay Interval: the pending will is not sent
             // [MQTT-3.1.3-9], whether the session continues or not (as Mosquitto).
-            drop(ctl.pending_will.take());
+            if ctl.pending_will.take().is_some() {
+                self.counters.will(WillCount::CancelledByReconnect);
+            }
             // A clean session ends with its connection [MQTT-3.1.2-6]: there is nothing to resume.
             let ended = ctl.expiry == Expiry::Immediate;
             if attach.clean_start || ended {
@@ -326,12 +372,16 @@ impl Broker {
         self.released.notify_waiters();
         let outcome = match will {
             None => WillOutcome::None,
-            Some(_) if !publish_will => WillOutcome::Discarded,
+            Some(_) if !publish_will => {
+                self.counters.will(WillCount::Discarded);
+                WillOutcome::Discarded
+            }
             Some(will) => {
                 let delay = will_delay(&will);
                 if delay.is_zero() || expiry == Expiry::Immediate {
                     self.publish_will(session, will)
                 } else {
+                    self.counters.will(WillCount::Delayed);
                     session.control.lock().pending_will = Some(will);
                     match expiry {
                         // The session ends first: its expiry publishes the pending will [MQTT-3.1.3-9].
@@ -358,8 +408,11 @@ impl Broker {
         let identity = session.identity();
         if !self.may_write(&identity, &will.topic) {
             tracing::info!(client_id = %identity.client_id, topic = %will.topic, "will dropped: not authorized");
+            self.counters.will(WillCount::Denied);
             return WillOutcome::Denied;
         }
+        self.counters.will(WillCount::Published);
+        self.events.record(&session.client_id, || EventKind::WillPublished { topic: will.topic.clone() });
         let mut properties = will.properties;
         properties.will_delay_interval = None;
         let expires_at = properties.message_expiry_interval.map(|s| Instant::now() + Duration::from_secs(u64::from(s)));
@@ -416,6 +469,7 @@ impl Broker {
         };
         if sessions.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, session)) {
             sessions.remove(&session.client_id);
+            self.events.forget(&session.client_id);
         }
         drop(sessions);
         if let Some(will) = pending {
@@ -459,6 +513,13 @@ pub const KEEP_ALIVE_EXPIRED: u64 = 1;
 /// [`Session::active`] once the sweeper asked the connection to park (never a real time: the clock starts
 /// at 0 and connections store at least `PARK_REQUESTED + 1`).
 pub const PARK_REQUESTED: u64 = 1;
+
+/// [`Session::connection`] once an operator kicked the connection without its will (never a connection
+/// id: ids count up from 1).
+pub const KICKED: u64 = u64::MAX;
+
+/// [`Session::connection`] once an operator kicked the connection with its will.
+pub const KICKED_WITH_WILL: u64 = u64::MAX - 1;
 
 /// A subscriber that wrote nothing for this long counts as stalled: publishers stop waiting for it.
 pub const STALL: Duration = Duration::from_millis(200);

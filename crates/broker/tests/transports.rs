@@ -44,7 +44,7 @@ fn ws() -> Wrapping {
 }
 
 fn over_tls(listener: &Arc<TlsListener>, websockets: bool) -> Wrapping {
-    Wrapping { tls: Some(listener.clone()), websockets, http_dir: None }
+    Wrapping { tls: Some(listener.clone()), websockets, ..Wrapping::default() }
 }
 
 fn options(addr: SocketAddr, transport: TransportKind, ca: Option<&Path>) -> ConnectOptions {
@@ -318,7 +318,7 @@ async fn http_dir_serves_files_to_plain_get_requests_and_nothing_outside_it() {
     std::fs::write(dir.path().join("secret"), "no").unwrap();
     let broker = TestBroker::with_listeners(
         Settings::default(),
-        vec![Wrapping { websockets: true, http_dir: Some(www), tls: None }],
+        vec![Wrapping { websockets: true, http_dir: Some(www), ..Wrapping::default() }],
     );
     let index = http(broker.addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(index.starts_with("HTTP/1.1 200") && index.contains("text/html") && index.ends_with("<p>hi</p>"));

@@ -276,6 +276,8 @@ pub struct ListenerConfig {
     pub protocol: ListenerProtocol,
     /// `http_dir`: files served over HTTP on a WebSockets listener.
     pub http_dir: Option<PathBuf>,
+    /// `http_token` (mqttd's own): a bearer token that grants access to a `protocol http` listener.
+    pub http_token: Option<String>,
     /// `certfile`: PEM server certificate (chain); its presence makes the listener TLS.
     pub certfile: Option<PathBuf>,
     /// `keyfile`: PEM private key for `certfile`.
@@ -324,6 +326,7 @@ impl ListenerConfig {
             socket_domain: None,
             protocol: ListenerProtocol::Mqtt,
             http_dir: None,
+            http_token: None,
             certfile: None,
             keyfile: None,
             cafile: None,
@@ -356,6 +359,8 @@ impl ListenerConfig {
 pub enum ListenerProtocol {
     Mqtt,
     WebSockets,
+    /// mqttd's own: metrics, the admin API and the dashboard over HTTP (Mosquitto rejects the value).
+    Http,
 }
 
 /// `socket_domain` of a listener.

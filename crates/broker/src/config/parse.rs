@@ -226,6 +226,10 @@ impl Parser {
             "cafile" => set_once(&mut self.listener(scope, line).cafile, line.path()?, line)?,
             "capath" => set_once(&mut self.listener(scope, line).capath, line.path()?, line)?,
             "http_dir" => set_once(&mut self.listener(scope, line).http_dir, line.path()?, line)?,
+            "http_token" => {
+                let token = line.text("a bearer token")?.to_owned();
+                set_once(&mut self.listener(scope, line).http_token, token, line)?
+            }
             "ciphers" => {
                 let ciphers = line.text("a cipher list")?.to_owned();
                 set_once(&mut self.listener(scope, line).ciphers, ciphers, line)?
@@ -238,10 +242,11 @@ impl Parser {
             "use_identity_as_username" => self.listener(scope, line).use_identity_as_username = line.bool()?,
             "use_subject_as_username" => self.listener(scope, line).use_subject_as_username = line.bool()?,
             "protocol" => {
-                self.listener(scope, line).protocol = match line.word("mqtt or websockets")? {
+                self.listener(scope, line).protocol = match line.word("mqtt, websockets or http")? {
                     "mqtt" => ListenerProtocol::Mqtt,
                     "websockets" => ListenerProtocol::WebSockets,
-                    other => return Err(line.expected("mqtt or websockets", other)),
+                    "http" => ListenerProtocol::Http,
+                    other => return Err(line.expected("mqtt, websockets or http", other)),
                 }
             }
             "socket_domain" => {

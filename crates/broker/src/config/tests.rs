@@ -193,7 +193,9 @@ fn tls_and_websocket_settings_attach_to_the_most_recent_listener() {
 
 #[test]
 fn listener_value_errors() {
-    assert!(error("listener 1\nprotocol mqttsn\n").to_string().contains("expected mqtt or websockets, got 'mqttsn'"));
+    assert!(error("listener 1\nprotocol mqttsn\n")
+        .to_string()
+        .contains("expected mqtt, websockets or http, got 'mqttsn'"));
     assert!(error("listener 1\nsocket_domain ipv5\n").to_string().contains("expected ipv4 or ipv6"));
     assert!(error("listener 1\ntls_version tlsv1\n").to_string().contains("tlsv1.3 or tlsv1.2"));
     assert!(error("listener 1\ncertfile\n").to_string().contains("expected a path, got nothing"));
@@ -557,4 +559,14 @@ fn park_idle_after_is_mqttd_s_own_directive_in_seconds() {
     assert_eq!(parse("park_idle_after 0\n").park_idle_after, 0);
     assert_eq!(parse("park_idle_after 30\n").park_idle_after, 30);
     assert!(error("park_idle_after soon\n").to_string().contains("park_idle_after"));
+}
+
+#[test]
+fn protocol_http_makes_an_admin_listener_with_an_optional_token() {
+    let config = parse("listener 1883\nlistener 8080 127.0.0.1\nprotocol http\nhttp_token s3cret\n");
+    assert_eq!(config.listeners[0].protocol, ListenerProtocol::Mqtt);
+    assert_eq!(config.listeners[1].protocol, ListenerProtocol::Http);
+    assert_eq!(config.listeners[1].http_token.as_deref(), Some("s3cret"));
+    assert_eq!(config.listeners[0].http_token, None);
+    assert!(error("listener 8080\nhttp_token a\nhttp_token b\n").to_string().contains("http_token"));
 }

@@ -275,6 +275,7 @@ pub(super) const KNOWN: &[&str] = &[
     "ciphers",
     "connection_messages",
     "http_dir",
+    "http_token",
     "include_dir",
     "keyfile",
     "listener",
