@@ -24,7 +24,7 @@ impl std::fmt::Display for AliasError {
     }
 }
 
-/// The aliases of one connection; boxed in the connection and absent until the first is used.
+/// The aliases of one connection; in its boxed extras, absent until the first is used.
 #[derive(Debug, Default)]
 pub struct TopicAliases {
     /// Incoming: the topic of alias `i + 1`.
@@ -40,8 +40,8 @@ pub struct TopicAliases {
 impl TopicAliases {
     /// Aliases for a connection whose client accepts up to `client_max` of ours; `None` when there is
     /// nothing to keep yet (the incoming table is made on first use).
-    pub fn for_client(client_max: u16) -> Option<Box<TopicAliases>> {
-        (client_max > 0).then(|| Box::new(TopicAliases { client_max, ..Default::default() }))
+    pub fn for_client(client_max: u16) -> Option<TopicAliases> {
+        (client_max > 0).then(|| TopicAliases { client_max, ..Default::default() })
     }
 
     /// Resolves an incoming PUBLISH's alias (at most `max`): a non-empty `topic` sets it, an empty one is

@@ -86,12 +86,20 @@ pub struct Routed {
     /// up before reading more. A subscriber that stopped reading ([`Session::progressing`] false) never
     /// slows its publishers down: its full queue drops messages instead.
     pub congested: Option<Arc<Session>>,
+    /// The durable store's position once the message is stored wherever it must be (retained, queued
+    /// for persistent sessions): its acknowledgement waits for it. 0: nothing to wait for.
+    pub durable: u64,
 }
 
 /// What [`Broker::deliver`] did with one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Delivered {
-    Queued { backlog: usize, nearly_full: bool },
+    /// `durable`: the store's position once the delivery is stored (0: not stored).
+    Queued {
+        backlog: usize,
+        nearly_full: bool,
+        durable: u64,
+    },
     Dropped,
 }
 
@@ -137,6 +145,8 @@ pub struct Broker {
     pub(crate) released: tokio::sync::Notify,
     /// The outbox bounds of every session, shared.
     pub(crate) queue_limits: Arc<mqttd_core::QueueLimits>,
+    /// The durable store, with `persistence true` (`store/`).
+    pub(crate) store: std::sync::OnceLock<Arc<crate::store::Store>>,
     /// Where plain-TCP connections wait without a task (`park.rs`); set by `Server` when parking is on.
     pub(crate) parker: std::sync::OnceLock<Arc<crate::park::Parker>>,
     /// Who published each retained message, for `check_retain_source` (Mosquitto keeps it with the
@@ -168,6 +178,7 @@ impl Broker {
             released: tokio::sync::Notify::new(),
             queue_limits: Arc::new(settings_queue),
             parker: std::sync::OnceLock::new(),
+            store: std::sync::OnceLock::new(),
             retain_sources: Mutex::new(HashMap::new()),
         }
     }
@@ -342,7 +353,7 @@ impl Broker {
             Some(Err(_)) => return false,
             None => self.tree.write().subscribe(filter, session.id, session.clone(), options, subscription_id),
         };
-        session.control.lock().subscriptions.insert(filter.to_string(), options);
+        session.control.lock().subscriptions.insert(filter.to_string(), (options, subscription_id));
         is_new
     }
 
@@ -369,8 +380,10 @@ impl Broker {
     /// Routes a message: updates the retained store, then delivers to each matching session once, at the
     /// highest QoS of its matching subscriptions [MQTT-3.3.4-2].
     pub fn route(&self, message: Arc<Message>) -> Routed {
+        let mut durable = 0;
         if message.retain && self.settings.retain_available {
             self.retained.write().set(message.clone());
+            durable = self.persist_retained(&message);
         }
         let security = self.acl_active.load(Ordering::Acquire).then(|| self.security());
         let mut matches: Vec<Match<Arc<Session>>> = Vec::new();
@@ -379,7 +392,7 @@ impl Broker {
             // Overlapping subscriptions of one session sit next to each other for the merge below.
             matches.sort_unstable_by_key(|m| m.subscriber.id);
         }
-        let mut routed = Routed::default();
+        let mut routed = Routed { durable, ..Routed::default() };
         let shared_by = u16::try_from(matches.len()).unwrap_or(u16::MAX);
         let mut i = 0;
         while i < matches.len() {
@@ -434,7 +447,8 @@ impl Broker {
     /// [`Broker::deliver`] as routing does it, noting in `routed` what the publisher should know.
     fn deliver_routed(&self, session: &Arc<Session>, delivery: Delivery, origin: u64, routed: &mut Routed) {
         match self.deliver(session, delivery) {
-            Delivered::Queued { backlog, nearly_full } => {
+            Delivered::Queued { backlog, nearly_full, durable } => {
+                routed.durable = routed.durable.max(durable);
                 routed.reached += 1;
                 routed.busy |= backlog > CONGESTED_BACKLOG;
                 let own = session.id == origin;
@@ -454,7 +468,13 @@ impl Broker {
     /// Offers a delivery to a session's outbox and wakes its connection.
     pub(crate) fn deliver(&self, session: &Session, delivery: Delivery) -> Delivered {
         let mut state = session.state.lock();
+        // Stored under the same lock as the enqueue, so a session's records keep its queue's order.
+        let kept = (state.durable && delivery.qos != QoS::AtMostOnce).then(|| delivery.clone());
         let outcome = state.enqueue(delivery);
+        let durable = match kept {
+            Some(d) if outcome == Enqueued::Queued => self.persist_enqueue(session, &d),
+            _ => 0,
+        };
         if outcome == Enqueued::Queued && state.queued() == 1 {
             // The queue was empty: the stall clock starts now, not at the subscriber's last write.
             session.made_progress();
@@ -467,7 +487,7 @@ impl Broker {
             wake(waker);
         }
         if outcome == Enqueued::Queued {
-            Delivered::Queued { backlog, nearly_full }
+            Delivered::Queued { backlog, nearly_full, durable }
         } else {
             Stats::add(&self.stats.messages_dropped, 1);
             self.counters.dropped(crate::observe::DropCause::QueueFull);

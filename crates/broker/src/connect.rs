@@ -11,8 +11,9 @@ use mqttd_proto::{
     decode, encoded_len, reason, reason::v3, ConnAck, Connect, DecodeError, Limits, Packet, Properties, ProtocolVersion,
 };
 
+use crate::alias::TopicAliases;
 use crate::broker::{Broker, ClientIdentity, Stats};
-use crate::connection::{Client, End, Stream, Transport};
+use crate::connection::{Client, End, Extras, Stream, Transport};
 use crate::observe::{ConnectionInfo, EventKind};
 use crate::session::{Attach, Expiry};
 use crate::tls::CertUsername;
@@ -440,7 +441,17 @@ fn attach(broker: &Arc<Broker>, mut io: Transport, c: Connect, limits: Limits, c
     }
     let mut ack = ConnAck { session_present, code: reason::SUCCESS, properties };
     fit_connack(&mut ack, c.properties.maximum_packet_size.filter(|_| version.is_v5()));
-    io.queue(&Packet::ConnAck(ack), version);
+    // A session kept in the durable store is acknowledged once it is stored.
+    let stored = if broker.keeps(expiry, c.will.is_some()) { broker.persist_session(&session, 0) } else { 0 };
+    let held: std::collections::VecDeque<(u64, Packet)> = match broker.store() {
+        Some(store) if stored > store.durable() => [(stored, Packet::ConnAck(ack))].into(),
+        _ => {
+            io.queue(&Packet::ConnAck(ack), version);
+            Default::default()
+        }
+    };
+    let aliases = c.properties.topic_alias_maximum.filter(|_| version.is_v5()).and_then(TopicAliases::for_client);
+    let extras = (aliases.is_some() || !held.is_empty()).then(|| Box::new(Extras { aliases, held }));
     Stats::add(&broker.stats.clients_total_connects, 1);
     if broker.events.enabled() {
         broker.events.connected(&session.client_id, ConnectionInfo::now(version, keep_alive, io.peer, c.clean_start));
@@ -474,11 +485,7 @@ fn attach(broker: &Arc<Broker>, mut io: Transport, c: Connect, limits: Limits, c
         busy: false,
         // Packets pipelined behind CONNECT may already be in the read buffer.
         undecoded: true,
-        aliases: if version.is_v5() {
-            crate::alias::TopicAliases::for_client(c.properties.topic_alias_maximum.unwrap_or(0))
-        } else {
-            None
-        },
+        extras,
     }
 }
 

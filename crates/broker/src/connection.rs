@@ -474,8 +474,25 @@ pub(crate) struct Client {
     pub busy: bool,
     /// Bytes in the read buffer not yet decoded (decoding stopped to wait for a congested subscriber).
     pub undecoded: bool,
-    /// Topic aliases both ways (5.0), made when first needed.
-    pub aliases: Option<Box<crate::alias::TopicAliases>>,
+    /// What few connections need, boxed and absent until needed.
+    pub extras: Option<Box<Extras>>,
+}
+
+/// The parts of a connection most connections never use.
+#[derive(Debug, Default)]
+pub(crate) struct Extras {
+    /// Topic aliases both ways (5.0).
+    pub aliases: Option<crate::alias::TopicAliases>,
+    /// Answers waiting for the durable store (`persistence true`): each goes out, in order, once the
+    /// store's durable position passes its own (a PUBACK once the message is on disk).
+    pub held: std::collections::VecDeque<(u64, Packet)>,
+}
+
+impl Client {
+    /// Whether answers wait for the durable store.
+    fn holds_answers(&self) -> bool {
+        self.extras.as_ref().is_some_and(|e| !e.held.is_empty())
+    }
 }
 
 /// How [`Client::run`] returns.
@@ -500,7 +517,7 @@ pub(crate) struct Asleep {
     client_max_packet: Option<std::num::NonZeroU32>,
     connect_expiry: u32,
     expiry_override: Option<u32>,
-    aliases: Option<Box<crate::alias::TopicAliases>>,
+    extras: Option<Box<Extras>>,
     permit: tokio::sync::OwnedSemaphorePermit,
 }
 
@@ -531,7 +548,7 @@ impl Client {
             client_max_packet: self.client_max_packet,
             connect_expiry: self.connect_expiry,
             expiry_override: self.expiry_override,
-            aliases: self.aliases,
+            extras: self.extras,
             permit,
         })
     }
@@ -566,7 +583,7 @@ impl Asleep {
             congested: None,
             busy: false,
             undecoded: false,
-            aliases: self.aliases,
+            extras: self.extras,
         };
         (client, self.permit)
     }
@@ -725,6 +742,7 @@ impl Client {
             && self.congested.is_none()
             && !self.undecoded
             && !self.busy
+            && !self.holds_answers()
             && self.session.connection.load(Ordering::Acquire) == self.connection_id
             // A resumed session with messages to send: parking would only wake it again at once.
             && !self.session.state.lock().has_outgoing()
@@ -769,11 +787,12 @@ impl Client {
 
     fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
         loop {
+            let released = self.release_held(Some(cx));
             self.drain(Some(cx.waker()));
             if let Some(end) = self.interrupted() {
                 return Poll::Ready(Step::End(end));
             }
-            let mut moved = false;
+            let mut moved = released;
             if self.io.output_len() > 0 || self.io.flush_pending {
                 match self.io.poll_write_out(cx, &self.broker.stats) {
                     Poll::Ready(Ok(wrote)) => moved |= wrote,
@@ -807,6 +826,38 @@ impl Client {
                 return Poll::Pending;
             }
         }
+    }
+
+    /// Queues the held answers whose durable position the store has passed, in order; with `cx`, the
+    /// task is woken when the next one can go. Returns whether any went.
+    fn release_held(&mut self, cx: Option<&mut Context<'_>>) -> bool {
+        let Some(held) = self.extras.as_mut().map(|e| &mut e.held).filter(|h| !h.is_empty()) else { return false };
+        let durable = self.broker.store().map_or(u64::MAX, |s| s.durable());
+        let mut released = false;
+        while held.front().is_some_and(|(position, _)| *position <= durable) {
+            let (_, packet) = held.pop_front().expect("a front");
+            self.io.queue(&packet, self.version);
+            released = true;
+        }
+        if let (Some((position, _)), Some(cx), Some(store)) = (held.front(), cx, self.broker.store()) {
+            if store.poll_durable(*position, cx).is_ready() {
+                // Synced meanwhile: go round again.
+                cx.waker().wake_by_ref();
+            }
+        }
+        released
+    }
+
+    /// Sends `packet` once the store's durable position reaches `durable` (0: at once), after every
+    /// answer held before it.
+    pub(crate) fn send_after(&mut self, packet: Packet, durable: u64) {
+        let ready = self.broker.store().is_none_or(|s| s.durable() >= durable);
+        if ready && !self.holds_answers() {
+            return self.io.queue(&packet, self.version);
+        }
+        let held = &mut self.extras.get_or_insert_with(Default::default).held;
+        let after = held.back().map_or(0, |(p, _)| *p).max(durable);
+        held.push_back((after, packet));
     }
 
     /// Decodes and handles the packets in the read buffer. Stops early to end the connection, to wait for
@@ -853,7 +904,8 @@ impl Client {
         if let Some(waker) = waker {
             state.register(waker);
         }
-        if !state.has_outgoing() && self.retained_backlog.is_none() {
+        if (!state.has_outgoing() && self.retained_backlog.is_none()) || self.holds_answers() {
+            // Nothing to send, or answers wait for the store (a CONNACK first of all).
             return;
         }
         let now = Instant::now();
@@ -895,7 +947,8 @@ impl Client {
             let mut publish = out.delivery.borrowed(out.packet_id, false, now, &mut scratch);
             publish.topic = crate::settings::unmounted(mount_point, publish.topic);
             let with_alias;
-            if let Some((alias, known)) = self.aliases.as_mut().and_then(|a| a.outgoing(publish.topic)) {
+            let aliases = self.extras.as_mut().and_then(|e| e.aliases.as_mut());
+            if let Some((alias, known)) = aliases.and_then(|a| a.outgoing(publish.topic)) {
                 // The topic goes once with its alias, then the alias alone [MQTT-3.3.2.3.4].
                 let mut properties = publish.properties.clone();
                 properties.topic_alias = Some(alias);
@@ -948,6 +1001,8 @@ impl Client {
                 self.io.queue(&Packet::Disconnect(d), self.version);
             }
         }
+        // What the store made durable is answered; the rest the client sends again.
+        self.release_held(None);
         // Detached before the last bytes go out: a new connection for the client id may be waiting.
         let publish_will = !matches!(end, End::Disconnect { with_will: false } | End::Kicked { with_will: false });
         let will = self.broker.detach(

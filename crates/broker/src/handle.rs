@@ -25,7 +25,14 @@ impl Client {
             Packet::Publish(p) => self.publish(p),
             Packet::PubAck(a) => {
                 self.check_reason("PUBACK [MQTT-3.4.2-1]", reason::fits_puback(a.reason))?;
-                flow_of("PUBACK", self.session.state.lock().puback(a.packet_id))
+                let mut state = self.session.state.lock();
+                let stored = state.inflight_stored(a.packet_id).filter(|_| state.durable);
+                let done = state.puback(a.packet_id);
+                drop(state);
+                if done.is_ok() {
+                    self.broker.persist_ack(&self.session, stored);
+                }
+                flow_of("PUBACK", done)
             }
             Packet::PubRec(a) => self.pubrec(a),
             Packet::PubRel(a) => self.pubrel(a),
@@ -44,6 +51,11 @@ impl Client {
     }
 
     fn ack(&mut self, packet: Packet) -> Result<(), End> {
+        self.ack_after(packet, 0)
+    }
+
+    /// [`Client::ack`] once the durable store has reached `durable` (what the packet confirms is stored).
+    fn ack_after(&mut self, packet: Packet, durable: u64) -> Result<(), End> {
         if let Some(max) = self.client_max_packet.map(std::num::NonZeroU32::get) {
             let size = encoded_len(&packet, self.version);
             if size > max as usize {
@@ -54,7 +66,7 @@ impl Client {
             }
         }
         Stats::add(&self.broker.stats.packets_sent, 1);
-        self.io.queue(&packet, self.version);
+        self.send_after(packet, durable);
         Ok(())
     }
 
@@ -87,7 +99,8 @@ impl Client {
         }
         if let Some(alias) = p.properties.topic_alias.take() {
             let max = s.max_topic_alias;
-            let aliases = self.aliases.get_or_insert_with(Default::default);
+            let extras = self.extras.get_or_insert_with(Default::default);
+            let aliases = extras.aliases.get_or_insert_with(Default::default);
             if let Err(e) = aliases.incoming(alias, &mut p.topic, max) {
                 return Err(End::Protocol(e.to_string(), reason::TOPIC_ALIAS_INVALID));
             }
@@ -118,7 +131,7 @@ impl Client {
             }
         }
         let (qos, packet_id) = (p.qos, p.packet_id);
-        let code = self.route_publish(p);
+        let (code, durable) = self.route_publish(p);
         let code = self.reason_for_version(code);
         let ack = |id: Option<PacketId>| Ack {
             packet_id: id.expect("QoS 1/2 has a packet id"),
@@ -127,30 +140,32 @@ impl Client {
         };
         match qos {
             QoS::AtMostOnce => Ok(()),
-            QoS::AtLeastOnce => self.ack(Packet::PubAck(ack(packet_id))),
+            // Sent once the message is stored wherever it must be [issue 13: nothing acknowledged is lost].
+            QoS::AtLeastOnce => self.ack_after(Packet::PubAck(ack(packet_id)), durable),
             QoS::ExactlyOnce => {
                 if code >= 0x80 {
                     // A refused QoS 2 message is not awaiting PUBREL.
                     self.session.state.lock().release_qos2(packet_id.expect("QoS 2 has a packet id"));
                 }
-                self.ack(Packet::PubRec(ack(packet_id)))
+                self.ack_after(Packet::PubRec(ack(packet_id)), durable)
             }
         }
     }
 
-    /// Checks size and authorization, then routes. Returns the 5.0 reason code for the acknowledgement.
-    fn route_publish(&mut self, mut p: Publish) -> u8 {
+    /// Checks size and authorization, then routes. Returns the 5.0 reason code for the acknowledgement, and
+    /// the durable store's position it waits for.
+    fn route_publish(&mut self, mut p: Publish) -> (u8, u64) {
         if let Some(mount_point) = self.broker.settings.mount_point(self.io.listener) {
             p.topic = format!("{mount_point}{}", p.topic);
         }
         let limit = self.broker.settings.message_size_limit;
         if limit > 0 && p.payload.len() > limit as usize {
             tracing::info!(client_id = %self.session.client_id, size = p.payload.len(), "message over message_size_limit dropped");
-            return reason::PACKET_TOO_LARGE;
+            return (reason::PACKET_TOO_LARGE, 0);
         }
         if !self.broker.may_write_session(&self.session, &p.topic) {
             tracing::info!(client_id = %self.session.client_id, topic = %p.topic, "publish denied");
-            return reason::NOT_AUTHORIZED;
+            return (reason::NOT_AUTHORIZED, 0);
         }
         let expires_at =
             p.properties.message_expiry_interval.map(|s| Instant::now() + Duration::from_secs(u64::from(s)));
@@ -162,6 +177,7 @@ impl Client {
             properties: Message::store_properties(p.properties),
             expires_at,
             origin: self.session.id,
+            stored: Default::default(),
         };
         let message = Arc::new(message);
         if message.retain && self.broker.settings.check_retain_source {
@@ -172,16 +188,21 @@ impl Client {
         if self.congested.is_none() {
             self.congested = routed.congested;
         }
-        if routed.reached == 0 {
-            reason::NO_MATCHING_SUBSCRIBERS
-        } else {
-            reason::SUCCESS
-        }
+        let code = if routed.reached == 0 { reason::NO_MATCHING_SUBSCRIBERS } else { reason::SUCCESS };
+        (code, routed.durable)
     }
 
     fn pubrec(&mut self, a: Ack) -> Result<(), End> {
         self.check_reason("PUBREC [MQTT-3.5.2-1]", reason::fits_puback(a.reason))?;
-        let outcome = self.session.state.lock().pubrec(a.packet_id, a.reason);
+        let mut state = self.session.state.lock();
+        let stored = state.inflight_stored(a.packet_id).filter(|_| state.durable);
+        let outcome = state.pubrec(a.packet_id, a.reason);
+        drop(state);
+        if outcome.is_ok() {
+            // Received by the client (or refused by it): the stored message is done with. A crash before
+            // PUBCOMP loses the PUBREL, never the message.
+            self.broker.persist_ack(&self.session, stored);
+        }
         match outcome {
             Ok(true) => {}
             // An error reason code ends the flow: no PUBREL [MQTT-4.3.3-4].
@@ -259,11 +280,26 @@ impl Client {
                 retained_for.push((filter, options.qos));
             }
         }
-        self.ack(Packet::SubAck(SubAck { packet_id: s.packet_id, reasons, properties: Properties::default() }))?;
+        let durable = self.persist_if_kept();
+        let suback = SubAck { packet_id: s.packet_id, reasons, properties: Properties::default() };
+        self.ack_after(Packet::SubAck(suback), durable)?;
         for (filter, granted) in retained_for {
             self.send_retained(&filter, granted);
         }
         Ok(())
+    }
+
+    /// Stores the session's subscriptions when the durable store keeps it; the position to wait for.
+    fn persist_if_kept(&self) -> u64 {
+        let kept = {
+            let ctl = self.session.control.lock();
+            self.broker.keeps(ctl.expiry, ctl.will.is_some())
+        };
+        if kept {
+            self.broker.persist_session(&self.session, 0)
+        } else {
+            0
+        }
     }
 
     /// Whether the ACL lets this client read anything through `filter`.
@@ -314,7 +350,11 @@ impl Client {
         if !self.version.is_v5() {
             reasons.clear();
         }
-        self.ack(Packet::UnsubAck(UnsubAck { packet_id: u.packet_id, reasons, properties: Properties::default() }))
+        let durable = self.persist_if_kept();
+        self.ack_after(
+            Packet::UnsubAck(UnsubAck { packet_id: u.packet_id, reasons, properties: Properties::default() }),
+            durable,
+        )
     }
 
     fn disconnect(&mut self, d: mqttd_proto::Disconnect) -> Result<(), End> {

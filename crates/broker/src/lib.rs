@@ -20,6 +20,7 @@ pub mod server;
 pub mod session;
 pub mod settings;
 pub mod shared;
+pub mod store;
 pub mod storm;
 pub mod sys;
 pub mod tls;

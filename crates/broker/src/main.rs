@@ -132,6 +132,14 @@ async fn serve(
     let tls: Vec<Arc<TlsListener>> = wrappings.iter().filter_map(|w| w.tls.clone()).collect();
     let broker = Arc::new(Broker::new(Settings::from_config(&config)));
     broker.set_security(security);
+    if config.persistence {
+        // Before any client connects: what the store held is back first.
+        let path = config.store_path();
+        let (store, replayed) = mqttd_broker::store::Store::open(&path)
+            .with_context(|| format!("cannot open the durable store {}", path.display()))?;
+        broker.set_store(store);
+        broker.restore(replayed);
+    }
     // Handlers first: a SIGHUP or SIGTERM sent as soon as the port answers must not kill the process.
     let signals = Signals::install()?;
     let server = Server::from_bound(broker.clone(), listeners, None);

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mqttd_core::{Message, QueueLimits, SessionState};
+use mqttd_core::{Delivery, Message, QueueLimits, SessionState};
 use mqttd_proto::{SubscriptionOptions, Will};
 use parking_lot::Mutex;
 
@@ -41,8 +41,9 @@ pub struct Control {
     pub identity: ClientIdentity,
     /// The will of the attached connection, taken exactly once: on abnormal end or on takeover.
     pub will: Option<Box<Will>>,
-    /// Subscriptions by filter, to restore or remove them from the tree.
-    pub subscriptions: BTreeMap<String, SubscriptionOptions>,
+    /// Subscriptions by filter, with their subscription identifiers: to remove them from the tree, and
+    /// for the durable store.
+    pub subscriptions: BTreeMap<String, (SubscriptionOptions, Option<u32>)>,
     pub expiry: Expiry,
     /// Bumped whenever a connection attaches or the session ends, so delayed tasks can tell if they still
     /// apply.
@@ -295,6 +296,7 @@ impl Broker {
                 }
                 self.remove_subscriptions(&old);
                 sessions.remove(&client_id);
+                self.persist_end(&client_id);
             } else {
                 // The session continues: a will with a delay is not sent [MQTT-3.1.3-9]; without one it is.
                 if let Some(will) = old_will {
@@ -319,11 +321,13 @@ impl Broker {
             session.connection.store(connection_id, Ordering::Release);
             let mut state = session.state.lock();
             state.online = true;
+            state.durable = self.store().is_some() && attach.expiry != Expiry::Immediate;
             state.resume();
             drop(state);
             return (session, true);
         }
         let session = Arc::new(Session::new(self.next_id(), attach.identity, self.queue_limits.clone()));
+        let ctl_expiry = attach.expiry;
         {
             let mut ctl = session.control.lock();
             ctl.owner = connection_id;
@@ -331,7 +335,11 @@ impl Broker {
             ctl.expiry = attach.expiry;
         }
         session.connection.store(connection_id, Ordering::Release);
-        session.state.lock().online = true;
+        {
+            let mut state = session.state.lock();
+            state.online = true;
+            state.durable = self.store().is_some() && ctl_expiry != Expiry::Immediate;
+        }
         sessions.insert(client_id, session.clone());
         (session, false)
     }
@@ -399,6 +407,10 @@ impl Broker {
             Expiry::After(d) => self.schedule_expiry(session.clone(), epoch, d),
             Expiry::Never => {}
         }
+        if expiry != Expiry::Immediate {
+            // Disconnected now, its will published, pending or gone.
+            self.persist_session(session, crate::store::now_ms());
+        }
         outcome
     }
 
@@ -424,6 +436,7 @@ impl Broker {
             properties: Message::store_properties(properties),
             expires_at,
             origin: session.id,
+            stored: Default::default(),
         };
         self.route(Arc::new(message));
         WillOutcome::Published
@@ -443,6 +456,9 @@ impl Broker {
             if let Some(will) = will {
                 broker.publish_will(&session, will);
                 tracing::info!(client_id = %session.client_id, "delayed will published");
+                // The session lives on without its will (its disconnection time: the delay ago).
+                let delay_ms = delay.as_millis() as u64;
+                broker.persist_session(&session, crate::store::now_ms().saturating_sub(delay_ms));
             }
         });
     }
@@ -453,6 +469,67 @@ impl Broker {
             tokio::time::sleep(after).await;
             broker.end_session(&session, epoch);
         });
+    }
+
+    /// Rebuilds a session from the durable store as disconnected at `now_ms` (startup): its
+    /// subscriptions, its queue, its expiry counted from its disconnection, and its will, which fires once
+    /// its delay (counted from now) has passed unless the client is back first.
+    pub(crate) fn restore_session(
+        self: &Arc<Self>,
+        stored: crate::store::StoredSession,
+        queue: Vec<Delivery>,
+        now_ms: u64,
+    ) {
+        use crate::store::restore::{remaining_expiry, will_of};
+        let identity = ClientIdentity {
+            client_id: Arc::from(stored.client_id.as_str()),
+            username: stored.username.as_deref().map(Arc::from),
+            listener: stored.listener,
+        };
+        let expiry = remaining_expiry(&stored, now_ms);
+        let session = Arc::new(Session::new(self.next_id(), identity, self.queue_limits.clone()));
+        let will = stored.will.as_ref().map(|w| Box::new(will_of(w)));
+        {
+            let mut ctl = session.control.lock();
+            ctl.expiry = expiry;
+            ctl.epoch = 1;
+        }
+        for (filter, options, id) in &stored.subscriptions {
+            self.subscribe(&session, filter, *options, *id);
+        }
+        let mut dropped = 0;
+        {
+            let mut state = session.state.lock();
+            state.durable = expiry != Expiry::Immediate;
+            for delivery in queue {
+                if state.enqueue(delivery) != mqttd_core::Enqueued::Queued {
+                    dropped += 1;
+                }
+            }
+        }
+        if dropped > 0 {
+            tracing::warn!(client_id = %session.client_id, dropped, "restored queue over its limits");
+        }
+        self.sessions.lock().insert(session.client_id.clone(), session.clone());
+        if let Some(will) = will {
+            let delay = will_delay(&will);
+            if delay.is_zero() || expiry == Expiry::Immediate {
+                self.publish_will(&session, will);
+                if expiry != Expiry::Immediate {
+                    self.persist_session(&session, now_ms);
+                }
+            } else {
+                session.control.lock().pending_will = Some(will);
+                if !matches!(expiry, Expiry::After(d) if d <= delay) {
+                    self.schedule_will(session.clone(), 1, delay);
+                }
+            }
+        }
+        match expiry {
+            Expiry::Immediate => self.end_session(&session, 1),
+            Expiry::After(d) => self.schedule_expiry(session.clone(), 1, d),
+            Expiry::Never => {}
+        }
     }
 
     /// Ends a session that is still at `epoch` (no connection came back): its pending will goes out, its
@@ -470,6 +547,7 @@ impl Broker {
         if sessions.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, session)) {
             sessions.remove(&session.client_id);
             self.events.forget(&session.client_id);
+            self.persist_end(&session.client_id);
         }
         drop(sessions);
         if let Some(will) = pending {

@@ -26,6 +26,7 @@ fn publish(broker: &Broker, topic: &str, value: String) {
         properties: None,
         expires_at: None,
         origin: 0,
+        stored: Default::default(),
     };
     broker.route(Arc::new(message));
 }

@@ -22,6 +22,8 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// Identity of the publishing session, for No Local; 0 for messages the broker makes itself.
     pub origin: u64,
+    /// Its id in the durable store, once it was stored for a persistent session's queue.
+    pub stored: std::sync::OnceLock<u64>,
 }
 
 impl Message {
@@ -39,6 +41,7 @@ impl Message {
                     properties: None,
                     expires_at: None,
                     origin: 0,
+                    stored: Default::default(),
                 })
             })
             .clone()

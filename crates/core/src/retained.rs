@@ -74,6 +74,7 @@ mod tests {
             properties: None,
             expires_at,
             origin: 0,
+            stored: Default::default(),
         })
     }
 

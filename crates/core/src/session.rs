@@ -91,6 +91,9 @@ pub enum AckError {
 pub struct SessionState {
     /// Whether a connection is attached.
     pub online: bool,
+    /// Whether what is queued for this session is kept in the durable store (a persistent session of a
+    /// broker with `persistence true`).
+    pub durable: bool,
     /// Shared by every session of a broker.
     pub limits: std::sync::Arc<QueueLimits>,
     outbox: VecDeque<Delivery>,
@@ -116,6 +119,7 @@ impl SessionState {
         // Every field spelled out: `..Default::default()` would allocate default limits only to drop them.
         SessionState {
             online: false,
+            durable: false,
             limits: limits.into(),
             outbox: VecDeque::new(),
             outbox_bytes: 0,
@@ -377,6 +381,12 @@ impl SessionState {
         })
     }
 
+    /// The durable store id of the message in flight with packet id `id`, if it was stored.
+    pub fn inflight_stored(&self, id: PacketId) -> Option<u64> {
+        let entry = self.inflight.iter().find(|i| i.packet_id == id)?;
+        entry.delivery.message.stored.get().copied()
+    }
+
     /// Takes the QoS 1/2 deliveries that came through a shared subscription and are not yet complete:
     /// queued, or in flight before the client received them (no PUBACK or PUBREC yet). The session is
     /// ending; another member of the group gets them [MQTT-4.8.2-6].
@@ -441,6 +451,7 @@ mod tests {
             properties: None,
             expires_at: None,
             origin: 1,
+            stored: Default::default(),
         };
         Delivery { message: Arc::new(message), qos, retain: false, subscription_ids: vec![], shared_by: 1, group: 0 }
     }

@@ -19,8 +19,8 @@
 //! - A path or string directive given twice in the same scope is an error ("duplicate"), as in Mosquitto.
 //! - `include_dir DIR` reads every `*.conf` file in DIR, sorted as Mosquitto sorts them (case-insensitive
 //!   first), and is only allowed in the main file.
-//! - `persistence`, `persistence_file`, `persistence_location` and `autosave_*` are parsed (Debian's stock
-//!   `mosquitto.conf` uses them) with a warning that they have no effect yet; `pid_file`, `user` and the
+//! - `persistence`, `persistence_file` and `persistence_location` configure the durable store (`store/`);
+//!   `autosave_*` are parsed with a warning that every change is durable anyway; `pid_file`, `user` and the
 //!   logging directives are applied by the binary (`main.rs`, `log.rs`, `process.rs`).
 //!   Bridges, plugins, TLS-PSK and the other directives listed in `values::UNSUPPORTED` are errors that
 //!   say the directive is not supported yet.
@@ -132,7 +132,7 @@ pub struct Config {
     pub connection_messages: bool,
     /// `persistence` or `retained_persistence` (false).
     pub persistence: bool,
-    /// `persistence_file` (`None` = "mosquitto.db").
+    /// `persistence_file` (`None`: "mqttd.db"; mqttd's log is not Mosquitto's format).
     pub persistence_file: Option<String>,
     /// `persistence_location` (`None` = the working directory).
     pub persistence_location: Option<PathBuf>,
@@ -201,6 +201,12 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Where the durable store lives: `persistence_file` (default `mqttd.db`) in `persistence_location`.
+    pub fn store_path(&self) -> PathBuf {
+        let file = self.persistence_file.as_deref().unwrap_or("mqttd.db");
+        self.persistence_location.as_deref().unwrap_or(Path::new("")).join(file)
+    }
+
     /// Reads and parses the file at `path` (and any `include_dir` files it names).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let mut parser = parse::Parser::default();

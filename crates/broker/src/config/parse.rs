@@ -392,15 +392,11 @@ impl Parser {
     fn apply_process(&mut self, _scope: &mut Scope<'_>, line: &Line<'_>) -> Result<bool, ConfigError> {
         let config = &mut self.config;
         match line.directive {
-            "persistence" | "retained_persistence" => {
-                config.persistence = line.bool()?;
-                if config.persistence {
-                    self.warn(line, "not implemented yet: sessions and retained messages are kept in memory only");
-                }
-            }
-            "persistence_file" | "persistence_location" | "autosave_interval" | "autosave_on_changes" => {
+            "persistence" | "retained_persistence" => config.persistence = line.bool()?,
+            "persistence_file" | "persistence_location" => self.persistence_detail(line)?,
+            "autosave_interval" | "autosave_on_changes" => {
                 self.persistence_detail(line)?;
-                self.warn(line, "has no effect: mqttd has no persistence yet");
+                self.warn(line, "has no effect: with persistence, every change is on disk before it is acknowledged");
             }
             "pid_file" => set_once(&mut config.pid_file, line.path()?, line)?,
             "user" => config.user = Some(line.text("a user name")?.to_owned()),

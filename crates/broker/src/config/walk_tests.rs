@@ -57,18 +57,13 @@ const HONOURED: &[&str] = &[
     "tls_version",
     "use_identity_as_username",
     "use_subject_as_username",
+    "persistence", // store::tests, tests/process.rs persistence
+    "persistence_file",
+    "persistence_location",
 ];
 
 /// Accepted, with a warning saying why it changes nothing here (the broker logs config warnings).
-const LOGGED: &[&str] = &[
-    "allow_duplicate_messages",
-    "autosave_interval",
-    "autosave_on_changes",
-    "persistence",
-    "persistence_file",
-    "persistence_location",
-    "set_tcp_nodelay",
-];
+const LOGGED: &[&str] = &["allow_duplicate_messages", "autosave_interval", "autosave_on_changes", "set_tcp_nodelay"];
 
 /// A value for `directive` that differs from its default, so that honouring it changes the config.
 fn sample(directive: &str, dir: &Path) -> String {

@@ -140,9 +140,10 @@ fn client(broker: &Broker, client_id: &str) -> Answer {
     value["subscription_list"] = ctl
         .subscriptions
         .iter()
-        .map(|(filter, o)| {
+        .map(|(filter, (o, id))| {
             json!({ "filter": filter, "qos": o.qos as u8, "no_local": o.no_local,
-                    "retain_as_published": o.retain_as_published, "retain_handling": o.retain_handling as u8 })
+                    "retain_as_published": o.retain_as_published, "retain_handling": o.retain_handling as u8,
+                    "subscription_identifier": id })
         })
         .collect();
     drop(ctl);
@@ -178,7 +179,7 @@ fn subscriptions(broker: &Broker, query: &Query) -> Answer {
     let mut rows = Vec::new();
     for session in all_sessions(broker).into_iter().filter(|s| s.client_id.starts_with(prefix)) {
         let ctl = session.control.lock();
-        for (f, o) in ctl.subscriptions.iter().filter(|(f, _)| filter.is_none_or(|want| f.as_str() == want)) {
+        for (f, (o, _)) in ctl.subscriptions.iter().filter(|(f, _)| filter.is_none_or(|want| f.as_str() == want)) {
             rows.push(json!({ "client_id": &*session.client_id, "filter": f, "qos": o.qos as u8,
                               "no_local": o.no_local, "retain_as_published": o.retain_as_published }));
         }
@@ -231,6 +232,7 @@ fn delete_retained(broker: &Broker, topic_name: &str) -> Answer {
             properties: None,
             expires_at: None,
             origin: 0,
+            stored: Default::default(),
         };
         retained.set(Arc::new(empty))
     };
@@ -262,8 +264,16 @@ fn publish(broker: &Broker, body: &Bytes) -> Answer {
         q => return Err(bad(format!("qos must be 0, 1 or 2, not {q}"))),
     };
     let retain = request["retain"].as_bool().unwrap_or(false);
-    let message =
-        Message { topic: topic_name.to_owned(), payload, qos, retain, properties: None, expires_at: None, origin: 0 };
+    let message = Message {
+        topic: topic_name.to_owned(),
+        payload,
+        qos,
+        retain,
+        properties: None,
+        expires_at: None,
+        origin: 0,
+        stored: Default::default(),
+    };
     let routed = broker.route(Arc::new(message));
     Ok(json(StatusCode::OK, &json!({ "topic": topic_name, "delivered_to": routed.reached })))
 }
