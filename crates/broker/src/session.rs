@@ -471,24 +471,22 @@ impl Broker {
         });
     }
 
-    /// Rebuilds a session from the durable store as disconnected at `now_ms` (startup): its
-    /// subscriptions, its queue, its expiry counted from its disconnection, and its will, which fires once
-    /// its delay (counted from now) has passed unless the client is back first.
+    /// Rebuilds a session from the durable store as disconnected at startup: its subscriptions, its
+    /// queue, and its expiry counted from its disconnection. Its will waits for
+    /// [`Broker::restart_session`], called once every session is back (a will may go to any of them).
     pub(crate) fn restore_session(
         self: &Arc<Self>,
-        stored: crate::store::StoredSession,
+        stored: &crate::store::StoredSession,
         queue: Vec<Delivery>,
         now_ms: u64,
-    ) {
-        use crate::store::restore::{remaining_expiry, will_of};
+    ) -> Arc<Session> {
         let identity = ClientIdentity {
             client_id: Arc::from(stored.client_id.as_str()),
             username: stored.username.as_deref().map(Arc::from),
             listener: stored.listener,
         };
-        let expiry = remaining_expiry(&stored, now_ms);
+        let expiry = crate::store::restore::remaining_expiry(stored, now_ms);
         let session = Arc::new(Session::new(self.next_id(), identity, self.queue_limits.clone()));
-        let will = stored.will.as_ref().map(|w| Box::new(will_of(w)));
         {
             let mut ctl = session.control.lock();
             ctl.expiry = expiry;
@@ -511,12 +509,19 @@ impl Broker {
             tracing::warn!(client_id = %session.client_id, dropped, "restored queue over its limits");
         }
         self.sessions.lock().insert(session.client_id.clone(), session.clone());
-        if let Some(will) = will {
+        session
+    }
+
+    /// Starts a restored session's clock: its will fires once its delay, counted from now, has passed
+    /// (unless the client is back first) and the session expires.
+    pub(crate) fn restart_session(self: &Arc<Self>, session: &Arc<Session>, will: Option<Will>, now_ms: u64) {
+        let expiry = session.control.lock().expiry;
+        if let Some(will) = will.map(Box::new) {
             let delay = will_delay(&will);
             if delay.is_zero() || expiry == Expiry::Immediate {
-                self.publish_will(&session, will);
+                self.publish_will(session, will);
                 if expiry != Expiry::Immediate {
-                    self.persist_session(&session, now_ms);
+                    self.persist_session(session, now_ms);
                 }
             } else {
                 session.control.lock().pending_will = Some(will);
@@ -526,7 +531,7 @@ impl Broker {
             }
         }
         match expiry {
-            Expiry::Immediate => self.end_session(&session, 1),
+            Expiry::Immediate => self.end_session(session, 1),
             Expiry::After(d) => self.schedule_expiry(session.clone(), 1, d),
             Expiry::Never => {}
         }

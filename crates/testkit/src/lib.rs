@@ -151,6 +151,25 @@ impl Peer {
         self.send_raw(&out).await;
     }
 
+    /// Sends a packet; an error when the connection is gone (a broker that was killed).
+    pub async fn try_send(&mut self, packet: &Packet) -> std::io::Result<()> {
+        let mut out = BytesMut::new();
+        encode(packet, self.version, &mut out).expect("test packet encodes");
+        self.stream.write_all(&out).await
+    }
+
+    /// Connects with `connect` and returns the peer and its CONNACK; `None` if the broker cannot be reached
+    /// or closes before answering.
+    pub async fn try_connect_with(addr: SocketAddr, connect: Connect) -> Option<(Peer, ConnAck)> {
+        let stream = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr)).await.ok()?.ok()?;
+        let mut peer = Peer { stream, buf: BytesMut::new(), ahead: Default::default(), version: connect.protocol };
+        peer.try_send(&Packet::Connect(Box::new(connect))).await.ok()?;
+        match peer.recv_within(TIMEOUT).await? {
+            Packet::ConnAck(ack) => Some((peer, ack)),
+            _ => None,
+        }
+    }
+
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write to broker");
     }
@@ -185,7 +204,7 @@ impl Peer {
     }
 
     /// The next packet if one arrives within `limit`; `None` if none does (nothing is lost: a packet that
-    /// arrives later is returned by the next read). Panics if the connection closes.
+    /// arrives later is returned by the next read) or if the connection closes.
     pub async fn recv_within(&mut self, limit: Duration) -> Option<Packet> {
         if let Some(p) = self.ahead.pop_front() {
             return Some(p);
@@ -195,15 +214,15 @@ impl Peer {
                 if let Some(p) =
                     decode(&mut self.buf, self.version, &Limits::default()).expect("server sends valid packets")
                 {
-                    return p;
+                    return Some(p);
                 }
                 match self.stream.read_buf(&mut self.buf).await {
-                    Ok(0) | Err(_) => panic!("connection closed while a packet was expected"),
+                    Ok(0) | Err(_) => return None,
                     Ok(_) => {}
                 }
             }
         };
-        tokio::time::timeout(limit, read).await.ok()
+        tokio::time::timeout(limit, read).await.ok().flatten()
     }
 
     /// Whether a packet arrives within `limit` (false if none does); for asserting that nothing comes.

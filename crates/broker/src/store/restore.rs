@@ -114,6 +114,7 @@ impl Broker {
                 Some((id, Arc::new(message)))
             })
             .collect();
+        let mut restored = Vec::with_capacity(sessions.len());
         for stored in sessions.into_values() {
             let queue: Vec<Delivery> = queues
                 .remove(&stored.client_id)
@@ -131,7 +132,12 @@ impl Broker {
                     })
                 })
                 .collect();
-            self.restore_session(stored, queue, now);
+            let session = self.restore_session(&stored, queue, now);
+            restored.push((session, stored.will.as_ref().map(will_of)));
+        }
+        // Every session is back before any will goes out: a will may be for any of them.
+        for (session, will) in restored {
+            self.restart_session(&session, will, now);
         }
     }
 }

@@ -1,0 +1,194 @@
+//! `persistence true` (issue 13): what mqttd acknowledged survives `kill -9`. The real binary on a real
+//! directory, killed with SIGKILL while clients publish, restarted on the same store.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use mqttd_proto::{Ack, Connect, Packet, PacketId, QoS};
+use mqttd_testkit::{connect, publish, will, Peer};
+
+use crate::common::*;
+
+/// mqttd with a durable store in `dir` on a free port.
+fn durable(dir: &Path) -> Mqttd {
+    let settings = format!("allow_anonymous true\npersistence true\npersistence_location {}\n", dir.join("data").display());
+    Mqttd::start(dir, &settings)
+}
+
+/// A persistent 3.1.1 session (clean session 0).
+fn persistent(client_id: &str) -> Connect {
+    let mut c = connect(client_id, V4);
+    c.clean_start = false;
+    c
+}
+
+/// Kills mqttd with SIGKILL (no chance to write anything more) and starts it again on the same store.
+fn crash_and_restart(mqttd: Mqttd, dir: &Path) -> Mqttd {
+    drop(mqttd); // SIGKILL, then reaped
+    durable(dir)
+}
+
+/// Retained messages, a persistent session's subscriptions and its 100 queued QoS 1 messages survive
+/// SIGKILL: Session Present, every message in order, every retained value.
+#[tokio::test]
+async fn acknowledged_state_survives_kill_9() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mqttd = durable(dir.path());
+    let (mut sub, ack) = Peer::connect_with(mqttd.addr(), persistent("keeper")).await;
+    assert!(!ack.session_present);
+    for filter in ["queued/#", "other/+", "third"] {
+        assert_eq!(sub.subscribe(filter, QoS::AtLeastOnce).await, vec![1]);
+    }
+    sub.disconnect().await;
+    let mut publisher = Peer::connect(mqttd.addr(), "publisher", V4).await;
+    for i in 0..100 {
+        publisher.publish("queued/x", format!("{i}").as_bytes(), QoS::AtLeastOnce, false).await;
+    }
+    for i in 0..20 {
+        publisher.publish(&format!("kept/{i}"), format!("r{i}").as_bytes(), QoS::AtLeastOnce, true).await;
+    }
+    let mqttd = crash_and_restart(mqttd, dir.path());
+
+    let (mut sub, ack) = Peer::connect_with(mqttd.addr(), persistent("keeper")).await;
+    assert!(ack.session_present, "the session survived");
+    for i in 0..100 {
+        let got = sub.recv_publish().await;
+        assert_eq!((got.topic.as_str(), &got.payload[..]), ("queued/x", format!("{i}").as_bytes()));
+    }
+    let mut publisher = Peer::connect(mqttd.addr(), "publisher", V4).await;
+    publisher.publish("other/y", b"after", QoS::AtLeastOnce, false).await;
+    assert_eq!(sub.recv_publish().await.payload, &b"after"[..], "the subscriptions survived");
+    let mut reader = Peer::connect(mqttd.addr(), "reader", V4).await;
+    assert_eq!(reader.subscribe("kept/#", QoS::AtLeastOnce).await, vec![1]);
+    let mut kept = BTreeSet::new();
+    for _ in 0..20 {
+        let got = reader.recv_publish().await;
+        assert!(got.retain);
+        kept.insert((got.topic, got.payload));
+    }
+    assert_eq!(kept.len(), 20, "every retained message survived");
+}
+
+/// A client connected when mqttd is killed is disconnected at the restart: its will fires then, once.
+#[tokio::test]
+async fn the_will_of_a_client_connected_at_the_crash_fires_once_after_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mqttd = durable(dir.path());
+    let (mut watcher, _) = Peer::connect_with(mqttd.addr(), persistent("watcher")).await;
+    assert_eq!(watcher.subscribe("will/t", QoS::AtLeastOnce).await, vec![1]);
+    watcher.disconnect().await;
+    let mut c = connect("doomed", V4);
+    c.will = Some(will("will/t", b"gone with the broker", QoS::AtLeastOnce, false));
+    let (_doomed, ack) = Peer::connect_with(mqttd.addr(), c).await;
+    assert_eq!(ack.code, 0);
+    let mqttd = crash_and_restart(mqttd, dir.path());
+    let (mut watcher, ack) = Peer::connect_with(mqttd.addr(), persistent("watcher")).await;
+    assert!(ack.session_present);
+    assert_eq!(watcher.recv_publish().await.payload, &b"gone with the broker"[..]);
+    assert!(watcher.quiet_for(std::time::Duration::from_millis(300)).await, "once");
+    // And not again after another restart.
+    watcher.disconnect().await;
+    let mqttd = crash_and_restart(mqttd, dir.path());
+    let (mut watcher, _) = Peer::connect_with(mqttd.addr(), persistent("watcher")).await;
+    assert!(watcher.quiet_for(std::time::Duration::from_millis(300)).await, "the will fired once only");
+    drop(mqttd);
+}
+
+/// Publishes numbered messages at `qos` until the connection drops; counts in `acked` the numbers
+/// mqttd acknowledged (PUBACK, or PUBREC for QoS 2).
+async fn publish_until_killed(
+    addr: std::net::SocketAddr,
+    first: u32,
+    qos: QoS,
+    acked: Arc<std::sync::Mutex<Vec<u32>>>,
+    count: Arc<AtomicUsize>,
+) {
+    let Some((mut peer, _)) = Peer::try_connect_with(addr, connect(&format!("crash-pub-{first}"), V4)).await else {
+        return;
+    };
+    for n in first.. {
+        let id = PacketId::new((n % 60_000 + 1) as u16);
+        if peer.try_send(&Packet::Publish(publish("crash/n", &n.to_be_bytes(), qos, false, id))).await.is_err() {
+            return;
+        }
+        match peer.recv_within(mqttd_testkit::TIMEOUT).await {
+            Some(Packet::PubAck(_) | Packet::PubRec(_)) => {
+                acked.lock().expect("lock").push(n);
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+            _ => return,
+        }
+        if qos == QoS::ExactlyOnce {
+            let rel = Packet::PubRel(Ack::new(id.expect("nonzero")));
+            if peer.try_send(&rel).await.is_err() || peer.recv_within(mqttd_testkit::TIMEOUT).await.is_none() {
+                return;
+            }
+        }
+    }
+}
+
+/// The crash loop: publishers send numbered QoS 1 and QoS 2 messages to a persistent session's topic,
+/// mqttd is killed with SIGKILL after a varying number of acknowledgements, five times over; afterwards
+/// the session holds every acknowledged message (QoS 2: exactly once).
+#[tokio::test]
+async fn a_crash_loop_loses_no_acknowledged_message() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut mqttd = durable(dir.path());
+    let (mut sub, _) = Peer::connect_with(mqttd.addr(), persistent("crash-sub")).await;
+    assert_eq!(sub.subscribe("crash/n", QoS::ExactlyOnce).await, vec![2]);
+    sub.disconnect().await;
+    let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    for (round, stop_after) in [37usize, 150, 5, 90, 260].into_iter().enumerate() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let mut publishers = Vec::new();
+        for (k, qos) in [QoS::AtLeastOnce, QoS::ExactlyOnce].into_iter().enumerate() {
+            let first = (round as u32 * 2 + k as u32) * 1_000_000;
+            publishers.push(tokio::spawn(publish_until_killed(mqttd.addr(), first, qos, acked.clone(), count.clone())));
+        }
+        let start = std::time::Instant::now();
+        while count.load(Ordering::SeqCst) < stop_after {
+            assert!(start.elapsed() < TIMEOUT, "round {round}: only {} acknowledged", count.load(Ordering::SeqCst));
+            tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        mqttd = crash_and_restart(mqttd, dir.path());
+        for p in publishers {
+            p.await.expect("publisher");
+        }
+    }
+    let acked: BTreeSet<u32> = acked.lock().expect("lock").iter().copied().collect();
+    let (mut sub, ack) = Peer::connect_with(mqttd.addr(), persistent("crash-sub")).await;
+    assert!(ack.session_present);
+    let mut got = Vec::new();
+    while let Some(packet) = sub.recv_within(std::time::Duration::from_millis(500)).await {
+        let p = match packet {
+            Packet::Publish(p) => p,
+            Packet::PubRel(rel) => {
+                sub.send(&Packet::PubComp(Ack::new(rel.packet_id))).await;
+                continue;
+            }
+            other => panic!("unexpected {other:?}"),
+        };
+        let n = u32::from_be_bytes(p.payload[..4].try_into().expect("4 bytes"));
+        match (p.qos, p.packet_id) {
+            (QoS::AtLeastOnce, Some(id)) => sub.send(&Packet::PubAck(Ack::new(id))).await,
+            (QoS::ExactlyOnce, Some(id)) => sub.send(&Packet::PubRec(Ack::new(id))).await,
+            _ => {}
+        }
+        got.push(n);
+    }
+    let received: BTreeSet<u32> = got.iter().copied().collect();
+    let missing: Vec<&u32> = acked.difference(&received).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged messages lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    let qos2_twice =
+        got.iter().filter(|n| (*n / 1_000_000) % 2 == 1 && got.iter().filter(|m| m == n).count() > 1).count();
+    assert_eq!(qos2_twice, 0, "QoS 2 messages delivered exactly once");
+    assert!(acked.len() > 500, "the loop acknowledged {} messages", acked.len());
+}
