@@ -115,6 +115,7 @@ impl Client {
         Stats::add(&self.broker.stats.publish_bytes_received, p.payload.len() as u64);
 
         self.broker.counters.received(p.qos, p.payload.len());
+        let mut received = 0;
         if p.qos == QoS::ExactlyOnce {
             let mut state = self.session.state.lock();
             if !state.receive_qos2(p.packet_id.expect("QoS 2 has a packet id")) {
@@ -129,9 +130,14 @@ impl Client {
                     reason::RECEIVE_MAXIMUM_EXCEEDED,
                 ));
             }
+            if state.durable {
+                // Its PUBREC waits for this too: a resend after a restart is recognised.
+                received = self.broker.persist_incoming(&self.session, p.packet_id.expect("QoS 2"), true);
+            }
         }
         let (qos, packet_id) = (p.qos, p.packet_id);
         let (code, durable) = self.route_publish(p);
+        let durable = durable.max(received);
         let code = self.reason_for_version(code);
         let ack = |id: Option<PacketId>| Ack {
             packet_id: id.expect("QoS 1/2 has a packet id"),
@@ -145,7 +151,11 @@ impl Client {
             QoS::ExactlyOnce => {
                 if code >= 0x80 {
                     // A refused QoS 2 message is not awaiting PUBREL.
-                    self.session.state.lock().release_qos2(packet_id.expect("QoS 2 has a packet id"));
+                    let id = packet_id.expect("QoS 2 has a packet id");
+                    let mut state = self.session.state.lock();
+                    if state.release_qos2(id) && state.durable {
+                        self.broker.persist_incoming(&self.session, id, false);
+                    }
                 }
                 self.ack_after(Packet::PubRec(ack(packet_id)), durable)
             }
@@ -224,9 +234,15 @@ impl Client {
 
     fn pubrel(&mut self, a: Ack) -> Result<(), End> {
         self.check_reason("PUBREL [MQTT-3.6.2-1]", reason::fits_pubrel(a.reason))?;
-        let known = self.session.state.lock().release_qos2(a.packet_id);
+        let mut state = self.session.state.lock();
+        let known = state.release_qos2(a.packet_id);
+        // PUBCOMP once the release is stored: the client may use the packet id again after it.
+        let durable =
+            if known && state.durable { self.broker.persist_incoming(&self.session, a.packet_id, false) } else { 0 };
+        drop(state);
         let code = if known { reason::SUCCESS } else { self.reason_for_version(reason::PACKET_IDENTIFIER_NOT_FOUND) };
-        self.ack(Packet::PubComp(Ack { packet_id: a.packet_id, reason: code, properties: Properties::default() }))
+        let pubcomp = Ack { packet_id: a.packet_id, reason: code, properties: Properties::default() };
+        self.ack_after(Packet::PubComp(pubcomp), durable)
     }
 
     fn subscribe(&mut self, s: Subscribe) -> Result<(), End> {

@@ -72,6 +72,8 @@ pub struct Replayed {
     pub messages: HashMap<u64, StoredMessage>,
     /// Each session's queue, in the order its messages were queued: by sequence number.
     pub queues: HashMap<String, BTreeMap<u64, Queued>>,
+    /// Each session's incoming QoS 2 packet ids awaiting PUBREL.
+    pub incoming: HashMap<String, std::collections::BTreeSet<u16>>,
     index: HashMap<(String, u64), u64>,
     sequence: u64,
 }
@@ -99,6 +101,7 @@ impl Replayed {
             }
             Record::SessionEnd { client_id } => {
                 self.sessions.remove(&client_id);
+                self.incoming.remove(&client_id);
                 if let Some(queue) = self.queues.remove(&client_id) {
                     for q in queue.values() {
                         self.index.remove(&(client_id.clone(), q.id));
@@ -116,6 +119,14 @@ impl Replayed {
                 }
                 self.queues.entry(client_id).or_default().insert(seq, Queued { id, qos, retain, subscription_ids });
             }
+            Record::Incoming { client_id, packet_id, pending: true } => {
+                self.incoming.entry(client_id).or_default().insert(packet_id);
+            }
+            Record::Incoming { client_id, packet_id, pending: false } => {
+                if let Some(ids) = self.incoming.get_mut(&client_id) {
+                    ids.remove(&packet_id);
+                }
+            }
             Record::Ack { client_id, id } => {
                 if let Some(seq) = self.index.remove(&(client_id.clone(), id)) {
                     if let Some(queue) = self.queues.get_mut(&client_id) {
@@ -130,6 +141,13 @@ impl Replayed {
     fn records(&self) -> Vec<Record> {
         let mut out: Vec<Record> = self.retained.values().cloned().map(Record::Retained).collect();
         out.extend(self.sessions.values().cloned().map(Record::Session));
+        for (client_id, ids) in &self.incoming {
+            out.extend(ids.iter().map(|&packet_id| Record::Incoming {
+                client_id: client_id.clone(),
+                packet_id,
+                pending: true,
+            }));
+        }
         let mut written = std::collections::HashSet::new();
         let mut queued: Vec<(u64, &String, &Queued)> =
             self.queues.iter().flat_map(|(c, q)| q.iter().map(move |(seq, e)| (*seq, c, e))).collect();

@@ -51,6 +51,8 @@ pub enum Record {
     Enqueue { client_id: String, id: u64, qos: QoS, retain: bool, subscription_ids: Vec<u32> },
     /// The session's delivery of message `id` is complete (acknowledged, or handed to another session).
     Ack { client_id: String, id: u64 },
+    /// An incoming QoS 2 packet id of a session: received and awaiting PUBREL (`pending`), or released.
+    Incoming { client_id: String, packet_id: u16, pending: bool },
 }
 
 /// Why bytes are not a record.
@@ -68,6 +70,7 @@ const SESSION_END: u8 = 3;
 const MESSAGE: u8 = 4;
 const ENQUEUE: u8 = 5;
 const ACK: u8 = 6;
+const INCOMING: u8 = 7;
 
 /// The framing header: length and CRC.
 pub const HEADER: usize = 8;
@@ -110,6 +113,12 @@ impl Record {
                 body.put_u8(ACK);
                 put_str(&mut body, client_id);
                 body.put_u64_le(*id);
+            }
+            Record::Incoming { client_id, packet_id, pending } => {
+                body.put_u8(INCOMING);
+                put_str(&mut body, client_id);
+                body.put_u16_le(*packet_id);
+                body.put_u8(u8::from(*pending));
             }
         }
         out.extend_from_slice(&body);
@@ -155,6 +164,11 @@ fn read_record(b: &mut Bytes) -> Option<Record> {
             Record::Enqueue { client_id, id, qos, retain: flags & 0x80 != 0, subscription_ids }
         }
         ACK => Record::Ack { client_id: get_str(b)?, id: get_u64(b)? },
+        INCOMING => {
+            let client_id = get_str(b)?;
+            let packet_id = (b.remaining() >= 2).then(|| b.get_u16_le())?;
+            Record::Incoming { client_id, packet_id, pending: get_u8(b)? != 0 }
+        }
         _ => return None,
     };
     b.is_empty().then_some(record)
@@ -335,6 +349,7 @@ mod tests {
                 subscription_ids: vec![1, 9],
             },
             Record::Ack { client_id: "c2".into(), id: 42 },
+            Record::Incoming { client_id: "c3".into(), packet_id: 65535, pending: true },
         ]
     }
 

@@ -65,6 +65,19 @@ impl Broker {
         }
     }
 
+    /// Appends an incoming QoS 2 packet id of a session kept in the store: received (`pending`) or
+    /// released; returns the position to wait for (0: not kept).
+    pub(crate) fn persist_incoming(&self, session: &Session, packet_id: mqttd_proto::PacketId, pending: bool) -> u64 {
+        match self.store() {
+            Some(store) => store.append(&Record::Incoming {
+                client_id: session.client_id.to_string(),
+                packet_id: packet_id.get(),
+                pending,
+            }),
+            None => 0,
+        }
+    }
+
     /// Appends a retained message set or cleared; returns the position to wait for.
     pub(crate) fn persist_retained(&self, message: &Message) -> u64 {
         match self.store() {
@@ -98,7 +111,7 @@ impl Broker {
     pub fn restore(self: &Arc<Self>, replayed: Replayed) {
         let now = now_ms();
         let instant = Instant::now();
-        let Replayed { retained, sessions, messages, mut queues, .. } = replayed;
+        let Replayed { retained, sessions, messages, mut queues, mut incoming, .. } = replayed;
         let mut retained_store = self.retained.write();
         for m in retained.into_values() {
             if let Some(message) = live_message(m, now, instant) {
@@ -133,6 +146,14 @@ impl Broker {
                 })
                 .collect();
             let session = self.restore_session(&stored, queue, now);
+            if let Some(ids) = incoming.remove(&stored.client_id) {
+                // A QoS 2 message received before the restart is not routed again when resent
+                // [MQTT-4.3.3-10].
+                let mut state = session.state.lock();
+                for id in ids.into_iter().filter_map(mqttd_proto::PacketId::new) {
+                    state.receive_qos2(id);
+                }
+            }
             restored.push((session, stored.will.as_ref().map(will_of)));
         }
         // Every session is back before any will goes out: a will may be for any of them.

@@ -13,7 +13,8 @@ use crate::common::*;
 
 /// mqttd with a durable store in `dir` on a free port.
 fn durable(dir: &Path) -> Mqttd {
-    let settings = format!("allow_anonymous true\npersistence true\npersistence_location {}\n", dir.join("data").display());
+    let settings =
+        format!("allow_anonymous true\npersistence true\npersistence_location {}\n", dir.join("data").display());
     Mqttd::start(dir, &settings)
 }
 
@@ -191,4 +192,31 @@ async fn a_crash_loop_loses_no_acknowledged_message() {
         got.iter().filter(|n| (*n / 1_000_000) % 2 == 1 && got.iter().filter(|m| m == n).count() > 1).count();
     assert_eq!(qos2_twice, 0, "QoS 2 messages delivered exactly once");
     assert!(acked.len() > 500, "the loop acknowledged {} messages", acked.len());
+}
+
+/// A QoS 2 message received (PUBREC sent) before a crash is not routed again when the client resends it
+/// after the restart [MQTT-4.3.3-10]: delivered exactly once.
+#[tokio::test]
+async fn a_qos2_message_resent_after_a_crash_is_delivered_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mqttd = durable(dir.path());
+    let (mut sub, _) = Peer::connect_with(mqttd.addr(), persistent("once-sub")).await;
+    assert_eq!(sub.subscribe("once/t", QoS::ExactlyOnce).await, vec![2]);
+    sub.disconnect().await;
+    let (mut publisher, _) = Peer::connect_with(mqttd.addr(), persistent("once-pub")).await;
+    let id = PacketId::new(7);
+    publisher.send(&Packet::Publish(publish("once/t", b"exactly once", QoS::ExactlyOnce, false, id))).await;
+    assert!(matches!(publisher.recv().await, Packet::PubRec(_)));
+    let mqttd = crash_and_restart(mqttd, dir.path());
+    let (mut publisher, ack) = Peer::connect_with(mqttd.addr(), persistent("once-pub")).await;
+    assert!(ack.session_present);
+    let mut again = publish("once/t", b"exactly once", QoS::ExactlyOnce, false, id);
+    again.dup = true;
+    publisher.send(&Packet::Publish(again)).await;
+    assert!(matches!(publisher.recv().await, Packet::PubRec(_)));
+    publisher.send(&Packet::PubRel(Ack::new(id.expect("nonzero")))).await;
+    assert!(matches!(publisher.recv().await, Packet::PubComp(_)));
+    let (mut sub, _) = Peer::connect_with(mqttd.addr(), persistent("once-sub")).await;
+    assert_eq!(sub.recv_publish().await.payload, &b"exactly once"[..]);
+    assert!(sub.quiet_for(std::time::Duration::from_millis(300)).await, "not twice");
 }
