@@ -95,6 +95,17 @@ impl Client {
         }
         let (qos, packet_id) = (p.qos, p.packet_id);
         let code = self.route_publish(p);
+        if matches!(code, reason::TOPIC_NAME_INVALID | reason::QUOTA_EXCEEDED)
+            && (!self.version.is_v5() || qos == QoS::AtMostOnce)
+        {
+            // No acknowledgement can carry the refusal: 5.0 DISCONNECT with the code, 3.x closes.
+            if let (QoS::ExactlyOnce, Some(id)) = (qos, packet_id) {
+                // Not received: a resend after reconnecting is a new message, not a duplicate.
+                self.session.state.lock().release_qos2(id);
+            }
+            let what = if code == reason::QUOTA_EXCEEDED { "memory_limit reached" } else { "topic too deep" };
+            return Err(violation(what, code));
+        }
         let code = self.reason_for_version(code);
         let ack = |id: Option<PacketId>| Ack {
             packet_id: id.expect("QoS 1/2 has a packet id"),
@@ -115,12 +126,23 @@ impl Client {
         Ok(())
     }
 
-    /// Checks size and authorization, then routes. Returns the 5.0 reason code for the acknowledgement.
+    /// Checks size, depth, memory and authorization, then routes. Returns the 5.0 reason code for the
+    /// acknowledgement.
     fn route_publish(&mut self, p: Publish) -> u8 {
         let limit = self.broker.settings.message_size_limit;
         if limit > 0 && p.payload.len() > limit as usize {
             tracing::info!(client_id = %self.session.client_id, size = p.payload.len(), "message over message_size_limit dropped");
             return reason::PACKET_TOO_LARGE;
+        }
+        if self.broker.settings.too_deep(&p.topic) {
+            let max = self.broker.settings.max_topic_levels;
+            tracing::info!(client_id = %self.session.client_id, max, "publish refused: topic deeper than max_topic_levels");
+            return reason::TOPIC_NAME_INVALID;
+        }
+        if self.broker.over_memory_limit() {
+            let in_use = self.broker.memory_in_use();
+            tracing::warn!(client_id = %self.session.client_id, in_use, "publish refused: memory_limit reached");
+            return reason::QUOTA_EXCEEDED;
         }
         if !self.broker.may_write_session(&self.session, &p.topic) {
             tracing::info!(client_id = %self.session.client_id, topic = %p.topic, "publish denied");
@@ -189,6 +211,12 @@ impl Client {
         for (filter, mut options) in s.filters {
             if filter.starts_with("$share/") {
                 reasons.push(if v5 { reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED } else { reason::v3::SUBACK_FAILURE });
+                continue;
+            }
+            if self.broker.settings.too_deep(&filter) {
+                let max = self.broker.settings.max_topic_levels;
+                tracing::info!(client_id = %self.session.client_id, max, "subscription refused: filter deeper than max_topic_levels");
+                reasons.push(if v5 { reason::TOPIC_FILTER_INVALID } else { reason::v3::SUBACK_FAILURE });
                 continue;
             }
             if !v5 {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mqttd_core::{Message, QueueLimits, SessionState};
+use mqttd_core::{MemoryUse, Message, QueueLimits, SessionState};
 use mqttd_proto::{SubscriptionOptions, Will};
 use parking_lot::Mutex;
 
@@ -81,11 +81,11 @@ pub struct Session {
 }
 
 impl Session {
-    fn new(id: u64, identity: ClientIdentity, limits: Arc<QueueLimits>) -> Session {
+    fn new(id: u64, identity: ClientIdentity, limits: Arc<QueueLimits>, usage: Arc<MemoryUse>) -> Session {
         Session {
             id,
             client_id: identity.client_id.clone(),
-            state: Mutex::new(SessionState::new(limits)),
+            state: Mutex::new(SessionState::counted(limits, usage)),
             waiting: AtomicU32::new(0),
             progress: AtomicU64::new(clock()),
             connection: AtomicU64::new(0),
@@ -234,7 +234,8 @@ impl Broker {
             drop(state);
             return (session, true);
         }
-        let session = Arc::new(Session::new(self.next_id(), attach.identity, self.queue_limits.clone()));
+        let session =
+            Arc::new(Session::new(self.next_id(), attach.identity, self.queue_limits.clone(), self.memory.clone()));
         {
             let mut ctl = session.control.lock();
             ctl.owner = connection_id;

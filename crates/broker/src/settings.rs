@@ -27,7 +27,17 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// A plain-TCP connection quiet for this long is parked (`park.rs`); `None`: never.
     pub park_after: Option<Duration>,
+    /// Topic names and filters with more levels are refused (`max_topic_levels`); 0 means no limit.
+    pub max_topic_levels: usize,
+    /// Memory held for messages (queued, inflight, retained) above which new publishes are refused
+    /// (`memory_limit`); 0 means no limit.
+    pub memory_limit: usize,
 }
+
+/// The default of `max_topic_levels`, Mosquitto's fixed limit (`TOPIC_HIERARCHY_LIMIT`).
+pub const DEFAULT_MAX_TOPIC_LEVELS: usize = 200;
+/// The default of `memory_limit`: 256 MiB of messages.
+pub const DEFAULT_MEMORY_LIMIT: usize = 256 << 20;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -46,6 +56,8 @@ impl Default for Settings {
             sys_interval: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             park_after: Some(Duration::from_secs(1)),
+            max_topic_levels: DEFAULT_MAX_TOPIC_LEVELS,
+            memory_limit: DEFAULT_MEMORY_LIMIT,
         }
     }
 }
@@ -58,6 +70,11 @@ impl Settings {
         } else {
             self.max_inflight_messages
         }
+    }
+
+    /// Whether `topic` (a name or a filter) has more levels than `max_topic_levels`.
+    pub fn too_deep(&self, topic: &str) -> bool {
+        self.max_topic_levels > 0 && topic.bytes().filter(|&b| b == b'/').count() >= self.max_topic_levels
     }
 
     /// The decoder limit for incoming packets.
@@ -80,7 +97,9 @@ impl Settings {
             auto_id_prefix: c.auto_id_prefix.clone(),
             queue: QueueLimits {
                 max_messages: c.max_queued_messages,
-                max_bytes: usize::try_from(c.max_queued_bytes).unwrap_or(usize::MAX),
+                max_bytes: c
+                    .max_queued_bytes
+                    .map_or(QueueLimits::DEFAULT_MAX_BYTES, |b| usize::try_from(b).unwrap_or(usize::MAX)),
                 queue_qos0_offline: c.queue_qos0_messages,
                 max_inflight_bytes: c
                     .max_inflight_bytes
@@ -97,6 +116,8 @@ impl Settings {
             sys_interval: Duration::from_secs(c.sys_interval),
             connect_timeout: Duration::from_secs(10),
             park_after: (c.park_idle_after > 0).then(|| Duration::from_secs(c.park_idle_after)),
+            max_topic_levels: c.max_topic_levels,
+            memory_limit: c.memory_limit.map_or(DEFAULT_MEMORY_LIMIT, |b| usize::try_from(b).unwrap_or(usize::MAX)),
         }
     }
 }

@@ -7,6 +7,8 @@ mod common;
 
 #[path = "broker/connect.rs"]
 mod connect;
+#[path = "broker/hostile.rs"]
+mod hostile;
 #[path = "broker/keepalive.rs"]
 mod keepalive;
 #[path = "broker/limits.rs"]

@@ -2,6 +2,8 @@
 //! messages, and the QoS 2 packet ids received but not yet released.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use mqttd_proto::{Ack, Packet, PacketId, Publish, QoS};
@@ -25,15 +27,32 @@ pub struct QueueLimits {
     pub max_inflight_bytes: usize,
 }
 
+impl QueueLimits {
+    /// The default of `max_bytes`: 16 MiB per session (queued messages by [`crate::Message::cost`]).
+    pub const DEFAULT_MAX_BYTES: usize = 16 << 20;
+}
+
 impl Default for QueueLimits {
     fn default() -> Self {
         QueueLimits {
             max_messages: 1000,
-            max_bytes: 0,
+            max_bytes: QueueLimits::DEFAULT_MAX_BYTES,
             queue_qos0_offline: false,
             max_qos0_bytes: 1 << 20,
             max_inflight_bytes: 16 * 1024,
         }
+    }
+}
+
+/// The memory held by the queues of every session of a broker (queued and inflight deliveries, by
+/// [`Delivery::weight`]: a message fanned out to many sessions counts about once), shared by them all.
+#[derive(Debug, Default)]
+pub struct MemoryUse(AtomicUsize);
+
+impl MemoryUse {
+    /// Bytes held now.
+    pub fn bytes(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
@@ -101,6 +120,12 @@ pub struct SessionState {
     incoming_qos2: BTreeSet<u16>,
     /// Inflight entries possibly not yet resent since [`SessionState::resume`] (an upper bound).
     owed: usize,
+    /// Sum of [`Delivery::weight`] over the inflight window.
+    inflight_weight: usize,
+    /// The broker-wide figure this session's `backlog + inflight_weight` is counted in.
+    usage: Arc<MemoryUse>,
+    /// What this session has added to `usage` so far.
+    charged: usize,
     /// Deliveries dropped since the session began (full outbox, expiry, offline QoS 0).
     pub dropped: u64,
     /// The attached connection's task, woken when the outbox gains a delivery; taken by the wake.
@@ -108,7 +133,12 @@ pub struct SessionState {
 }
 
 impl SessionState {
-    pub fn new(limits: impl Into<std::sync::Arc<QueueLimits>>) -> SessionState {
+    pub fn new(limits: impl Into<Arc<QueueLimits>>) -> SessionState {
+        SessionState::counted(limits, Arc::default())
+    }
+
+    /// A session whose queued memory counts in `usage` (shared by every session of a broker).
+    pub fn counted(limits: impl Into<Arc<QueueLimits>>, usage: Arc<MemoryUse>) -> SessionState {
         // Every field spelled out: `..Default::default()` would allocate default limits only to drop them.
         SessionState {
             online: false,
@@ -122,6 +152,9 @@ impl SessionState {
             next_packet_id: 0,
             incoming_qos2: BTreeSet::new(),
             owed: 0,
+            inflight_weight: 0,
+            usage,
+            charged: 0,
             dropped: 0,
             waker: None,
         }
@@ -176,7 +209,20 @@ impl SessionState {
             || over(self.qos0_bytes, l.max_qos0_bytes)
     }
 
-    /// Offers a delivery to the outbox, within the limits.
+    /// Brings this session's share of the broker-wide [`MemoryUse`] up to date.
+    fn settle(&mut self) {
+        let held = self.backlog + self.inflight_weight;
+        if held > self.charged {
+            self.usage.0.fetch_add(held - self.charged, Ordering::Relaxed);
+        } else if held < self.charged {
+            self.usage.0.fetch_sub(self.charged - held, Ordering::Relaxed);
+        }
+        self.charged = held;
+    }
+
+    /// Offers a delivery to the outbox, within the limits. An empty outbox takes one message whatever
+    /// its size (the size limit is `message_size_limit`'s business): a message the broker accepted
+    /// reaches a subscriber that reads, however big [MQTT-4.5.0-1].
     pub fn enqueue(&mut self, delivery: Delivery) -> Enqueued {
         let cost = delivery.message.cost();
         let qos0 = delivery.qos == QoS::AtMostOnce;
@@ -184,8 +230,9 @@ impl SessionState {
         let outcome = if qos0 && !self.online && !l.queue_qos0_offline {
             Enqueued::DroppedOffline
         } else if (l.max_messages > 0 && self.outbox.len() >= l.max_messages)
-            || (l.max_bytes > 0 && self.outbox_bytes + cost > l.max_bytes)
-            || (qos0 && self.qos0_bytes + cost > l.max_qos0_bytes)
+            || (!self.outbox.is_empty()
+                && ((l.max_bytes > 0 && self.outbox_bytes + cost > l.max_bytes)
+                    || (qos0 && self.qos0_bytes + cost > l.max_qos0_bytes)))
         {
             Enqueued::DroppedFull
         } else {
@@ -198,6 +245,7 @@ impl SessionState {
                 self.qos0_bytes += cost;
             }
             self.outbox.push_back(delivery);
+            self.settle();
         } else {
             self.dropped += 1;
         }
@@ -228,6 +276,12 @@ impl SessionState {
     /// Takes the next delivery to send, if the inflight `window` allows: QoS 1/2 messages get a packet id
     /// and enter the inflight window. Expired messages are dropped [MQTT-3.3.2-5].
     pub fn next_delivery(&mut self, window: usize, now: Instant) -> Option<Outgoing> {
+        let next = self.take_next(window, now);
+        self.settle();
+        next
+    }
+
+    fn take_next(&mut self, window: usize, now: Instant) -> Option<Outgoing> {
         loop {
             let front = self.outbox.front()?;
             let max_bytes = self.limits.max_inflight_bytes;
@@ -258,6 +312,7 @@ impl SessionState {
                 InflightState::AwaitingPubRec
             };
             self.inflight_bytes += cost;
+            self.inflight_weight += delivery.weight();
             self.inflight.push_back(Inflight { packet_id, delivery, state, sent: true });
             return Some(outgoing);
         }
@@ -297,7 +352,10 @@ impl SessionState {
         let entry = &mut self.inflight[at];
         entry.state = InflightState::AwaitingPubComp;
         self.inflight_bytes -= entry.delivery.message.cost();
+        self.inflight_weight -= entry.delivery.weight();
         entry.delivery.message = Message::released();
+        self.inflight_weight += entry.delivery.weight();
+        self.settle();
         Ok(true)
     }
 
@@ -314,6 +372,8 @@ impl SessionState {
             if done.state != InflightState::AwaitingPubComp {
                 self.inflight_bytes -= done.delivery.message.cost();
             }
+            self.inflight_weight -= done.delivery.weight();
+            self.settle();
         }
     }
 
@@ -362,6 +422,13 @@ impl SessionState {
     /// PUBREL received: releases the packet id. Returns whether it was known.
     pub fn release_qos2(&mut self, id: PacketId) -> bool {
         self.incoming_qos2.remove(&id.get())
+    }
+}
+
+impl Drop for SessionState {
+    /// A session that ends gives back what its queues held.
+    fn drop(&mut self) {
+        self.usage.0.fetch_sub(self.charged, Ordering::Relaxed);
     }
 }
 
@@ -532,5 +599,42 @@ mod tests {
         assert!(!s.receive_qos2(id), "a DUP resend is not routed again");
         assert!(s.release_qos2(id));
         assert!(!s.release_qos2(id));
+    }
+
+    #[test]
+    fn an_empty_outbox_takes_one_message_of_any_size_and_then_keeps_to_its_limits() {
+        let big: &'static [u8] = Box::leak(vec![0u8; 4 << 20].into_boxed_slice());
+        let limits = QueueLimits { max_bytes: 1 << 20, max_qos0_bytes: 1 << 10, ..QueueLimits::default() };
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+            let mut s = online(limits);
+            assert_eq!(s.enqueue(delivery(qos, big)), Enqueued::Queued, "{qos:?}: the first fits");
+            assert_eq!(s.enqueue(delivery(qos, big)), Enqueued::DroppedFull, "{qos:?}: the second does not");
+            assert_eq!(s.dropped, 1);
+        }
+    }
+
+    #[test]
+    fn memory_use_counts_queued_and_inflight_deliveries_until_they_end() {
+        let usage = Arc::new(MemoryUse::default());
+        let mut s = SessionState::counted(QueueLimits::default(), usage.clone());
+        s.online = true;
+        let one = delivery(QoS::AtLeastOnce, b"payload").weight();
+        s.enqueue(delivery(QoS::AtLeastOnce, b"payload"));
+        s.enqueue(delivery(QoS::ExactlyOnce, b"payload"));
+        s.enqueue(delivery(QoS::AtMostOnce, b"payload"));
+        assert_eq!(usage.bytes(), 3 * one);
+        let first = s.next_delivery(10, Instant::now()).unwrap().packet_id.unwrap();
+        let second = s.next_delivery(10, Instant::now()).unwrap().packet_id.unwrap();
+        assert!(s.next_delivery(10, Instant::now()).unwrap().packet_id.is_none());
+        assert_eq!(usage.bytes(), 2 * one, "the QoS 0 message is gone once sent");
+        s.puback(first).unwrap();
+        assert_eq!(usage.bytes(), one);
+        s.pubrec(second, 0).unwrap();
+        assert!(usage.bytes() < one, "only the packet id is kept until PUBCOMP");
+        s.pubcomp(second).unwrap();
+        assert_eq!(usage.bytes(), 0);
+        s.enqueue(delivery(QoS::AtLeastOnce, b"payload"));
+        drop(s);
+        assert_eq!(usage.bytes(), 0, "a session that ends gives its memory back");
     }
 }

@@ -267,7 +267,7 @@ fn limits_and_flags() {
          retain_available false\nupgrade_outgoing_qos true\nset_tcp_nodelay 1\nsys_interval 0\n",
     );
     assert_eq!(config.max_queued_messages, 200);
-    assert_eq!(config.max_queued_bytes, 1_048_576);
+    assert_eq!(config.max_queued_bytes, Some(1_048_576));
     assert!(config.queue_qos0_messages);
     assert_eq!(config.max_inflight_messages, 10);
     assert_eq!(config.max_inflight_bytes, Some(65536));
@@ -281,7 +281,7 @@ fn limits_and_flags() {
 #[test]
 fn negative_limits_mean_unlimited_as_in_mosquitto() {
     let config = parse("max_queued_messages -1\nmax_inflight_messages -1\nmax_queued_bytes 0\nmax_connections -1\n");
-    assert_eq!((config.max_queued_messages, config.max_inflight_messages, config.max_queued_bytes), (0, 0, 0));
+    assert_eq!((config.max_queued_messages, config.max_inflight_messages, config.max_queued_bytes), (0, 0, Some(0)));
     assert_eq!(config.max_connections, None);
 }
 
