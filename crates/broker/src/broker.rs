@@ -218,6 +218,11 @@ impl Broker {
         self.memory.bytes() + self.retained_bytes.load(Ordering::Relaxed)
     }
 
+    /// Memory held by the sessions' queues alone (0 once every session has ended).
+    pub fn queued_memory(&self) -> usize {
+        self.memory.bytes()
+    }
+
     /// Whether [`Broker::memory_in_use`] is past `memory_limit`: new publishes are refused.
     pub fn over_memory_limit(&self) -> bool {
         let limit = self.settings.memory_limit;
