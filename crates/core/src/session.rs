@@ -120,12 +120,8 @@ pub struct SessionState {
     incoming_qos2: BTreeSet<u16>,
     /// Inflight entries possibly not yet resent since [`SessionState::resume`] (an upper bound).
     owed: usize,
-    /// Sum of [`Delivery::weight`] over the inflight window.
-    inflight_weight: usize,
-    /// The broker-wide figure this session's `backlog + inflight_weight` is counted in.
+    /// The broker-wide figure this session's queued and inflight deliveries count in (by weight).
     usage: Arc<MemoryUse>,
-    /// What this session has added to `usage` so far.
-    charged: usize,
     /// Deliveries dropped since the session began (full outbox, expiry, offline QoS 0).
     pub dropped: u64,
     /// The attached connection's task, woken when the outbox gains a delivery; taken by the wake.
@@ -152,9 +148,7 @@ impl SessionState {
             next_packet_id: 0,
             incoming_qos2: BTreeSet::new(),
             owed: 0,
-            inflight_weight: 0,
             usage,
-            charged: 0,
             dropped: 0,
             waker: None,
         }
@@ -209,15 +203,14 @@ impl SessionState {
             || over(self.qos0_bytes, l.max_qos0_bytes)
     }
 
-    /// Brings this session's share of the broker-wide [`MemoryUse`] up to date.
-    fn settle(&mut self) {
-        let held = self.backlog + self.inflight_weight;
-        if held > self.charged {
-            self.usage.0.fetch_add(held - self.charged, Ordering::Relaxed);
-        } else if held < self.charged {
-            self.usage.0.fetch_sub(self.charged - held, Ordering::Relaxed);
-        }
-        self.charged = held;
+    /// A delivery of `weight` bytes entered this session's queues.
+    fn hold(&self, weight: usize) {
+        self.usage.0.fetch_add(weight, Ordering::Relaxed);
+    }
+
+    /// A delivery of `weight` bytes left this session's queues.
+    fn free(&self, weight: usize) {
+        self.usage.0.fetch_sub(weight, Ordering::Relaxed);
     }
 
     /// Offers a delivery to the outbox, within the limits. An empty outbox takes one message whatever
@@ -244,8 +237,8 @@ impl SessionState {
             if qos0 {
                 self.qos0_bytes += cost;
             }
+            self.hold(delivery.weight());
             self.outbox.push_back(delivery);
-            self.settle();
         } else {
             self.dropped += 1;
         }
@@ -276,12 +269,6 @@ impl SessionState {
     /// Takes the next delivery to send, if the inflight `window` allows: QoS 1/2 messages get a packet id
     /// and enter the inflight window. Expired messages are dropped [MQTT-3.3.2-5].
     pub fn next_delivery(&mut self, window: usize, now: Instant) -> Option<Outgoing> {
-        let next = self.take_next(window, now);
-        self.settle();
-        next
-    }
-
-    fn take_next(&mut self, window: usize, now: Instant) -> Option<Outgoing> {
         loop {
             let front = self.outbox.front()?;
             let max_bytes = self.limits.max_inflight_bytes;
@@ -298,10 +285,12 @@ impl SessionState {
                 self.qos0_bytes -= cost;
             }
             if delivery.message.expired(now) {
+                self.free(delivery.weight());
                 self.dropped += 1;
                 continue;
             }
             if delivery.qos == QoS::AtMostOnce {
+                self.free(delivery.weight());
                 return Some(Outgoing { delivery, packet_id: None });
             }
             let packet_id = self.allocate_packet_id();
@@ -312,7 +301,6 @@ impl SessionState {
                 InflightState::AwaitingPubRec
             };
             self.inflight_bytes += cost;
-            self.inflight_weight += delivery.weight();
             self.inflight.push_back(Inflight { packet_id, delivery, state, sent: true });
             return Some(outgoing);
         }
@@ -352,10 +340,10 @@ impl SessionState {
         let entry = &mut self.inflight[at];
         entry.state = InflightState::AwaitingPubComp;
         self.inflight_bytes -= entry.delivery.message.cost();
-        self.inflight_weight -= entry.delivery.weight();
+        let before = entry.delivery.weight();
         entry.delivery.message = Message::released();
-        self.inflight_weight += entry.delivery.weight();
-        self.settle();
+        let after = entry.delivery.weight();
+        self.free(before - after);
         Ok(true)
     }
 
@@ -372,8 +360,7 @@ impl SessionState {
             if done.state != InflightState::AwaitingPubComp {
                 self.inflight_bytes -= done.delivery.message.cost();
             }
-            self.inflight_weight -= done.delivery.weight();
-            self.settle();
+            self.free(done.delivery.weight());
         }
     }
 
@@ -428,7 +415,8 @@ impl SessionState {
 impl Drop for SessionState {
     /// A session that ends gives back what its queues held.
     fn drop(&mut self) {
-        self.usage.0.fetch_sub(self.charged, Ordering::Relaxed);
+        let inflight: usize = self.inflight.iter().map(|i| i.delivery.weight()).sum();
+        self.free(self.backlog + inflight);
     }
 }
 
