@@ -2,11 +2,11 @@
 //! Publishing tasks route messages themselves: match the tree, authorize, push into outboxes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use mqttd_core::{Delivery, Enqueued, Match, Message, Retained, TopicTree};
+use mqttd_core::{Delivery, Enqueued, Match, MemoryUse, Message, Retained, TopicTree};
 use mqttd_proto::{QoS, SubscriptionOptions};
 use parking_lot::{Mutex, RwLock};
 
@@ -147,6 +147,10 @@ pub struct Broker {
     pub(crate) queue_limits: Arc<mqttd_core::QueueLimits>,
     /// The durable store, with `persistence true` (`store/`).
     pub(crate) store: std::sync::OnceLock<Arc<crate::store::Store>>,
+    /// What every session's queues hold, for `memory_limit`; shared with each `SessionState`.
+    pub(crate) memory: Arc<MemoryUse>,
+    /// [`Retained::bytes`], copied out under the retained write lock so publishers need not take it.
+    retained_bytes: AtomicUsize,
     /// Where plain-TCP connections wait without a task (`park.rs`); set by `Server` when parking is on.
     pub(crate) parker: std::sync::OnceLock<Arc<crate::park::Parker>>,
     /// Who published each retained message, for `check_retain_source` (Mosquitto keeps it with the
@@ -177,6 +181,8 @@ impl Broker {
             drained: tokio::sync::Notify::new(),
             released: tokio::sync::Notify::new(),
             queue_limits: Arc::new(settings_queue),
+            memory: Arc::default(),
+            retained_bytes: AtomicUsize::new(0),
             parker: std::sync::OnceLock::new(),
             store: std::sync::OnceLock::new(),
             retain_sources: Mutex::new(HashMap::new()),
@@ -303,6 +309,22 @@ impl Broker {
         self.may_write(&source, &message.topic)
     }
 
+    /// Memory held for messages now: queued and inflight deliveries, and retained messages.
+    pub fn memory_in_use(&self) -> usize {
+        self.memory.bytes() + self.retained_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Memory held by the sessions' queues alone (0 once every session has ended).
+    pub fn queued_memory(&self) -> usize {
+        self.memory.bytes()
+    }
+
+    /// Whether [`Broker::memory_in_use`] is past `memory_limit`: new publishes are refused.
+    pub fn over_memory_limit(&self) -> bool {
+        let limit = self.settings.memory_limit;
+        limit > 0 && self.memory_in_use() > limit
+    }
+
     /// Number of retained messages.
     pub fn retained_count(&self) -> usize {
         self.retained.read().len()
@@ -382,7 +404,10 @@ impl Broker {
     pub fn route(&self, message: Arc<Message>) -> Routed {
         let mut durable = 0;
         if message.retain && self.settings.retain_available {
-            self.retained.write().set(message.clone());
+            let mut retained = self.retained.write();
+            retained.set(message.clone());
+            self.retained_bytes.store(retained.bytes(), Ordering::Relaxed);
+            drop(retained);
             durable = self.persist_retained(&message);
         }
         let security = self.acl_active.load(Ordering::Acquire).then(|| self.security());
@@ -468,6 +493,7 @@ impl Broker {
     /// Offers a delivery to a session's outbox and wakes its connection.
     pub(crate) fn deliver(&self, session: &Session, delivery: Delivery) -> Delivered {
         let mut state = session.state.lock();
+        let qos = delivery.qos;
         // Stored under the same lock as the enqueue, so a session's records keep its queue's order.
         let kept = (state.durable && delivery.qos != QoS::AtMostOnce).then(|| delivery.clone());
         let outcome = state.enqueue(delivery);
@@ -475,6 +501,11 @@ impl Broker {
             Some(d) if outcome == Enqueued::Queued => self.persist_enqueue(session, &d),
             _ => 0,
         };
+        if outcome == Enqueued::DroppedFull && state.dropped.is_power_of_two() {
+            // Logged at the 1st, 2nd, 4th, 8th... drop of a session: visible, but never a flood.
+            let (dropped, queued, bytes) = (state.dropped, state.queued(), state.queued_bytes());
+            tracing::warn!(client_id = %session.client_id, ?qos, dropped, queued, bytes, "queue full: message dropped");
+        }
         if outcome == Enqueued::Queued && state.queued() == 1 {
             // The queue was empty: the stall clock starts now, not at the subscriber's last write.
             session.made_progress();

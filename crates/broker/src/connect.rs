@@ -101,8 +101,34 @@ fn fit_connack(ack: &mut ConnAck, max: Option<u32>) {
     }
 }
 
+/// The largest CONNECT read (remaining length, as Mosquitto 2.0.12+): a client that has not yet
+/// authenticated does not get to make the broker buffer megabytes.
+const MAX_CONNECT: u32 = 100_000;
+
+/// The decoder limits for the first packet: [`MAX_CONNECT`] within the listener's own (the limit counts
+/// the whole packet: a remaining length of 100,000 takes 3 bytes, plus the first byte).
+fn connect_limits(limits: &Limits) -> Limits {
+    Limits { max_packet_size: limits.max_packet_size.min(MAX_CONNECT + 4) }
+}
+
+/// Why the connection ends when its first byte is not CONNECT's (0x10) [MQTT-3.1.0-1]: decided on that
+/// byte alone, before any body is buffered. `None` while nothing was read or the byte is CONNECT's.
+fn not_connect(first: &[u8]) -> Option<End> {
+    match first.first() {
+        None | Some(0x10) => None,
+        Some(&byte) => Some(misdirected(first).unwrap_or_else(|| {
+            let why = format!("first packet type {:#04x} is not CONNECT [MQTT-3.1.0-1]", byte >> 4 << 4);
+            End::Protocol(why, reason::PROTOCOL_ERROR)
+        })),
+    }
+}
+
 async fn first_packet(io: &mut Transport, limits: &Limits, broker: &Broker) -> Result<Box<Connect>, End> {
+    let limits = &connect_limits(limits);
     loop {
+        if let Some(end) = not_connect(io.rbuf()) {
+            return Err(end);
+        }
         match decode(io.rbuf(), ProtocolVersion::V3_1_1, limits) {
             Ok(Some(Packet::Connect(c))) => return Ok(c),
             Ok(Some(other)) => {
@@ -175,12 +201,16 @@ pub(crate) fn connect_at_accept(
     };
     Stats::add(&broker.stats.bytes_received, n as u64);
     let first = &first[..n];
+    if let Some(end) = not_connect(first) {
+        tracing::info!(%peer, "closed before CONNECT: {end}");
+        return AtAccept::Done;
+    }
     let limits = Limits { max_packet_size: broker.settings.max_incoming_packet() };
     // The thread's buffers, as for a connection's turn: nothing allocated unless bytes are left over.
     let mut io = Transport::new(Stream::Parked(Some(stream)), peer, listener);
     io.borrow_scratch();
     io.rbuf().extend_from_slice(first);
-    let connect = match decode(io.rbuf(), ProtocolVersion::V3_1_1, &limits) {
+    let connect = match decode(io.rbuf(), ProtocolVersion::V3_1_1, &connect_limits(&limits)) {
         Ok(Some(Packet::Connect(c))) => authenticate_now(broker, &c, listener).map(|a| (c, a)),
         _ => None,
     };

@@ -1044,7 +1044,8 @@ mod tests {
         let client = std::mem::size_of::<super::Client>();
         let session = std::mem::size_of::<crate::session::Session>();
         assert!(client <= 168, "Client grew to {client} bytes");
-        assert!(session <= 360, "Session grew to {session} bytes");
+        // 368: the last 8 are the broker-wide memory count `memory_limit` needs (issue 12).
+        assert!(session <= 368, "Session grew to {session} bytes");
         let asleep = std::mem::size_of::<super::Asleep>();
         assert!(asleep <= 104, "Asleep grew to {asleep} bytes");
     }

@@ -138,6 +138,20 @@ impl Client {
         let (qos, packet_id) = (p.qos, p.packet_id);
         let (code, durable) = self.route_publish(p);
         let durable = durable.max(received);
+        if matches!(code, reason::TOPIC_NAME_INVALID | reason::QUOTA_EXCEEDED)
+            && (!self.version.is_v5() || qos == QoS::AtMostOnce)
+        {
+            // No acknowledgement can carry the refusal: 5.0 DISCONNECT with the code, 3.x closes.
+            if let (QoS::ExactlyOnce, Some(id)) = (qos, packet_id) {
+                // Not received: a resend after reconnecting is a new message, not a duplicate.
+                let mut state = self.session.state.lock();
+                if state.release_qos2(id) && state.durable {
+                    self.broker.persist_incoming(&self.session, id, false);
+                }
+            }
+            let what = if code == reason::QUOTA_EXCEEDED { "memory_limit reached" } else { "topic too deep" };
+            return Err(violation(what, code));
+        }
         let code = self.reason_for_version(code);
         let ack = |id: Option<PacketId>| Ack {
             packet_id: id.expect("QoS 1/2 has a packet id"),
@@ -162,8 +176,8 @@ impl Client {
         }
     }
 
-    /// Checks size and authorization, then routes. Returns the 5.0 reason code for the acknowledgement, and
-    /// the durable store's position it waits for.
+    /// Checks size, depth, memory and authorization, then routes. Returns the 5.0 reason code for the
+    /// acknowledgement, and the durable store's position it waits for.
     fn route_publish(&mut self, mut p: Publish) -> (u8, u64) {
         if let Some(mount_point) = self.broker.settings.mount_point(self.io.listener) {
             p.topic = format!("{mount_point}{}", p.topic);
@@ -172,6 +186,16 @@ impl Client {
         if limit > 0 && p.payload.len() > limit as usize {
             tracing::info!(client_id = %self.session.client_id, size = p.payload.len(), "message over message_size_limit dropped");
             return (reason::PACKET_TOO_LARGE, 0);
+        }
+        if self.broker.settings.too_deep(&p.topic) {
+            let max = self.broker.settings.max_topic_levels;
+            tracing::info!(client_id = %self.session.client_id, max, "publish refused: topic deeper than max_topic_levels");
+            return (reason::TOPIC_NAME_INVALID, 0);
+        }
+        if self.broker.over_memory_limit() {
+            let in_use = self.broker.memory_in_use();
+            tracing::warn!(client_id = %self.session.client_id, in_use, "publish refused: memory_limit reached");
+            return (reason::QUOTA_EXCEEDED, 0);
         }
         if !self.broker.may_write_session(&self.session, &p.topic) {
             tracing::info!(client_id = %self.session.client_id, topic = %p.topic, "publish denied");
@@ -269,6 +293,12 @@ impl Client {
                 Some(Ok(_)) => true,
                 None => false,
             };
+            if self.broker.settings.too_deep(&filter) {
+                let max = self.broker.settings.max_topic_levels;
+                tracing::info!(client_id = %self.session.client_id, max, "subscription refused: filter deeper than max_topic_levels");
+                reasons.push(if v5 { reason::TOPIC_FILTER_INVALID } else { reason::v3::SUBACK_FAILURE });
+                continue;
+            }
             if !v5 {
                 options = mqttd_proto::SubscriptionOptions { qos: options.qos, ..Default::default() };
             }

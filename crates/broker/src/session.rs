@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mqttd_core::{Delivery, Message, QueueLimits, SessionState};
+use mqttd_core::{Delivery, MemoryUse, Message, QueueLimits, SessionState};
 use mqttd_proto::{SubscriptionOptions, Will};
 use parking_lot::Mutex;
 
@@ -83,11 +83,11 @@ pub struct Session {
 }
 
 impl Session {
-    fn new(id: u64, identity: ClientIdentity, limits: Arc<QueueLimits>) -> Session {
+    fn new(id: u64, identity: ClientIdentity, limits: Arc<QueueLimits>, usage: Arc<MemoryUse>) -> Session {
         Session {
             id,
             client_id: identity.client_id.clone(),
-            state: Mutex::new(SessionState::new(limits)),
+            state: Mutex::new(SessionState::counted(limits, usage)),
             waiting: AtomicU32::new(0),
             progress: AtomicU64::new(clock()),
             connection: AtomicU64::new(0),
@@ -326,7 +326,8 @@ impl Broker {
             drop(state);
             return (session, true);
         }
-        let session = Arc::new(Session::new(self.next_id(), attach.identity, self.queue_limits.clone()));
+        let session =
+            Arc::new(Session::new(self.next_id(), attach.identity, self.queue_limits.clone(), self.memory.clone()));
         let ctl_expiry = attach.expiry;
         {
             let mut ctl = session.control.lock();
@@ -444,8 +445,11 @@ impl Broker {
 
     fn schedule_will(self: &Arc<Self>, session: Arc<Session>, epoch: u64, delay: Duration) {
         let broker = Arc::clone(self);
+        // Weak: a session that ended meanwhile is let go at once, not when this task wakes.
+        let session = Arc::downgrade(&session);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
+            let Some(session) = session.upgrade() else { return };
             let will = {
                 let mut ctl = session.control.lock();
                 if ctl.epoch != epoch {
@@ -465,9 +469,14 @@ impl Broker {
 
     fn schedule_expiry(self: &Arc<Self>, session: Arc<Session>, epoch: u64, after: Duration) {
         let broker = Arc::clone(self);
+        // Weak: a session that ended meanwhile (taken over, discarded) is let go at once, with its queue
+        // and its share of `memory_limit`, not when this task wakes.
+        let session = Arc::downgrade(&session);
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
-            broker.end_session(&session, epoch);
+            if let Some(session) = session.upgrade() {
+                broker.end_session(&session, epoch);
+            }
         });
     }
 
@@ -486,7 +495,7 @@ impl Broker {
             listener: stored.listener,
         };
         let expiry = crate::store::restore::remaining_expiry(stored, now_ms);
-        let session = Arc::new(Session::new(self.next_id(), identity, self.queue_limits.clone()));
+        let session = Arc::new(Session::new(self.next_id(), identity, self.queue_limits.clone(), self.memory.clone()));
         {
             let mut ctl = session.control.lock();
             ctl.expiry = expiry;

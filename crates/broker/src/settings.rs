@@ -42,6 +42,11 @@ pub struct Settings {
     pub check_retain_source: bool,
     /// Settings of each configured listener, by listener index; a listener without an entry (tests, the
     /// built-in default) uses the global values above.
+    /// Topic names and filters with more levels are refused (`max_topic_levels`); 0 means no limit.
+    pub max_topic_levels: usize,
+    /// Memory held for messages (queued, inflight, retained) above which new publishes are refused
+    /// (`memory_limit`); 0 means no limit.
+    pub memory_limit: usize,
     pub listeners: Vec<ListenerSettings>,
 }
 
@@ -60,6 +65,11 @@ pub struct ListenerSettings {
     /// `max_connections` of this listener (`None`: unlimited).
     pub max_connections: Option<usize>,
 }
+
+/// The default of `max_topic_levels`, Mosquitto's fixed limit (`TOPIC_HIERARCHY_LIMIT`).
+pub const DEFAULT_MAX_TOPIC_LEVELS: usize = 200;
+/// The default of `memory_limit`: 256 MiB of messages.
+pub const DEFAULT_MEMORY_LIMIT: usize = 256 << 20;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -84,6 +94,8 @@ impl Default for Settings {
             upgrade_outgoing_qos: false,
             check_retain_source: true,
             listeners: Vec::new(),
+            max_topic_levels: DEFAULT_MAX_TOPIC_LEVELS,
+            memory_limit: DEFAULT_MEMORY_LIMIT,
         }
     }
 }
@@ -96,6 +108,11 @@ impl Settings {
         } else {
             self.max_inflight_messages
         }
+    }
+
+    /// Whether `topic` (a name or a filter) has more levels than `max_topic_levels`.
+    pub fn too_deep(&self, topic: &str) -> bool {
+        self.max_topic_levels > 0 && topic.bytes().filter(|&b| b == b'/').count() >= self.max_topic_levels
     }
 
     /// The decoder limit for incoming packets.
@@ -118,7 +135,9 @@ impl Settings {
             auto_id_prefix: c.auto_id_prefix.clone(),
             queue: QueueLimits {
                 max_messages: c.max_queued_messages,
-                max_bytes: usize::try_from(c.max_queued_bytes).unwrap_or(usize::MAX),
+                max_bytes: c
+                    .max_queued_bytes
+                    .map_or(QueueLimits::DEFAULT_MAX_BYTES, |b| usize::try_from(b).unwrap_or(usize::MAX)),
                 queue_qos0_offline: c.queue_qos0_messages,
                 max_inflight_bytes: c
                     .max_inflight_bytes
@@ -151,6 +170,8 @@ impl Settings {
                     max_connections: l.max_connections,
                 })
                 .collect(),
+            max_topic_levels: c.max_topic_levels,
+            memory_limit: c.memory_limit.map_or(DEFAULT_MEMORY_LIMIT, |b| usize::try_from(b).unwrap_or(usize::MAX)),
         }
     }
 

@@ -9,6 +9,8 @@ mod common;
 mod connect;
 #[path = "broker/flows.rs"]
 mod flows;
+#[path = "broker/hostile.rs"]
+mod hostile;
 #[path = "broker/keepalive.rs"]
 mod keepalive;
 #[path = "broker/limits.rs"]

@@ -11,5 +11,5 @@ mod tree;
 
 pub use message::{Delivery, Message};
 pub use retained::Retained;
-pub use session::{AckError, Enqueued, Inflight, InflightState, Outgoing, QueueLimits, SessionState};
+pub use session::{AckError, Enqueued, Inflight, InflightState, MemoryUse, Outgoing, QueueLimits, SessionState};
 pub use tree::{Match, TopicTree};

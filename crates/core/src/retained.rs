@@ -12,6 +12,8 @@ use crate::message::Message;
 #[derive(Debug, Default)]
 pub struct Retained {
     messages: HashMap<String, Arc<Message>>,
+    /// Sum of [`Message::cost`] over `messages`.
+    bytes: usize,
 }
 
 impl Retained {
@@ -19,11 +21,20 @@ impl Retained {
     /// [MQTT-3.3.1-6], [MQTT-3.3.1-7]. Returns true when the store changed.
     pub fn set(&mut self, message: Arc<Message>) -> bool {
         if message.payload.is_empty() {
-            self.messages.remove(&message.topic).is_some()
+            let old = self.messages.remove(&message.topic);
+            self.bytes -= old.as_ref().map_or(0, |m| m.cost());
+            old.is_some()
         } else {
-            self.messages.insert(message.topic.clone(), message);
+            self.bytes += message.cost();
+            let old = self.messages.insert(message.topic.clone(), message);
+            self.bytes -= old.map_or(0, |m| m.cost());
             true
         }
+    }
+
+    /// Bytes held by the retained messages (by [`Message::cost`]).
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Number of retained messages.
@@ -53,7 +64,13 @@ impl Retained {
     /// Drops expired messages; returns how many.
     pub fn purge_expired(&mut self, now: Instant) -> usize {
         let before = self.messages.len();
-        self.messages.retain(|_, m| !m.expired(now));
+        let mut freed = 0;
+        self.messages.retain(|_, m| {
+            let keep = !m.expired(now);
+            freed += if keep { 0 } else { m.cost() };
+            keep
+        });
+        self.bytes -= freed;
         before - self.messages.len()
     }
 }
@@ -85,8 +102,10 @@ mod tests {
         assert!(r.set(msg("a/b", b"1", None)));
         assert!(r.set(msg("a/b", b"2", None)));
         assert_eq!(r.matching("a/+", now)[0].payload, Bytes::from_static(b"2"));
+        assert_eq!(r.bytes(), msg("a/b", b"2", None).cost());
         assert!(r.set(msg("a/b", b"", None)));
         assert!(r.is_empty());
+        assert_eq!(r.bytes(), 0);
         assert!(!r.set(msg("a/b", b"", None)));
     }
 

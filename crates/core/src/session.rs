@@ -2,6 +2,8 @@
 //! messages, and the QoS 2 packet ids received but not yet released.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use mqttd_proto::{Ack, Packet, PacketId, Publish, QoS};
@@ -25,15 +27,32 @@ pub struct QueueLimits {
     pub max_inflight_bytes: usize,
 }
 
+impl QueueLimits {
+    /// The default of `max_bytes`: 16 MiB per session (queued messages by [`crate::Message::cost`]).
+    pub const DEFAULT_MAX_BYTES: usize = 16 << 20;
+}
+
 impl Default for QueueLimits {
     fn default() -> Self {
         QueueLimits {
             max_messages: 1000,
-            max_bytes: 0,
+            max_bytes: QueueLimits::DEFAULT_MAX_BYTES,
             queue_qos0_offline: false,
             max_qos0_bytes: 1 << 20,
             max_inflight_bytes: 16 * 1024,
         }
+    }
+}
+
+/// The memory held by the queues of every session of a broker (queued and inflight deliveries, by
+/// [`Delivery::weight`]: a message fanned out to many sessions counts about once), shared by them all.
+#[derive(Debug, Default)]
+pub struct MemoryUse(AtomicUsize);
+
+impl MemoryUse {
+    /// Bytes held now.
+    pub fn bytes(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
@@ -108,6 +127,8 @@ pub struct SessionState {
     incoming_qos2: BTreeSet<u16>,
     /// Inflight entries possibly not yet resent since [`SessionState::resume`] (an upper bound).
     owed: usize,
+    /// The broker-wide figure this session's queued and inflight deliveries count in (by weight).
+    usage: Arc<MemoryUse>,
     /// Deliveries dropped since the session began (full outbox, expiry, offline QoS 0).
     pub dropped: u64,
     /// The attached connection's task, woken when the outbox gains a delivery; taken by the wake.
@@ -115,7 +136,12 @@ pub struct SessionState {
 }
 
 impl SessionState {
-    pub fn new(limits: impl Into<std::sync::Arc<QueueLimits>>) -> SessionState {
+    pub fn new(limits: impl Into<Arc<QueueLimits>>) -> SessionState {
+        SessionState::counted(limits, Arc::default())
+    }
+
+    /// A session whose queued memory counts in `usage` (shared by every session of a broker).
+    pub fn counted(limits: impl Into<Arc<QueueLimits>>, usage: Arc<MemoryUse>) -> SessionState {
         // Every field spelled out: `..Default::default()` would allocate default limits only to drop them.
         SessionState {
             online: false,
@@ -130,6 +156,7 @@ impl SessionState {
             next_packet_id: 0,
             incoming_qos2: BTreeSet::new(),
             owed: 0,
+            usage,
             dropped: 0,
             waker: None,
         }
@@ -184,7 +211,19 @@ impl SessionState {
             || over(self.qos0_bytes, l.max_qos0_bytes)
     }
 
-    /// Offers a delivery to the outbox, within the limits.
+    /// A delivery of `weight` bytes entered this session's queues.
+    fn hold(&self, weight: usize) {
+        self.usage.0.fetch_add(weight, Ordering::Relaxed);
+    }
+
+    /// A delivery of `weight` bytes left this session's queues.
+    fn free(&self, weight: usize) {
+        self.usage.0.fetch_sub(weight, Ordering::Relaxed);
+    }
+
+    /// Offers a delivery to the outbox, within the limits. An empty outbox takes one message whatever
+    /// its size (the size limit is `message_size_limit`'s business): a message the broker accepted
+    /// reaches a subscriber that reads, however big [MQTT-4.5.0-1].
     pub fn enqueue(&mut self, delivery: Delivery) -> Enqueued {
         let cost = delivery.message.cost();
         let qos0 = delivery.qos == QoS::AtMostOnce;
@@ -192,8 +231,9 @@ impl SessionState {
         let outcome = if qos0 && !self.online && !l.queue_qos0_offline {
             Enqueued::DroppedOffline
         } else if (l.max_messages > 0 && self.outbox.len() >= l.max_messages)
-            || (l.max_bytes > 0 && self.outbox_bytes + cost > l.max_bytes)
-            || (qos0 && self.qos0_bytes + cost > l.max_qos0_bytes)
+            || (!self.outbox.is_empty()
+                && ((l.max_bytes > 0 && self.outbox_bytes + cost > l.max_bytes)
+                    || (qos0 && self.qos0_bytes + cost > l.max_qos0_bytes)))
         {
             Enqueued::DroppedFull
         } else {
@@ -205,6 +245,7 @@ impl SessionState {
             if qos0 {
                 self.qos0_bytes += cost;
             }
+            self.hold(delivery.weight());
             self.outbox.push_back(delivery);
         } else {
             self.dropped += 1;
@@ -263,10 +304,12 @@ impl SessionState {
                 self.qos0_bytes -= cost;
             }
             if delivery.message.expired(now) || !allowed(&delivery) {
+                self.free(delivery.weight());
                 self.dropped += 1;
                 continue;
             }
             if delivery.qos == QoS::AtMostOnce {
+                self.free(delivery.weight());
                 return Some(Outgoing { delivery, packet_id: None });
             }
             let packet_id = self.allocate_packet_id();
@@ -322,7 +365,10 @@ impl SessionState {
         let entry = &mut self.inflight[at];
         entry.state = InflightState::AwaitingPubComp;
         self.inflight_bytes -= entry.delivery.message.payload.len();
+        let before = entry.delivery.weight();
         entry.delivery.message = Message::released();
+        let after = entry.delivery.weight();
+        self.free(before - after);
         Ok(true)
     }
 
@@ -347,6 +393,7 @@ impl SessionState {
             if done.state != InflightState::AwaitingPubComp {
                 self.inflight_bytes -= done.delivery.message.payload.len();
             }
+            self.free(done.delivery.weight());
         }
     }
 
@@ -393,9 +440,10 @@ impl SessionState {
     pub fn take_shared(&mut self) -> Vec<Delivery> {
         let mut taken = Vec::new();
         let mut kept = VecDeque::with_capacity(self.inflight.len());
-        for entry in self.inflight.drain(..) {
+        for entry in std::mem::take(&mut self.inflight) {
             if entry.delivery.group != 0 && entry.state != InflightState::AwaitingPubComp {
                 self.inflight_bytes -= entry.delivery.message.payload.len();
+                self.free(entry.delivery.weight());
                 taken.push(entry.delivery);
             } else {
                 kept.push_back(entry);
@@ -409,6 +457,7 @@ impl SessionState {
                 let cost = delivery.message.cost();
                 self.outbox_bytes -= cost;
                 self.backlog -= delivery.weight();
+                self.free(delivery.weight());
                 taken.push(delivery);
             } else {
                 self.outbox.push_back(delivery);
@@ -431,6 +480,14 @@ impl SessionState {
     /// PUBREL received: releases the packet id. Returns whether it was known.
     pub fn release_qos2(&mut self, id: PacketId) -> bool {
         self.incoming_qos2.remove(&id.get())
+    }
+}
+
+impl Drop for SessionState {
+    /// A session that ends gives back what its queues held.
+    fn drop(&mut self) {
+        let inflight: usize = self.inflight.iter().map(|i| i.delivery.weight()).sum();
+        self.free(self.backlog + inflight);
     }
 }
 
@@ -644,5 +701,42 @@ mod tests {
         assert!(!s.receive_qos2(id), "a DUP resend is not routed again");
         assert!(s.release_qos2(id));
         assert!(!s.release_qos2(id));
+    }
+
+    #[test]
+    fn an_empty_outbox_takes_one_message_of_any_size_and_then_keeps_to_its_limits() {
+        let big: &'static [u8] = Box::leak(vec![0u8; 4 << 20].into_boxed_slice());
+        let limits = QueueLimits { max_bytes: 1 << 20, max_qos0_bytes: 1 << 10, ..QueueLimits::default() };
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+            let mut s = online(limits);
+            assert_eq!(s.enqueue(delivery(qos, big)), Enqueued::Queued, "{qos:?}: the first fits");
+            assert_eq!(s.enqueue(delivery(qos, big)), Enqueued::DroppedFull, "{qos:?}: the second does not");
+            assert_eq!(s.dropped, 1);
+        }
+    }
+
+    #[test]
+    fn memory_use_counts_queued_and_inflight_deliveries_until_they_end() {
+        let usage = Arc::new(MemoryUse::default());
+        let mut s = SessionState::counted(QueueLimits::default(), usage.clone());
+        s.online = true;
+        let one = delivery(QoS::AtLeastOnce, b"payload").weight();
+        s.enqueue(delivery(QoS::AtLeastOnce, b"payload"));
+        s.enqueue(delivery(QoS::ExactlyOnce, b"payload"));
+        s.enqueue(delivery(QoS::AtMostOnce, b"payload"));
+        assert_eq!(usage.bytes(), 3 * one);
+        let first = s.next_delivery(10, Instant::now()).unwrap().packet_id.unwrap();
+        let second = s.next_delivery(10, Instant::now()).unwrap().packet_id.unwrap();
+        assert!(s.next_delivery(10, Instant::now()).unwrap().packet_id.is_none());
+        assert_eq!(usage.bytes(), 2 * one, "the QoS 0 message is gone once sent");
+        s.puback(first).unwrap();
+        assert_eq!(usage.bytes(), one);
+        s.pubrec(second, 0).unwrap();
+        assert!(usage.bytes() < one, "only the packet id is kept until PUBCOMP");
+        s.pubcomp(second).unwrap();
+        assert_eq!(usage.bytes(), 0);
+        s.enqueue(delivery(QoS::AtLeastOnce, b"payload"));
+        drop(s);
+        assert_eq!(usage.bytes(), 0, "a session that ends gives its memory back");
     }
 }

@@ -103,15 +103,46 @@ impl<S: Clone> TopicTree<S> {
         (node, multi)
     }
 
-    /// Removes the subscription of `key` to `filter`. Returns true if it existed.
+    /// Removes the subscription of `key` to `filter`. Returns true if it existed. Branches left empty are
+    /// pruned. Iterative: the stack used does not grow with the filter's depth.
     pub fn unsubscribe(&mut self, filter: &str, key: u64) -> bool {
         let (path, multi) = split_filter(filter);
         let levels: Vec<&str> = path.map(|p| p.split('/').collect()).unwrap_or_default();
-        let removed = remove(&mut self.root, &levels, multi, key);
-        if removed {
-            self.count -= 1;
+        // The deepest node on the path that must stay whatever is removed below it: it has other
+        // children or subscriptions of its own (the root always stays).
+        let mut keep = 0;
+        let mut node = &self.root;
+        for (depth, level) in levels.iter().enumerate() {
+            if depth > 0 && (node.children.len() > 1 || !node.here.is_empty() || !node.multi.is_empty()) {
+                keep = depth;
+            }
+            match node.children.get(*level) {
+                Some(child) => node = child,
+                None => return false,
+            }
         }
-        removed
+        let leaf = self.node_mut(&levels);
+        let list = if multi { &mut leaf.multi } else { &mut leaf.here };
+        let before = list.len();
+        list.retain(|e| e.key != key);
+        if list.len() == before {
+            return false;
+        }
+        let prune = leaf.is_empty() && !levels.is_empty();
+        self.count -= 1;
+        if prune {
+            self.node_mut(&levels[..keep]).children.remove(levels[keep]);
+        }
+        true
+    }
+
+    /// The node at `levels`, which exists.
+    fn node_mut(&mut self, levels: &[&str]) -> &mut Node<S> {
+        let mut node = &mut self.root;
+        for level in levels {
+            node = node.children.get_mut(*level).expect("the path was walked before");
+        }
+        node
     }
 
     /// Appends every subscription matching `topic` to `out`. A topic starting with `$` is not matched by
@@ -120,7 +151,7 @@ impl<S: Clone> TopicTree<S> {
     pub fn matches(&self, topic: &str, out: &mut Vec<Match<S>>) -> usize {
         let dollar = topic.starts_with('$');
         let mut filters = 0;
-        walk(&self.root, topic, dollar, true, &mut Found { out, filters: &mut filters });
+        walk(&self.root, topic, dollar, &mut Found { out, filters: &mut filters });
         filters
     }
 }
@@ -152,45 +183,48 @@ fn push<S: Clone>(list: &[Entry<S>], found: &mut Found<'_, S>) {
     }));
 }
 
-/// Matches the remaining `topic` levels below `node`. `root` marks the first level, where wildcards do
-/// not match `$` topics.
-fn walk<S: Clone>(node: &Node<S>, topic: &str, dollar: bool, root: bool, out: &mut Found<'_, S>) {
-    let wild_ok = !(root && dollar);
-    // `a/#` matches `a` too [MQTT-4.7.1-2]: the multi-level entries of this node match what is below it,
-    // including nothing.
-    if wild_ok {
-        push(&node.multi, out);
-    }
-    let (level, rest) = match topic.split_once('/') {
-        Some((l, r)) => (l, Some(r)),
-        None => (topic, None),
-    };
-    let exact = node.children.get(level);
-    let plus = if wild_ok { node.children.get("+") } else { None };
-    for child in [exact, plus].into_iter().flatten() {
-        match rest {
-            Some(r) => walk(child, r, dollar, false, out),
-            None => {
-                push(&child.here, out);
-                push(&child.multi, out);
+/// Matches `topic` below the root, depth first with a stack of its own (no recursion: a deep topic
+/// costs heap, not thread stack). At the first level wildcards do not match `$` topics.
+fn walk<S: Clone>(root: &Node<S>, topic: &str, dollar: bool, out: &mut Found<'_, S>) {
+    let mut stack: Vec<(&Node<S>, &str, bool)> = vec![(root, topic, true)];
+    while let Some((node, topic, first)) = stack.pop() {
+        let wild_ok = !(first && dollar);
+        // `a/#` matches `a` too [MQTT-4.7.1-2]: the multi-level entries of this node match what is below
+        // it, including nothing.
+        if wild_ok {
+            push(&node.multi, out);
+        }
+        let (level, rest) = match topic.split_once('/') {
+            Some((l, r)) => (l, Some(r)),
+            None => (topic, None),
+        };
+        let exact = node.children.get(level);
+        let plus = if wild_ok { node.children.get("+") } else { None };
+        for child in [exact, plus].into_iter().flatten() {
+            match rest {
+                Some(r) => stack.push((child, r, false)),
+                None => {
+                    push(&child.here, out);
+                    push(&child.multi, out);
+                }
             }
         }
     }
 }
 
-fn remove<S>(node: &mut Node<S>, levels: &[&str], multi: bool, key: u64) -> bool {
-    let Some((first, rest)) = levels.split_first() else {
-        let list = if multi { &mut node.multi } else { &mut node.here };
-        let before = list.len();
-        list.retain(|e| e.key != key);
-        return list.len() != before;
-    };
-    let Some(child) = node.children.get_mut(*first) else { return false };
-    let removed = remove(child, rest, multi, key);
-    if child.is_empty() {
-        node.children.remove(*first);
+impl<S> Drop for Node<S> {
+    /// Drops the branches below this node one node at a time: the default drop recurses once per level,
+    /// which a filter of 65,535 levels turns into a stack overflow (Mosquitto's CVE-2019-11779).
+    fn drop(&mut self) {
+        if self.children.is_empty() {
+            return;
+        }
+        let mut stack: Vec<Node<S>> = self.children.drain().map(|(_, n)| n).collect();
+        while let Some(mut node) = stack.pop() {
+            stack.extend(node.children.drain().map(|(_, n)| n));
+            // `node` drops here without children.
+        }
     }
-    removed
 }
 
 #[cfg(test)]
@@ -252,5 +286,38 @@ mod tests {
         assert!(t.unsubscribe("#", 2));
         assert!(t.is_empty());
         assert!(t.root.is_empty(), "empty branches are pruned");
+    }
+
+    #[test]
+    fn a_filter_of_65535_levels_is_added_matched_removed_and_dropped_on_a_small_stack() {
+        // A 64 KiB thread stack: anything recursing per level overflows it long before 65,535 levels.
+        let run = || {
+            let deep = "/".repeat(65_535);
+            let mut t = tree(&[(&deep, 1), ("#", 2)]);
+            let deep_plus = format!("{deep}+");
+            t.subscribe(&deep_plus, 3, 3, SubscriptionOptions::default(), None);
+            assert_eq!(keys(&t, &deep), vec![1, 2, 3]);
+            assert_eq!(keys(&t, &"a/".repeat(30_000)), vec![2]);
+            assert!(t.unsubscribe(&deep, 1));
+            assert_eq!(keys(&t, &deep), vec![2, 3]);
+            assert!(t.unsubscribe(&deep_plus, 3));
+            assert!(t.root.children.is_empty(), "the whole branch is pruned");
+            t.subscribe(&deep, 1, 1, SubscriptionOptions::default(), None);
+            drop(t);
+        };
+        std::thread::Builder::new().stack_size(64 * 1024).spawn(run).unwrap().join().unwrap();
+    }
+
+    #[test]
+    fn unsubscribing_prunes_only_the_branch_nobody_else_uses() {
+        let mut t = tree(&[("a/b/c/d", 1), ("a/b", 2), ("a/x/y", 3)]);
+        assert!(t.unsubscribe("a/b/c/d", 1));
+        assert_eq!(keys(&t, "a/b"), vec![2]);
+        assert_eq!(keys(&t, "a/x/y"), vec![3]);
+        assert!(!t.root.children["a"].children["b"].children.contains_key("c"));
+        assert!(!t.unsubscribe("a/b/c", 2), "a filter never subscribed");
+        assert!(t.unsubscribe("a/b", 2));
+        assert!(t.unsubscribe("a/x/y", 3));
+        assert!(t.root.is_empty());
     }
 }

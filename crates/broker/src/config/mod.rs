@@ -76,8 +76,13 @@ pub struct Config {
     pub check_retain_source: bool,
     /// `max_queued_messages` (1000; 0 = unlimited; negative values mean 0 as in Mosquitto).
     pub max_queued_messages: usize,
-    /// `max_queued_bytes` (0 = unlimited).
-    pub max_queued_bytes: u64,
+    /// `max_queued_bytes` (0 = unlimited). Unset: mqttd's own bound (`QueueLimits::DEFAULT_MAX_BYTES`),
+    /// not Mosquitto's "unlimited": an offline session cannot take all the memory it is sent.
+    pub max_queued_bytes: Option<u64>,
+    /// `memory_limit` in bytes (0 = unlimited). Unset: mqttd's own bound (`settings::DEFAULT_MEMORY_LIMIT`).
+    pub memory_limit: Option<u64>,
+    /// `max_topic_levels` (mqttd's own directive; 200 as Mosquitto's fixed limit, 0 = no limit).
+    pub max_topic_levels: usize,
     /// `queue_qos0_messages` (false).
     pub queue_qos0_messages: bool,
     /// `max_inflight_messages` (20; 0 = unlimited).
@@ -162,7 +167,9 @@ impl Default for Config {
             auto_id_prefix: "auto-".to_owned(),
             check_retain_source: true,
             max_queued_messages: 1000,
-            max_queued_bytes: 0,
+            max_queued_bytes: None,
+            memory_limit: None,
+            max_topic_levels: crate::settings::DEFAULT_MAX_TOPIC_LEVELS,
             queue_qos0_messages: false,
             max_inflight_messages: 20,
             max_inflight_bytes: None,

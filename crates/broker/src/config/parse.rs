@@ -279,7 +279,9 @@ impl Parser {
         let config = &mut self.config;
         match line.directive {
             "max_queued_messages" => config.max_queued_messages = usize::try_from(line.limit(i64::MAX)?).unwrap_or(0),
-            "max_queued_bytes" => config.max_queued_bytes = line.limit(i64::MAX)?,
+            "max_queued_bytes" => config.max_queued_bytes = Some(line.limit(i64::MAX)?),
+            "memory_limit" => config.memory_limit = Some(line.limit(i64::MAX)?),
+            "max_topic_levels" => config.max_topic_levels = usize::try_from(line.limit(i64::MAX)?).unwrap_or(0),
             "max_inflight_messages" => config.max_inflight_messages = line.limit(65535)? as u16,
             "max_inflight_bytes" => config.max_inflight_bytes = Some(line.limit(i64::MAX)?),
             "message_size_limit" => config.message_size_limit = line.int(0, MAX_PAYLOAD)? as u32,

@@ -269,7 +269,7 @@ fn limits_and_flags() {
          retain_available false\nupgrade_outgoing_qos true\nset_tcp_nodelay 1\nsys_interval 0\n",
     );
     assert_eq!(config.max_queued_messages, 200);
-    assert_eq!(config.max_queued_bytes, 1_048_576);
+    assert_eq!(config.max_queued_bytes, Some(1_048_576));
     assert!(config.queue_qos0_messages);
     assert_eq!(config.max_inflight_messages, 10);
     assert_eq!(config.max_inflight_bytes, Some(65536));
@@ -283,8 +283,29 @@ fn limits_and_flags() {
 #[test]
 fn negative_limits_mean_unlimited_as_in_mosquitto() {
     let config = parse("max_queued_messages -1\nmax_inflight_messages -1\nmax_queued_bytes 0\nmax_connections -1\n");
-    assert_eq!((config.max_queued_messages, config.max_inflight_messages, config.max_queued_bytes), (0, 0, 0));
+    assert_eq!((config.max_queued_messages, config.max_inflight_messages, config.max_queued_bytes), (0, 0, Some(0)));
     assert_eq!(config.max_connections, None);
+}
+
+#[test]
+fn memory_bounds_default_to_limits_and_can_be_lifted() {
+    let defaults = crate::Settings::from_config(&parse(""));
+    assert_eq!(defaults.queue.max_bytes, mqttd_core::QueueLimits::DEFAULT_MAX_BYTES);
+    assert_eq!(defaults.memory_limit, crate::settings::DEFAULT_MEMORY_LIMIT);
+    assert_eq!(defaults.max_topic_levels, 200);
+    let config = parse(
+        "memory_limit 1048576
+max_topic_levels 10
+",
+    );
+    assert_eq!((config.memory_limit, config.max_topic_levels), (Some(1_048_576), 10));
+    let lifted = crate::Settings::from_config(&parse(
+        "memory_limit 0
+max_queued_bytes 0
+max_topic_levels 0
+",
+    ));
+    assert_eq!((lifted.memory_limit, lifted.queue.max_bytes, lifted.max_topic_levels), (0, 0, 0));
 }
 
 #[test]

@@ -244,7 +244,6 @@ pub(super) fn unsupported(directive: &str) -> Option<&'static str> {
         ("websockets_log_level", "WebSockets logging"),
         ("websockets_headers_size", "WebSockets header size"),
         ("clientid_prefixes", "client id prefixes"),
-        ("memory_limit", "memory limit"),
     ];
     if BRIDGE.contains(&directive) {
         Some("bridges")
@@ -294,6 +293,8 @@ pub(super) const KNOWN: &[&str] = &[
     "maximum_qos",
     "max_queued_bytes",
     "max_queued_messages",
+    "max_topic_levels",
+    "memory_limit",
     "message_size_limit",
     "mount_point",
     "password_file",

@@ -60,6 +60,7 @@ const HONOURED: &[&str] = &[
     "persistence", // store::tests, tests/process.rs persistence
     "persistence_file",
     "persistence_location",
+    "memory_limit", // tests/broker/hostile.rs
 ];
 
 /// Accepted, with a warning saying why it changes nothing here (the broker logs config warnings).
