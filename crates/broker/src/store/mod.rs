@@ -9,7 +9,9 @@
 //!
 //! At startup the log is read and replayed into [`Replayed`] (a torn record at the end is cut off and
 //! logged; damage elsewhere stops the start, naming the file and the offset), then rewritten with the live
-//! state only, so the log stays proportional to what is stored.
+//! state only. The writer rewrites it the same way while running once it has grown to four times that
+//! (and at least 64 MiB), so the log stays proportional to what is stored. Positions are counted in
+//! bytes appended since the start, not file offsets: a rewrite does not move them.
 
 mod record;
 pub mod restore;
@@ -46,6 +48,9 @@ pub struct Store {
     /// Tasks waiting for `durable` to pass a position; woken after every sync.
     waiting: Mutex<Vec<Waker>>,
     next_message: AtomicU64,
+    /// The log is rewritten with only the live state once it grows past this, or past four times its
+    /// size after the last rewrite, whichever is larger.
+    compact_at_least: u64,
     /// Records synced, and syncs: the average batch is their ratio (metrics, bench notes).
     pub synced_records: AtomicU64,
     pub syncs: AtomicU64,
@@ -173,44 +178,43 @@ impl Store {
     /// Opens (or creates) the log at `path`: replays it, rewrites it with the live state, and starts the
     /// writer thread. Returns the store and what it held.
     pub fn open(path: &Path) -> Result<(Arc<Store>, Replayed), StoreError> {
+        Store::open_compacting_at(path, COMPACT_AT_LEAST)
+    }
+
+    /// [`Store::open`], rewriting the log while running once it grows past `compact_at_least` bytes (and
+    /// four times its live size).
+    pub fn open_compacting_at(path: &Path, compact_at_least: u64) -> Result<(Arc<Store>, Replayed), StoreError> {
         let io = |source| StoreError::Io { path: path.to_path_buf(), source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
         let replayed = replay(path)?;
-        let mut live = Vec::new();
-        for record in replayed.records() {
-            record.encode(&mut live);
-        }
-        let tmp = path.with_extension("compacting");
-        {
-            let mut f = File::create(&tmp).map_err(io)?;
-            f.write_all(&live).map_err(io)?;
-            f.sync_all().map_err(io)?;
-        }
-        std::fs::rename(&tmp, path).map_err(io)?;
-        sync_dir(path).map_err(io)?;
+        let live = rewrite(path, &replayed).map_err(io)?;
         let file = OpenOptions::new().append(true).open(path).map_err(io)?;
         let next = replayed.messages.keys().max().copied().unwrap_or(0) + 1;
         let store = Arc::new(Store {
             path: path.to_path_buf(),
-            pending: Mutex::new(Pending { bytes: Vec::new(), end: live.len() as u64, stop: false }),
+            pending: Mutex::new(Pending { bytes: Vec::new(), end: live, stop: false }),
             appended: Condvar::new(),
-            durable: AtomicU64::new(live.len() as u64),
+            durable: AtomicU64::new(live),
             waiting: Mutex::new(Vec::new()),
             next_message: AtomicU64::new(next),
+            compact_at_least,
             synced_records: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
             records_pending: AtomicU64::new(0),
         });
         let writer = store.clone();
-        std::thread::Builder::new().name("mqttd-store".into()).spawn(move || writer.write_loop(file)).map_err(io)?;
+        std::thread::Builder::new()
+            .name("mqttd-store".into())
+            .spawn(move || writer.write_loop(file, live))
+            .map_err(io)?;
         tracing::info!(
             path = %path.display(),
             retained = replayed.retained.len(),
             sessions = replayed.sessions.len(),
             queued = replayed.queues.values().map(BTreeMap::len).sum::<usize>(),
-            bytes = live.len(),
+            bytes = live,
             "durable store opened"
         );
         Ok((store, replayed))
@@ -263,7 +267,8 @@ impl Store {
         self.appended.notify_one();
     }
 
-    fn write_loop(&self, mut file: File) {
+    fn write_loop(&self, mut file: File, mut live: u64) {
+        let mut size = live;
         loop {
             let (bytes, end, records) = {
                 let mut pending = self.pending.lock();
@@ -282,6 +287,24 @@ impl Store {
                 tracing::error!(path = %self.path.display(), "durable store write failed, stopping: {e}");
                 std::process::exit(1);
             }
+            size += bytes.len() as u64;
+            if size > self.compact_at_least.max(4 * live) {
+                // Everything appended so far is in the file: its replay is the whole live state.
+                let compacted = replay(&self.path)
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+                    .and_then(|replayed| rewrite(&self.path, &replayed))
+                    .and_then(|n| OpenOptions::new().append(true).open(&self.path).map(|f| (n, f)));
+                match compacted {
+                    Ok((n, f)) => {
+                        tracing::debug!(path = %self.path.display(), from = size, to = n, "durable store compacted");
+                        (live, size, file) = (n, n, f);
+                    }
+                    Err(e) => {
+                        tracing::error!(path = %self.path.display(), "durable store compaction failed, stopping: {e}");
+                        std::process::exit(1);
+                    }
+                }
+            }
             self.synced_records.fetch_add(records, Ordering::Relaxed);
             self.syncs.fetch_add(1, Ordering::Relaxed);
             self.durable.store(end, Ordering::Release);
@@ -291,6 +314,27 @@ impl Store {
             }
         }
     }
+}
+
+/// A log grows to at least this before it is rewritten while running.
+const COMPACT_AT_LEAST: u64 = 64 << 20;
+
+/// Replaces the log at `path` with the records of `replayed` only (written aside, synced, renamed over it,
+/// the directory synced); returns its size.
+fn rewrite(path: &Path, replayed: &Replayed) -> std::io::Result<u64> {
+    let mut live = Vec::new();
+    for record in replayed.records() {
+        record.encode(&mut live);
+    }
+    let tmp = path.with_extension("compacting");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&live)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    sync_dir(path)?;
+    Ok(live.len() as u64)
 }
 
 /// Reads the log at `path` (none: empty) into the live state it describes.
@@ -421,6 +465,24 @@ mod tests {
             Err(StoreError::Damaged { offset, .. }) => assert_eq!(offset, 0),
             other => panic!("expected damage at 0, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_log_that_grows_with_superseded_records_is_rewritten_while_running() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("mqttd.db");
+        let (store, _) = Store::open_compacting_at(&path, 64 << 10).expect("opens");
+        let mut end = 0;
+        for i in 0..5_000u32 {
+            let m = StoredMessage { payload: Bytes::from(i.to_string()), ..message("same/topic") };
+            end = store.append(&Record::Retained(m));
+        }
+        futures_lite_block_on(&store, end);
+        store.close();
+        let size = std::fs::metadata(&path).expect("the log").len();
+        assert!(size < 64 << 10, "the log was rewritten: {size} bytes for {end} appended");
+        let (_, replayed) = Store::open(&path).expect("reopens");
+        assert_eq!(replayed.retained["same/topic"].payload, Bytes::from("4999"));
     }
 
     /// Waits for `position` on a thread without a runtime (the writer runs on its own thread).
