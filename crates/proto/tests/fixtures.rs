@@ -38,6 +38,7 @@ fn connect(protocol: ProtocolVersion) -> Connect {
         username: None,
         password: None,
         properties: Properties::default(),
+        bridge: false,
     }
 }
 
