@@ -117,8 +117,11 @@ fn roots(ca_file: Option<&Path>, ca_path: Option<&Path>) -> Result<RootCertStore
     let mut roots = RootCertStore::empty();
     let mut files: Vec<std::path::PathBuf> = ca_file.map(Path::to_owned).into_iter().collect();
     if let Some(dir) = ca_path {
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| Error::TlsFile { what: "CA directory", path: dir.to_owned(), why: e.to_string() })?;
+        let entries = std::fs::read_dir(dir).map_err(|e| Error::TlsFile {
+            what: "CA directory",
+            path: dir.to_owned(),
+            why: e.to_string(),
+        })?;
         let mut found: Vec<_> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "crt" || x == "pem"))

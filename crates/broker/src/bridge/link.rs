@@ -98,7 +98,10 @@ impl Link {
                 Err(e) => {
                     tracing::warn!("bridge {name}: connecting to {host}:{port} failed: {e}");
                     self.next_address = (self.next_address + 1) % self.config.addresses.len();
-                    if matches!(e, Error::Refused { code: 1, .. }) && self.bridge_bit && !self.config.protocol_version.is_v5() {
+                    if matches!(e, Error::Refused { code: 1, .. })
+                        && self.bridge_bit
+                        && !self.config.protocol_version.is_v5()
+                    {
                         tracing::info!("bridge {name}: the remote refused the bridge bit; trying as a plain client");
                         self.bridge_bit = false;
                         continue;
@@ -109,7 +112,10 @@ impl Link {
             match outcome {
                 Ok(Ended::Shutdown) => break,
                 Ok(Ended::Idle) => {
-                    tracing::info!("bridge {name}: idle for {}s, stopped until messages are queued", self.config.idle_timeout);
+                    tracing::info!(
+                        "bridge {name}: idle for {}s, stopped until messages are queued",
+                        self.config.idle_timeout
+                    );
                     continue;
                 }
                 Err(e) if self.config.start_type == StartType::Once => {
@@ -136,7 +142,13 @@ impl Link {
         if self.config.notifications {
             if !self.config.notifications_local_only {
                 let topic = self.config.notification_topic();
-                let message = mqttd_client::Message { topic, payload: Bytes::from_static(b"1"), qos: QoS::AtLeastOnce, retain: true, properties: Properties::default() };
+                let message = mqttd_client::Message {
+                    topic,
+                    payload: Bytes::from_static(b"1"),
+                    qos: QoS::AtLeastOnce,
+                    retain: true,
+                    properties: Properties::default(),
+                };
                 client.publish(message).await?;
             }
             self.notify_local(b"1");
@@ -153,7 +165,13 @@ impl Link {
             Ok(ended) => {
                 if self.config.notifications && !self.config.notifications_local_only {
                     let topic = self.config.notification_topic();
-                    let message = mqttd_client::Message { topic, payload: Bytes::from_static(b"0"), qos: QoS::AtLeastOnce, retain: true, properties: Properties::default() };
+                    let message = mqttd_client::Message {
+                        topic,
+                        payload: Bytes::from_static(b"0"),
+                        qos: QoS::AtLeastOnce,
+                        retain: true,
+                        properties: Properties::default(),
+                    };
                     let _ = client.publish(message).await;
                 }
                 let _ = client.disconnect(0, Properties::default()).await;
@@ -257,7 +275,11 @@ impl Link {
         let limit = [self.config.max_packet_size, remote_max].into_iter().filter(|m| *m > 0).min();
         let size = mqttd_proto::encoded_len(&Packet::Publish(publish.clone()), self.config.protocol_version);
         if limit.is_some_and(|max| size > max as usize) {
-            tracing::warn!("bridge {}: a message of {size} bytes on {} is over the packet size limit; left out", self.config.name, publish.topic);
+            tracing::warn!(
+                "bridge {}: a message of {size} bytes on {} is over the packet size limit; left out",
+                self.config.name,
+                publish.topic
+            );
             return None;
         }
         Some(publish)
@@ -308,7 +330,8 @@ impl Link {
             let messages = self.broker.retained.read().matching(&topic.local_topic(), now);
             for message in messages {
                 let qos = message.qos.min(topic.qos);
-                let delivery = Delivery { qos, retain: true, message, subscription_ids: Vec::new(), shared_by: 1, group: 0 };
+                let delivery =
+                    Delivery { qos, retain: true, message, subscription_ids: Vec::new(), shared_by: 1, group: 0 };
                 self.broker.deliver(&self.session, delivery);
             }
         }

@@ -35,7 +35,8 @@ pub struct Bridges {
 impl Bridges {
     /// Starts every configured bridge (`start_type lazy` ones wait for their threshold).
     pub fn start(broker: &Arc<Broker>, configs: &[BridgeConfig]) -> Bridges {
-        let tasks = configs.iter().map(|config| tokio::spawn(link::Link::new(broker.clone(), config.clone()).run())).collect();
+        let tasks =
+            configs.iter().map(|config| tokio::spawn(link::Link::new(broker.clone(), config.clone()).run())).collect();
         Bridges { tasks }
     }
 

@@ -22,7 +22,13 @@ pub(super) fn connect_options(config: &BridgeConfig, host: &str, port: u16, brid
     if config.notifications && !config.notifications_local_only {
         // The remote publishes `0` for us if the link breaks, as Mosquitto's bridge asks.
         let topic = config.notification_topic();
-        o.will = Some(Will { topic, payload: Bytes::from_static(b"0"), qos: QoS::AtLeastOnce, retain: true, properties: Properties::default() });
+        o.will = Some(Will {
+            topic,
+            payload: Bytes::from_static(b"0"),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: Properties::default(),
+        });
     }
     let mut properties = Properties::default();
     properties.session_expiry_interval = config.session_expiry_interval;

@@ -34,7 +34,9 @@ mod tests {
 
     #[test]
     fn prefixes_are_swapped_both_ways_as_mosquittos_table_says() {
-        let t = topics("topic sensors/# out 1 local/ remote/\ntopic cmd/# in 2 \"\" site/\ntopic \"\" both 0 here/x there/y\n");
+        let t = topics(
+            "topic sensors/# out 1 local/ remote/\ntopic cmd/# in 2 \"\" site/\ntopic \"\" both 0 here/x there/y\n",
+        );
         assert_eq!(outgoing(&t, "local/sensors/a"), Some(("remote/sensors/a".into(), QoS::AtLeastOnce)));
         assert_eq!(outgoing(&t, "sensors/a"), None, "outside the local prefix");
         assert_eq!(outgoing(&t, "cmd/a"), None, "an in topic is not sent out");

@@ -32,7 +32,10 @@ fn a_bridge_has_mosquittos_defaults() {
     assert_eq!(b.local_clientid(), format!("local.{}", b.remote_clientid()));
     assert_eq!(b.notification_topic(), format!("$SYS/broker/connection/{}/state", b.remote_clientid()));
     let t = &b.topics[0];
-    assert_eq!((t.direction, t.qos, t.local_topic(), t.remote_topic()), (Direction::Out, QoS::AtMostOnce, "sensors/#".into(), "sensors/#".into()));
+    assert_eq!(
+        (t.direction, t.qos, t.local_topic(), t.remote_topic()),
+        (Direction::Out, QoS::AtMostOnce, "sensors/#".into(), "sensors/#".into())
+    );
 }
 
 #[test]
@@ -70,7 +73,11 @@ fn every_bridge_setting_is_read() {
     let b = &bridges(text)[0];
     assert_eq!(b.protocol_version, ProtocolVersion::V5);
     assert!(b.cleansession && !b.local_cleansession());
-    assert_eq!((b.session_expiry_interval, b.keepalive, b.receive_maximum), (Some(600), 5, Some(7)), "keepalive at least 5");
+    assert_eq!(
+        (b.session_expiry_interval, b.keepalive, b.receive_maximum),
+        (Some(600), 5, Some(7)),
+        "keepalive at least 5"
+    );
     assert_eq!((b.remote_clientid(), b.local_clientid()), ("r".into(), "l".into()));
     assert_eq!((b.remote_username.as_deref(), b.remote_password.as_deref()), (Some("u"), Some("p")));
     assert_eq!((b.local_username.as_deref(), b.local_password.as_deref()), (Some("lu"), Some("lp")));
@@ -81,7 +88,10 @@ fn every_bridge_setting_is_read() {
     assert_eq!(b.max_packet_size, 2000);
     assert_eq!(b.bind_address, Some([127, 0, 0, 1].into()));
     assert!(b.tls.enabled() && b.tls.insecure && b.tls.alpn.as_deref() == Some("mqtt"));
-    assert_eq!(bridges("connection c\naddress h\ntopic t\nrestart_timeout 2 20\n")[0].restart, Restart::Backoff { base: 2, cap: 20 });
+    assert_eq!(
+        bridges("connection c\naddress h\ntopic t\nrestart_timeout 2 20\n")[0].restart,
+        Restart::Backoff { base: 2, cap: 20 }
+    );
 }
 
 #[test]
@@ -102,7 +112,11 @@ fn bad_bridge_sections_name_the_line() {
         ("connection c\naddress h\ntopic t\nbridge_protocol_version mqttv6\n", 4, "mqttv50, mqttv311 or mqttv31"),
         ("connection c\naddress h\ntopic t\nstart_type manual\n", 4, "automatic, lazy or once"),
         ("connection c\naddress h\ntopic t\nbridge_psk 00ff\n", 4, "not support yet"),
-        ("connection a\naddress h\ntopic t\nlocal_clientid x\nconnection b\naddress h\ntopic t\nlocal_clientid x\n", 5, "also the one of the bridge at"),
+        (
+            "connection a\naddress h\ntopic t\nlocal_clientid x\nconnection b\naddress h\ntopic t\nlocal_clientid x\n",
+            5,
+            "also the one of the bridge at",
+        ),
     ] {
         let e = error(text);
         assert_eq!(e.line(), line, "{text:?}: {e}");

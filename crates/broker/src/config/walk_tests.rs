@@ -172,7 +172,9 @@ fn bridge_context(directive: &str) -> Option<(&'static str, &'static str)> {
         "connection" => None,
         "address" | "addresses" => Some(("connection b\ntopic x\n", "connection b\ntopic x\naddress 127.0.0.1\n")),
         "topic" => Some(("connection b\naddress 127.0.0.1\n", "connection b\naddress 127.0.0.1\ntopic x\n")),
-        _ if bridge => Some(("connection b\naddress 127.0.0.1\ntopic x\n", "connection b\naddress 127.0.0.1\ntopic x\n")),
+        _ if bridge => {
+            Some(("connection b\naddress 127.0.0.1\ntopic x\n", "connection b\naddress 127.0.0.1\ntopic x\n"))
+        }
         _ => None,
     }
 }
