@@ -30,11 +30,12 @@ pub(super) fn connect_options(config: &BridgeConfig, host: &str, port: u16, brid
             properties: Properties::default(),
         });
     }
-    let mut properties = Properties::default();
-    properties.session_expiry_interval = config.session_expiry_interval;
-    properties.receive_maximum = config.receive_maximum;
-    properties.maximum_packet_size = (config.max_packet_size > 0).then_some(config.max_packet_size);
-    o.properties = properties;
+    o.properties = Properties {
+        session_expiry_interval: config.session_expiry_interval,
+        receive_maximum: config.receive_maximum,
+        maximum_packet_size: (config.max_packet_size > 0).then_some(config.max_packet_size),
+        ..Properties::default()
+    };
     o.bind_address = config.bind_address;
     o.connect_timeout = Duration::from_secs(u64::from(config.keepalive).clamp(5, 30));
     let tls = &config.tls;
