@@ -31,6 +31,7 @@ async fn client(port: u16, id: &str) -> TcpStream {
         username: None,
         password: None,
         properties: Properties::default(),
+        bridge: false,
     };
     send(&mut s, &Packet::Connect(Box::new(connect))).await;
     let mut buf = BytesMut::new();

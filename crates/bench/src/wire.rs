@@ -59,6 +59,7 @@ pub(crate) async fn connect(
             username: None,
             password: None,
             properties: Properties::default(),
+            bridge: false,
         }));
         let mut bytes = BytesMut::new();
         encode(&packet, version, &mut bytes)?;

@@ -509,6 +509,7 @@ fn attach(broker: &Arc<Broker>, mut io: Transport, c: Connect, limits: Limits, c
         send_window: c.properties.receive_maximum.unwrap_or(u16::MAX).min(s.inflight_window()),
         client_max_packet: c.properties.maximum_packet_size.and_then(std::num::NonZeroU32::new),
         connect_expiry: c.properties.session_expiry_interval.unwrap_or(0),
+        bridge: c.bridge,
         expiry_override: None,
         retained_backlog: None,
         congested: None,

@@ -462,6 +462,9 @@ pub(crate) struct Client {
     pub client_max_packet: Option<std::num::NonZeroU32>,
     /// Session Expiry Interval from CONNECT (5.0), to validate the one in DISCONNECT.
     pub connect_expiry: u32,
+    /// CONNECT carried the bridge bit (Mosquitto's `try_private`): its 3.x subscriptions get No Local
+    /// and Retain As Published, as Mosquitto gives a bridge's.
+    pub bridge: bool,
     /// Expiry set by a 5.0 DISCONNECT.
     pub expiry_override: Option<u32>,
     /// Retained messages owed to new subscriptions, fed into the outbox as it empties.
@@ -516,6 +519,7 @@ pub(crate) struct Asleep {
     send_window: u16,
     client_max_packet: Option<std::num::NonZeroU32>,
     connect_expiry: u32,
+    bridge: bool,
     expiry_override: Option<u32>,
     extras: Option<Box<Extras>>,
     permit: tokio::sync::OwnedSemaphorePermit,
@@ -547,6 +551,7 @@ impl Client {
             send_window: self.send_window,
             client_max_packet: self.client_max_packet,
             connect_expiry: self.connect_expiry,
+            bridge: self.bridge,
             expiry_override: self.expiry_override,
             extras: self.extras,
             permit,
@@ -578,6 +583,7 @@ impl Asleep {
             send_window: self.send_window,
             client_max_packet: self.client_max_packet,
             connect_expiry: self.connect_expiry,
+            bridge: self.bridge,
             expiry_override: self.expiry_override,
             retained_backlog: None,
             congested: None,

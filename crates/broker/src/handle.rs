@@ -300,7 +300,15 @@ impl Client {
                 continue;
             }
             if !v5 {
-                options = mqttd_proto::SubscriptionOptions { qos: options.qos, ..Default::default() };
+                // A bridge (bridge bit in CONNECT) does not get its own messages back and sees the RETAIN
+                // flag as published, as Mosquitto treats bridges; 3.x has no options of its own.
+                let bridge = self.bridge;
+                options = mqttd_proto::SubscriptionOptions {
+                    qos: options.qos,
+                    no_local: bridge,
+                    retain_as_published: bridge,
+                    ..Default::default()
+                };
             }
             let filter = mount(mount_point.as_deref(), filter);
             options.qos = options.qos.min(max_qos);

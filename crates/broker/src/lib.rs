@@ -5,6 +5,7 @@
 //! authorization point ([`Broker::may_read_with`]), every publish and will another ([`Broker::may_write`]).
 
 mod alias;
+pub mod bridge;
 pub mod broker;
 pub mod config;
 mod connect;

@@ -144,9 +144,12 @@ async fn serve(
     let signals = Signals::install()?;
     let server = Server::from_bound(broker.clone(), listeners, None);
     tracing::info!("mqttd {} running", env!("CARGO_PKG_VERSION"));
+    // Started once; a SIGHUP leaves them running, as in Mosquitto.
+    let bridges = mqttd_broker::bridge::Bridges::start(&broker, &config.bridges);
     signals.wait(&broker, &tls, reload).await;
     tracing::info!("shutting down");
     server.shutdown().await;
+    bridges.shutdown(std::time::Duration::from_secs(3)).await;
     Ok(())
 }
 

@@ -52,6 +52,7 @@ pub fn connect_options(args: &ConnArgs, default_version: Version) -> Result<Conn
         cert_file: args.cert.clone(),
         key_file: args.key.clone(),
         insecure: args.insecure,
+        ..TlsOptions::default()
     };
     options.ws_path = args.ws_path.clone();
     options.version = version;

@@ -119,17 +119,27 @@ impl Client {
             QoS::AtMostOnce => None,
             _ => Some(self.packet_id()),
         };
-        let topic = message.topic.clone();
-        let properties = if self.version.is_v5() { message.properties } else { Properties::default() };
         let publish = Publish {
             dup: false,
             qos: message.qos,
             retain: message.retain,
             topic: message.topic,
             packet_id,
-            properties,
+            properties: message.properties,
             payload: message.payload,
         };
+        self.publish_packet(publish).await
+    }
+
+    /// Sends `publish` as it is (its packet id and DUP flag chosen by the caller, e.g. a bridge resending
+    /// a message with the id it had [MQTT-4.4.0-1]) and waits for its acknowledgement flow, as
+    /// [`Client::publish`]. Packet ids the caller picks must not clash with those [`Client::publish`] uses:
+    /// use one or the other on a connection.
+    pub async fn publish_packet(&mut self, mut publish: Publish) -> Result<u8> {
+        if !self.version.is_v5() {
+            publish.properties = Properties::default();
+        }
+        let (topic, qos, packet_id) = (publish.topic.clone(), publish.qos, publish.packet_id);
         self.send(&Packet::Publish(publish), "sending PUBLISH").await?;
         let Some(id) = packet_id else { return Ok(0) };
         let refused = |ack: Ack| Error::PublishRefused {
@@ -137,7 +147,7 @@ impl Client {
             code: ack.reason,
             reason_string: ack.properties.reason_string,
         };
-        if message.qos == QoS::AtLeastOnce {
+        if qos == QoS::AtLeastOnce {
             let ack = self.wait_ack(id, "waiting for PUBACK", |p| matches!(p, Packet::PubAck(_))).await?;
             return if ack.reason >= 0x80 { Err(refused(ack)) } else { Ok(ack.reason) };
         }

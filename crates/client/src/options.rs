@@ -31,6 +31,10 @@ pub struct ConnectOptions {
     pub properties: Properties,
     /// Bound on opening the transport, and again on waiting for CONNACK.
     pub connect_timeout: Duration,
+    /// Set the bridge bit in CONNECT (Mosquitto's `try_private`): this client is a broker's bridge.
+    pub bridge: bool,
+    /// The local address to connect from (Mosquitto's `bridge_bind_address`); `None`: the system's choice.
+    pub bind_address: Option<std::net::IpAddr>,
 }
 
 impl ConnectOptions {
@@ -51,6 +55,8 @@ impl ConnectOptions {
             will: None,
             properties: Properties::default(),
             connect_timeout: Duration::from_secs(30),
+            bridge: false,
+            bind_address: None,
         }
     }
 
@@ -70,6 +76,7 @@ impl ConnectOptions {
             username: self.username.clone(),
             password: self.password.clone(),
             properties: if v5 { self.properties.clone() } else { Properties::default() },
+            bridge: self.bridge,
         }
     }
 }

@@ -55,14 +55,27 @@ fn handshake_error(host: &str, port: u16, e: std::io::Error) -> Error {
 
 fn client_config(options: &TlsOptions) -> Result<ClientConfig> {
     let provider = Arc::new(ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::TlsConfig(e.to_string()))?;
+    let builder = ClientConfig::builder_with_provider(provider.clone());
+    let builder = if options.tls13_only {
+        builder.with_protocol_versions(&[&tokio_rustls::rustls::version::TLS13])
+    } else {
+        builder.with_safe_default_protocol_versions()
+    };
+    let builder = builder.map_err(|e| Error::TlsConfig(e.to_string()))?;
     let builder = if options.insecure {
         builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
     } else {
-        builder.with_root_certificates(roots(options.ca_file.as_deref())?)
+        builder.with_root_certificates(roots(options.ca_file.as_deref(), options.ca_path.as_deref())?)
     };
+    let mut config = with_client_auth(builder, options)?;
+    config.alpn_protocols.clone_from(&options.alpn);
+    Ok(config)
+}
+
+fn with_client_auth(
+    builder: tokio_rustls::rustls::ConfigBuilder<ClientConfig, tokio_rustls::rustls::client::WantsClientCert>,
+    options: &TlsOptions,
+) -> Result<ClientConfig> {
     match (&options.cert_file, &options.key_file) {
         (None, None) => Ok(builder.with_no_client_auth()),
         (Some(cert), Some(key)) => {
@@ -99,20 +112,36 @@ fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'sta
     Ok(certs)
 }
 
-/// The CAs of `--ca`, or the system's store.
-fn roots(ca_file: Option<&Path>) -> Result<RootCertStore> {
+/// The CAs of `--ca` and of a CA directory, or the system's store when neither is given.
+fn roots(ca_file: Option<&Path>, ca_path: Option<&Path>) -> Result<RootCertStore> {
     let mut roots = RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            for cert in read_certs("--ca", path)? {
-                roots.add(cert).map_err(|e| Error::TlsFile {
-                    what: "--ca",
-                    path: path.to_owned(),
-                    why: format!("not a usable CA certificate: {e}"),
-                })?;
+    let mut files: Vec<std::path::PathBuf> = ca_file.map(Path::to_owned).into_iter().collect();
+    if let Some(dir) = ca_path {
+        let entries = std::fs::read_dir(dir).map_err(|e| Error::TlsFile {
+            what: "CA directory",
+            path: dir.to_owned(),
+            why: e.to_string(),
+        })?;
+        let mut found: Vec<_> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "crt" || x == "pem"))
+            .collect();
+        found.sort();
+        files.extend(found);
+    }
+    match files.is_empty() {
+        false => {
+            for path in &files {
+                for cert in read_certs("--ca", path)? {
+                    roots.add(cert).map_err(|e| Error::TlsFile {
+                        what: "--ca",
+                        path: path.clone(),
+                        why: format!("not a usable CA certificate: {e}"),
+                    })?;
+                }
             }
         }
-        None => {
+        true => {
             let found = rustls_native_certs::load_native_certs();
             roots.add_parsable_certificates(found.certs);
             if roots.is_empty() {

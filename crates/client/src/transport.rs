@@ -50,6 +50,12 @@ pub struct TlsOptions {
     pub key_file: Option<std::path::PathBuf>,
     /// Accept any server certificate.
     pub insecure: bool,
+    /// A directory of PEM CA certificates (`*.crt`, `*.pem`), added to `ca_file`'s.
+    pub ca_path: Option<std::path::PathBuf>,
+    /// ALPN protocol names to offer.
+    pub alpn: Vec<Vec<u8>>,
+    /// Offer TLS 1.3 only (otherwise 1.2 and 1.3).
+    pub tls13_only: bool,
 }
 
 /// Opens the transport `options` name (TCP, then TLS and/or the WebSocket upgrade), within the connect
@@ -64,7 +70,7 @@ pub async fn open(options: &ConnectOptions) -> Result<Box<dyn Transport>> {
 
 async fn layers(options: &ConnectOptions) -> Result<Box<dyn Transport>> {
     let (host, port) = (options.host.as_str(), options.port);
-    let stream = tcp(host, port).await?;
+    let stream = tcp(host, port, options.bind_address).await?;
     let subprotocol = if options.version == ProtocolVersion::V3_1 { "mqttv3.1" } else { "mqtt" };
     let path = if options.ws_path.starts_with('/') { options.ws_path.clone() } else { format!("/{}", options.ws_path) };
     let host_header = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
@@ -83,13 +89,13 @@ async fn layers(options: &ConnectOptions) -> Result<Box<dyn Transport>> {
 }
 
 /// Resolves `host` and tries each address in turn; the error names the host, the port and the last OS error.
-async fn tcp(host: &str, port: u16) -> Result<TcpStream> {
+async fn tcp(host: &str, port: u16, bind: Option<std::net::IpAddr>) -> Result<TcpStream> {
     let addrs = tokio::net::lookup_host((host, port))
         .await
         .map_err(|source| Error::Resolve { host: host.to_owned(), source })?;
     let mut last = None;
     for addr in addrs {
-        match TcpStream::connect(addr).await {
+        match connect_from(addr, bind).await {
             Ok(stream) => {
                 // Small packets (acks, pings) must not wait for Nagle's algorithm.
                 let _ = stream.set_nodelay(true);
@@ -102,4 +108,12 @@ async fn tcp(host: &str, port: u16) -> Result<TcpStream> {
         Some(source) => Err(Error::Connect { host: host.to_owned(), port, source }),
         None => Err(Error::NoAddress { host: host.to_owned() }),
     }
+}
+
+/// Connects to `addr`, from `bind` (port chosen by the system) when given.
+async fn connect_from(addr: std::net::SocketAddr, bind: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(local) = bind else { return TcpStream::connect(addr).await };
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.bind(std::net::SocketAddr::new(local, 0))?;
+    socket.connect(addr).await
 }

@@ -26,6 +26,7 @@ fn connect() -> Packet {
         username: Some("user".into()),
         password: Some(Bytes::from_static(b"secret")),
         properties: Properties { session_expiry_interval: Some(3600), ..Properties::default() },
+        bridge: false,
     }))
 }
 

@@ -168,19 +168,21 @@ fn ack(first: u8, flags: u8, body: &mut Bytes, v5: bool) -> Result<Ack, DecodeEr
     Ok(Ack { packet_id, reason, properties })
 }
 
-fn protocol(body: &mut Bytes) -> Result<ProtocolVersion, DecodeError> {
+/// The protocol version and whether the bridge bit (0x80, Mosquitto's `try_private`) is set on the level.
+fn protocol(body: &mut Bytes) -> Result<(ProtocolVersion, bool), DecodeError> {
     let name = read_binary(body)?;
     let level = read_u8(body)?;
-    match (&name[..], level) {
-        (b"MQIsdp", 3) => Ok(ProtocolVersion::V3_1),
-        (b"MQTT", 4) => Ok(ProtocolVersion::V3_1_1),
-        (b"MQTT", 5) => Ok(ProtocolVersion::V5),
-        _ => Err(DecodeError::UnsupportedProtocol { name: String::from_utf8_lossy(&name).into_owned(), level }),
-    }
+    let version = match (&name[..], level & 0x7F) {
+        (b"MQIsdp", 3) => ProtocolVersion::V3_1,
+        (b"MQTT", 4) => ProtocolVersion::V3_1_1,
+        (b"MQTT", 5) => ProtocolVersion::V5,
+        _ => return Err(DecodeError::UnsupportedProtocol { name: String::from_utf8_lossy(&name).into_owned(), level }),
+    };
+    Ok((version, level & 0x80 != 0))
 }
 
 fn connect(body: &mut Bytes) -> Result<Connect, DecodeError> {
-    let protocol = protocol(body)?;
+    let (protocol, bridge) = protocol(body)?;
     let flags = read_u8(body)?;
     if flags & 0x01 != 0 {
         return Err(DecodeError::Malformed("CONNECT reserved flag set [MQTT-3.1.2-3]"));
@@ -219,6 +221,7 @@ fn connect(body: &mut Bytes) -> Result<Connect, DecodeError> {
         username,
         password,
         properties,
+        bridge,
     })
 }
 

@@ -223,7 +223,7 @@ fn connect(c: &Connect, buf: &mut BytesMut) -> Result<(), EncodeError> {
     let v5 = c.protocol.is_v5();
     let name: &[u8] = if c.protocol == ProtocolVersion::V3_1 { b"MQIsdp" } else { b"MQTT" };
     write_binary(buf, name);
-    buf.put_u8(c.protocol.level());
+    buf.put_u8(c.protocol.level() | if c.bridge { 0x80 } else { 0 });
     let mut flags = u8::from(c.clean_start) << 1;
     if let Some(w) = &c.will {
         flags |= 0x04 | (w.qos as u8) << 3 | u8::from(w.retain) << 5;

@@ -143,6 +143,10 @@ pub struct Connect {
     pub username: Option<String>,
     pub password: Option<Bytes>,
     pub properties: Properties,
+    /// The bridge bit: 0x80 in the protocol level byte (Mosquitto's `try_private`), sent by a broker's
+    /// bridge so the other broker treats it as a bridge (No Local and Retain As Published on its
+    /// subscriptions) rather than an ordinary client. Not in the MQTT specification.
+    pub bridge: bool,
 }
 
 /// The Will Message carried in CONNECT.

@@ -38,7 +38,15 @@ fn connect(protocol: ProtocolVersion) -> Connect {
         username: None,
         password: None,
         properties: Properties::default(),
+        bridge: false,
     }
+}
+
+#[test]
+fn the_bridge_bit_is_0x80_on_the_protocol_level() {
+    // Mosquitto's `try_private`: level 4 | 0x80 = 0x84 (not in the MQTT specification).
+    let bytes = [0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 0x84, 0x02, 0, 60, 0, 2, b'c', b'1'];
+    both_ways(&bytes, V311, Packet::Connect(Box::new(Connect { bridge: true, ..connect(V311) })));
 }
 
 #[test]

@@ -173,6 +173,8 @@ fn connect() -> impl Strategy<Value = Packet> {
                 username,
                 password,
                 properties,
+                // Varied with the other fields rather than a generator of its own.
+                bridge: keep_alive % 3 == 0,
             }))
         })
 }

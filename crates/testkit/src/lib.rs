@@ -338,6 +338,7 @@ pub fn connect(client_id: &str, protocol: ProtocolVersion) -> Connect {
         username: None,
         password: None,
         properties: Properties::default(),
+        bridge: false,
     }
 }
 

@@ -22,9 +22,11 @@
 //! - `persistence`, `persistence_file` and `persistence_location` configure the durable store (`store/`);
 //!   `autosave_*` are parsed with a warning that every change is durable anyway; `pid_file`, `user` and the
 //!   logging directives are applied by the binary (`main.rs`, `log.rs`, `process.rs`).
-//!   Bridges, plugins, TLS-PSK and the other directives listed in `values::UNSUPPORTED` are errors that
-//!   say the directive is not supported yet.
+//! - `connection NAME` starts a bridge; the bridge directives after it (in the same file) configure it
+//!   (`bridge.rs`). Plugins, TLS-PSK (`bridge_psk`, `bridge_identity`) and the other directives listed in
+//!   `values::unsupported` are errors that say the directive is not supported yet.
 
+mod bridge;
 mod error;
 mod parse;
 mod reload;
@@ -39,6 +41,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use bridge::{BridgeConfig, BridgeTls, BridgeTopic, Direction, Restart, StartType};
 pub use error::{ConfigError, ConfigWarning};
 
 /// Where a setting was written: file and 1-based line.
@@ -149,6 +152,8 @@ pub struct Config {
     pub pid_file: Option<PathBuf>,
     /// `user`: the account Mosquitto drops privileges to when started as root.
     pub user: Option<String>,
+    /// `connection` sections: bridges to other brokers, in file order.
+    pub bridges: Vec<BridgeConfig>,
     /// Every file read, main file first, then `include_dir` files in the order read.
     pub files: Vec<PathBuf>,
     /// Deprecated or ignored directives that were accepted; the broker should log them.
@@ -201,6 +206,7 @@ impl Default for Config {
             autosave_on_changes: false,
             pid_file: None,
             user: None,
+            bridges: Vec::new(),
             files: Vec::new(),
             warnings: Vec::new(),
         }
@@ -422,3 +428,6 @@ pub enum LogDest {
     Dlt,
     File(PathBuf),
 }
+
+#[cfg(test)]
+mod bridge_tests;

@@ -3,6 +3,7 @@
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 
+use super::bridge;
 use super::values::{set_once, suggestion, unsupported, Line};
 use super::{Config, ConfigError, ConfigWarning, ListenerConfig, ListenerProtocol, LogDest, SocketDomain};
 
@@ -18,6 +19,9 @@ struct Scope<'a> {
     file: &'a Path,
     main: bool,
     target: Target,
+    /// The bridge of the most recent `connection` line in this file (index into `bridges`), as Mosquitto's
+    /// `cur_bridge`.
+    bridge: Option<usize>,
 }
 
 /// Settings a listener may override; resolved against the global value in [`Parser::finish`].
@@ -61,7 +65,7 @@ impl Parser {
 
     pub fn read_text(&mut self, text: &str, file: &Path, main: bool) -> Result<(), ConfigError> {
         self.config.files.push(file.to_path_buf());
-        let mut scope = Scope { file, main, target: Target::Default };
+        let mut scope = Scope { file, main, target: Target::Default, bridge: None };
         for (index, raw) in text.lines().enumerate() {
             if let Some(line) = Line::split(file, index + 1, raw) {
                 self.apply(&mut scope, &line)?;
@@ -71,8 +75,9 @@ impl Parser {
     }
 
     fn apply(&mut self, scope: &mut Scope<'_>, line: &Line<'_>) -> Result<(), ConfigError> {
-        const HANDLERS: [Handler; 6] = [
+        const HANDLERS: [Handler; 7] = [
             Parser::apply_structure,
+            Parser::apply_bridge,
             Parser::apply_security,
             Parser::apply_listener_setting,
             Parser::apply_limits,
@@ -120,6 +125,24 @@ impl Parser {
                 self.config.per_listener_settings = value;
             }
             _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// `connection` and the directives of its section.
+    fn apply_bridge(&mut self, scope: &mut Scope<'_>, line: &Line<'_>) -> Result<bool, ConfigError> {
+        if line.directive == "connection" {
+            let bridge = bridge::connection(&self.config.bridges, line)?;
+            self.config.bridges.push(bridge);
+            scope.bridge = Some(self.config.bridges.len() - 1);
+            return Ok(true);
+        }
+        if !bridge::DIRECTIVES.contains(&line.directive) {
+            return Ok(false);
+        }
+        match scope.bridge.and_then(|i| self.config.bridges.get_mut(i)) {
+            Some(current) => bridge::apply(current, line)?,
+            None => return Err(line.error("must follow a connection line (it configures a bridge)")),
         }
         Ok(true)
     }
@@ -471,6 +494,7 @@ impl Parser {
             self.config.listeners.push(listener);
             self.overrides.push(overrides);
         }
+        bridge::check(&self.config.bridges)?;
         let config = &mut self.config;
         for (listener, overrides) in config.listeners.iter_mut().zip(&self.overrides) {
             listener.max_connections = overrides.max_connections.unwrap_or(config.max_connections);

@@ -26,6 +26,10 @@ impl Config {
         if self.pid_file != new.pid_file {
             not_reloaded.push("pid_file");
         }
+        // As Mosquitto: bridges keep running unchanged across a reload.
+        if self.bridges != new.bridges {
+            not_reloaded.push("bridges (connection sections)");
+        }
         let mut at_restart = Vec::new();
         macro_rules! compare {
             ($($field:ident),*) => {

@@ -427,10 +427,9 @@ fn an_unknown_directive_is_an_error_with_a_suggestion() {
 #[test]
 fn mosquitto_directives_not_supported_yet_say_so_by_name() {
     for (text, feature) in [
-        ("connection bridge-01", "bridges"),
-        ("address 10.0.0.1:1883", "bridges"),
-        ("topic # both 0", "bridges"),
-        ("bridge_cafile /ca.pem", "bridges"),
+        ("bridge_psk 0123abcd", "bridge option"),
+        ("bridge_identity me", "bridge option"),
+        ("bridge_require_ocsp true", "bridge option"),
         ("plugin /usr/lib/mosquitto_dynamic_security.so", "plugins"),
         ("plugin_opt_config_file /x.json", "plugins"),
         ("auth_plugin /usr/lib/auth.so", "plugins"),

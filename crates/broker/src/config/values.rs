@@ -186,52 +186,14 @@ pub(super) fn set_once<T>(slot: &mut Option<T>, value: T, line: &Line<'_>) -> Re
 
 /// Mosquitto directives mqttd does not implement yet, with the feature they belong to.
 pub(super) fn unsupported(directive: &str) -> Option<&'static str> {
+    // The bridge directives mqttd does not implement (`bridge.rs` has the others).
     const BRIDGE: &[&str] = &[
-        "address",
-        "addresses",
-        "bridge_alpn",
-        "bridge_attempt_unsubscribe",
-        "bridge_bind_address",
-        "bridge_cafile",
-        "bridge_capath",
-        "bridge_certfile",
         "bridge_identity",
-        "bridge_insecure",
-        "bridge_keyfile",
-        "bridge_max_packet_size",
         "bridge_max_topic_alias",
-        "bridge_outgoing_retain",
-        "bridge_protocol_version",
         "bridge_psk",
-        "bridge_receive_maximum",
         "bridge_require_ocsp",
-        "bridge_session_expiry_interval",
         "bridge_tcp_keepalive",
         "bridge_tcp_user_timeout",
-        "bridge_tls_version",
-        "cleansession",
-        "clientid",
-        "connection",
-        "idle_timeout",
-        "keepalive_interval",
-        "local_cleansession",
-        "local_clientid",
-        "local_password",
-        "local_username",
-        "notification_topic",
-        "notifications",
-        "notifications_local_only",
-        "password",
-        "remote_clientid",
-        "remote_password",
-        "remote_username",
-        "restart_timeout",
-        "round_robin",
-        "start_type",
-        "threshold",
-        "topic",
-        "try_private",
-        "username",
     ];
     const PLUGIN: &[&str] = &["auth_plugin", "auth_plugin_deny_special_chars", "global_plugin", "plugin"];
     const TLS: &[&str] =
@@ -246,7 +208,7 @@ pub(super) fn unsupported(directive: &str) -> Option<&'static str> {
         ("clientid_prefixes", "client id prefixes"),
     ];
     if BRIDGE.contains(&directive) {
-        Some("bridges")
+        Some("bridge option")
     } else if PLUGIN.contains(&directive) || directive.starts_with("auth_opt_") || directive.starts_with("plugin_opt_")
     {
         Some("plugins")
@@ -260,6 +222,7 @@ pub(super) fn unsupported(directive: &str) -> Option<&'static str> {
 /// Every directive mqttd accepts, for "did you mean" suggestions.
 pub(super) const KNOWN: &[&str] = &[
     "acl_file",
+    "connection",
     "allow_anonymous",
     "allow_duplicate_messages",
     "allow_zero_length_clientid",
@@ -329,6 +292,7 @@ pub(super) const KNOWN: &[&str] = &[
 pub(super) fn suggestion(directive: &str) -> String {
     KNOWN
         .iter()
+        .chain(super::bridge::DIRECTIVES)
         .map(|known| (edit_distance(directive, known), known))
         .filter(|(distance, _)| *distance <= 2)
         .min()

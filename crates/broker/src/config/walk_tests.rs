@@ -61,6 +61,41 @@ const HONOURED: &[&str] = &[
     "persistence_file",
     "persistence_location",
     "memory_limit", // tests/broker/hostile.rs
+    // Bridges: tests/bridge.rs shows them at work against Mosquitto and another mqttd.
+    "connection",
+    "address",
+    "addresses",
+    "bridge_attempt_unsubscribe",
+    "bridge_bind_address",
+    "bridge_max_packet_size",
+    "bridge_outgoing_retain",
+    "bridge_protocol_version",
+    "cleansession",
+    "local_cleansession",
+    "keepalive_interval",
+    "idle_timeout",
+    "local_clientid",
+    "local_password",
+    "local_username",
+    "notifications",
+    "notifications_local_only",
+    "notification_topic",
+    "remote_clientid",
+    "remote_password",
+    "remote_username",
+    "restart_timeout",
+    "round_robin",
+    "start_type",
+    "threshold",
+    "topic",
+    "try_private",
+    "bridge_alpn",
+    "bridge_cafile",
+    "bridge_capath",
+    "bridge_certfile",
+    "bridge_insecure",
+    "bridge_keyfile",
+    "bridge_tls_version",
 ];
 
 /// Accepted, with a warning saying why it changes nothing here (the broker logs config warnings).
@@ -79,6 +114,22 @@ fn sample(directive: &str, dir: &Path) -> String {
         | "http_dir"
         | "persistence_location" => "/etc/mqttd/x",
         "pid_file" => "/run/mqttd.pid",
+        "connection" => "b\naddress 127.0.0.1\ntopic x",
+        "address" | "addresses" => "127.0.0.1:1884",
+        "topic" => "y/# in 1 l/ r/",
+        "bridge_cafile" | "bridge_capath" | "bridge_certfile" | "bridge_keyfile" => "/etc/mqttd/x",
+        "bridge_bind_address" => "127.0.0.1",
+        "bridge_protocol_version" => "mqttv50",
+        "bridge_tls_version" => "tlsv1.3",
+        "bridge_alpn" => "mqtt",
+        "notification_topic" => "bridge/state",
+        "restart_timeout" => "3 9",
+        "start_type" => "lazy",
+        "local_clientid" | "remote_clientid" | "local_username" | "remote_username" => "x",
+        "local_password" | "remote_password" | "bridge_identity" | "bridge_psk" => "x",
+        "bridge_max_packet_size" => "1000",
+        "threshold" | "idle_timeout" => "70",
+        "notifications" | "try_private" | "bridge_attempt_unsubscribe" | "bridge_outgoing_retain" => "false",
         "auto_id_prefix" => "x-",
         "log_dest" => "stdout",
         "log_type" => "debug",
@@ -108,6 +159,22 @@ fn sample(directive: &str, dir: &Path) -> String {
     format!("{directive} {value}")
 }
 
+/// Bridge directives go in a `connection` section: the text before the directive's line, and the text
+/// it is compared with (the same, except where the directive is one the section cannot do without).
+fn bridge_context(directive: &str) -> Option<(&'static str, &'static str)> {
+    let index = |name: &str| DIRECTIVES.lines().position(|l| l == name);
+    let bridge = index(directive) >= index("address") && index(directive) <= index("bridge_tls_version");
+    match directive {
+        "connection" => None,
+        "address" | "addresses" => Some(("connection b\ntopic x\n", "connection b\ntopic x\naddress 127.0.0.1\n")),
+        "topic" => Some(("connection b\naddress 127.0.0.1\n", "connection b\naddress 127.0.0.1\ntopic x\n")),
+        _ if bridge => {
+            Some(("connection b\naddress 127.0.0.1\ntopic x\n", "connection b\naddress 127.0.0.1\ntopic x\n"))
+        }
+        _ => None,
+    }
+}
+
 /// Listener settings go after a `listener` line (the directives Mosquitto lists under "Listeners").
 fn after_listener(directive: &str) -> bool {
     !matches!(directive, "listener" | "port" | "bind_address") && {
@@ -127,14 +194,18 @@ fn every_mosquitto_directive_is_honoured_refused_with_file_and_line_or_logged() 
     assert!(directives.len() > 100, "the whole list");
     for directive in directives {
         let name = directive.replace('*', "x");
-        let prefix = if after_listener(&name) { "listener 1883\n" } else { "" };
+        let (prefix, baseline) = match bridge_context(&name) {
+            Some(context) => context,
+            None if after_listener(&name) => ("listener 1883\n", "listener 1883\n"),
+            None => ("", ""),
+        };
         let text = format!("{prefix}{}\n", sample(&name, dir.path()));
         let line = prefix.lines().count() + 1;
         let parsed = Config::parse(&text, origin);
         if HONOURED.contains(&directive) {
             let config = parsed.unwrap_or_else(|e| panic!("{directive} is honoured, yet: {e}"));
             assert!(config.warnings.is_empty(), "{directive}: {:?}", config.warnings);
-            let without = Config::parse(prefix, origin).expect("the baseline parses");
+            let without = Config::parse(baseline, origin).expect("the baseline parses");
             let differs = config.listeners != without.listeners || format!("{config:?}") != format!("{without:?}");
             assert!(differs, "{directive} changes nothing in the config: dropped?");
         } else if LOGGED.contains(&directive) {
