@@ -33,6 +33,10 @@ struct Args {
     /// Run in the background: the command returns once the listeners are bound.
     #[arg(short = 'd', long)]
     daemon: bool,
+    /// With `persistence true`: if the durable store is damaged before its end, move it aside (as
+    /// FILE.damaged) and start from the records before the damage instead of refusing to start.
+    #[arg(long)]
+    recover: bool,
 }
 
 /// Mosquitto's limit on `-p` options.
@@ -55,10 +59,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.port.len() > PORT_LIMIT {
         anyhow::bail!("only {PORT_LIMIT} ports can be given with -p");
     }
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
+    config.recover = args.recover;
     let logging = Logging::init(&config, args.verbose)?;
     for warning in &config.warnings {
         tracing::warn!("{warning}");
@@ -135,7 +140,7 @@ async fn serve(
     if config.persistence {
         // Before any client connects: what the store held is back first.
         let path = config.store_path();
-        let (store, replayed) = mqttd_broker::store::Store::open(&path)
+        let (store, replayed) = mqttd_broker::store::Store::open(&path, config.recover)
             .with_context(|| format!("cannot open the durable store {}", path.display()))?;
         broker.set_store(store);
         broker.restore(replayed);

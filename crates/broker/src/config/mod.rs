@@ -142,6 +142,8 @@ pub struct Config {
     pub persistence: bool,
     /// `persistence_file` (`None`: "mqttd.db"; mqttd's log is not Mosquitto's format).
     pub persistence_file: Option<String>,
+    /// `mqttd --recover`: a damaged durable store is moved aside rather than refused (not a directive).
+    pub recover: bool,
     /// `persistence_location` (`None` = the working directory).
     pub persistence_location: Option<PathBuf>,
     /// `autosave_interval` (1800 seconds; negative values mean 0).
@@ -202,6 +204,7 @@ impl Default for Config {
             persistence: false,
             persistence_file: None,
             persistence_location: None,
+            recover: false,
             autosave_interval: 1800,
             autosave_on_changes: false,
             pid_file: None,

@@ -63,8 +63,8 @@ pub enum StoreError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error(
-        "{path}: damaged record at byte {offset} ({why}); the log is not intact before its end. Move the file \
-         aside to start without it, or restore it from a backup"
+        "{path}: damaged record at byte {offset} ({why}); the log is not intact before its end. Start with \
+         `mqttd --recover` to move it aside and keep the records before the damage, or restore it from a backup"
     )]
     Damaged { path: PathBuf, offset: u64, why: &'static str },
 }
@@ -177,8 +177,26 @@ impl Replayed {
 impl Store {
     /// Opens (or creates) the log at `path`: replays it, rewrites it with the live state, and starts the
     /// writer thread. Returns the store and what it held.
-    pub fn open(path: &Path) -> Result<(Arc<Store>, Replayed), StoreError> {
-        Store::open_compacting_at(path, COMPACT_AT_LEAST)
+    /// With `recover`, a log damaged before its end is moved aside (`FILE.damaged`) and the state of the
+    /// records before the damage is kept, rather than refusing to start.
+    pub fn open(path: &Path, recover: bool) -> Result<(Arc<Store>, Replayed), StoreError> {
+        match Store::open_compacting_at(path, COMPACT_AT_LEAST) {
+            Err(StoreError::Damaged { offset, why, .. }) if recover => {
+                let aside = path.with_extension("damaged");
+                std::fs::copy(path, &aside).map_err(|source| StoreError::Io { path: aside.clone(), source })?;
+                let bytes =
+                    std::fs::read(path).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+                let cut = usize::try_from(offset).unwrap_or(bytes.len()).min(bytes.len());
+                std::fs::write(path, &bytes[..cut])
+                    .map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+                tracing::warn!(
+                    path = %path.display(), aside = %aside.display(), offset,
+                    "durable store damaged ({why}): moved aside; starting from the records before the damage"
+                );
+                Store::open_compacting_at(path, COMPACT_AT_LEAST)
+            }
+            other => other,
+        }
     }
 
     /// [`Store::open`], rewriting the log while running once it grows past `compact_at_least` bytes (and
@@ -416,7 +434,7 @@ mod tests {
     fn replay_keeps_the_live_state_and_compaction_keeps_only_it() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("mqttd.db");
-        let (store, _) = Store::open(&path).expect("opens");
+        let (store, _) = Store::open(&path, false).expect("opens");
         for r in [
             Record::Retained(message("kept")),
             Record::Retained(message("gone")),
@@ -434,14 +452,14 @@ mod tests {
         let end = store.append(&enqueue("c", 2));
         futures_lite_block_on(&store, end);
         store.close();
-        let (_, replayed) = Store::open(&path).expect("reopens");
+        let (_, replayed) = Store::open(&path, false).expect("reopens");
         assert_eq!(replayed.retained.keys().collect::<Vec<_>>(), vec!["kept"]);
         let a: Vec<u64> = replayed.queues["a"].values().map(|q| q.id).collect();
         assert_eq!(a, vec![2]);
         assert!(replayed.queues.get("b").is_none_or(BTreeMap::is_empty));
         assert_eq!(replayed.queues["c"].values().map(|q| q.id).collect::<Vec<_>>(), vec![2]);
         // Compacted: message 1 is referenced by no queue any more.
-        let (_, again) = Store::open(&path).expect("reopens");
+        let (_, again) = Store::open(&path, false).expect("reopens");
         assert!(!again.messages.contains_key(&1));
         assert!(again.messages.contains_key(&2));
     }
@@ -455,16 +473,21 @@ mod tests {
         let first = bytes.len();
         Record::Retained(message("two")).encode(&mut bytes);
         std::fs::write(&path, &bytes[..bytes.len() - 3]).expect("writes");
-        let (store, replayed) = Store::open(&path).expect("a torn tail is cut off");
+        let (store, replayed) = Store::open(&path, false).expect("a torn tail is cut off");
         store.close();
         assert_eq!(replayed.retained.keys().collect::<Vec<_>>(), vec!["one"]);
         let mut damaged = bytes.clone();
         damaged[first - 1] ^= 0xFF;
         std::fs::write(&path, &damaged).expect("writes");
-        match Store::open(&path) {
+        match Store::open(&path, false) {
             Err(StoreError::Damaged { offset, .. }) => assert_eq!(offset, 0),
             other => panic!("expected damage at 0, got {other:?}"),
         }
+        // `--recover`: the damaged log is kept aside; the start goes on from before the damage.
+        let (store, replayed) = Store::open(&path, true).expect("recovers");
+        store.close();
+        assert!(replayed.retained.is_empty());
+        assert_eq!(std::fs::read(path.with_extension("damaged")).expect("kept aside"), damaged);
     }
 
     #[test]
@@ -481,7 +504,7 @@ mod tests {
         store.close();
         let size = std::fs::metadata(&path).expect("the log").len();
         assert!(size < 64 << 10, "the log was rewritten: {size} bytes for {end} appended");
-        let (_, replayed) = Store::open(&path).expect("reopens");
+        let (_, replayed) = Store::open(&path, false).expect("reopens");
         assert_eq!(replayed.retained["same/topic"].payload, Bytes::from("4999"));
     }
 
