@@ -950,6 +950,10 @@ impl Client {
                     .is_none_or(|(security, id)| crate::broker::may_read_as(security, id, &d.message.topic))
             };
             let Some(out) = state.next_delivery_where(send_window, now, allowed) else { break };
+            if let (Some(packet_id), true) = (out.packet_id, state.durable) {
+                // Resent with this packet id after a restart [MQTT-4.4.0-1].
+                self.broker.persist_sent(&self.session, out.delivery.message.stored.get().copied(), packet_id, false);
+            }
             let mut publish = out.delivery.borrowed(out.packet_id, false, now, &mut scratch);
             publish.topic = crate::settings::unmounted(mount_point, publish.topic);
             let with_alias;

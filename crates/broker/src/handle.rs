@@ -38,7 +38,14 @@ impl Client {
             Packet::PubRel(a) => self.pubrel(a),
             Packet::PubComp(a) => {
                 self.check_reason("PUBCOMP [MQTT-3.7.2-1]", reason::fits_pubrel(a.reason))?;
-                flow_of("PUBCOMP", self.session.state.lock().pubcomp(a.packet_id))
+                let mut state = self.session.state.lock();
+                let stored = state.inflight_stored(a.packet_id).filter(|_| state.durable);
+                let done = state.pubcomp(a.packet_id);
+                drop(state);
+                if done.is_ok() {
+                    self.broker.persist_ack(&self.session, stored);
+                }
+                flow_of("PUBCOMP", done)
             }
             Packet::Subscribe(s) => self.subscribe(s),
             Packet::Unsubscribe(u) => self.unsubscribe(u),
@@ -232,10 +239,12 @@ impl Client {
         let stored = state.inflight_stored(a.packet_id).filter(|_| state.durable);
         let outcome = state.pubrec(a.packet_id, a.reason);
         drop(state);
-        if outcome.is_ok() {
-            // Received by the client (or refused by it): the stored message is done with. A crash before
-            // PUBCOMP loses the PUBREL, never the message.
-            self.broker.persist_ack(&self.session, stored);
+        match outcome {
+            // Received: only PUBREL and PUBCOMP are left, which a restart must not forget.
+            Ok(true) => self.broker.persist_sent(&self.session, stored, a.packet_id, true),
+            // Refused by the client: the flow ends here.
+            Ok(false) => self.broker.persist_ack(&self.session, stored),
+            Err(_) => {}
         }
         match outcome {
             Ok(true) => {}

@@ -486,7 +486,7 @@ impl Broker {
     pub(crate) fn restore_session(
         self: &Arc<Self>,
         stored: &crate::store::StoredSession,
-        queue: Vec<Delivery>,
+        queue: Vec<(Delivery, Option<(u16, bool)>)>,
         now_ms: u64,
     ) -> Arc<Session> {
         let identity = ClientIdentity {
@@ -508,9 +508,12 @@ impl Broker {
         {
             let mut state = session.state.lock();
             state.durable = expiry != Expiry::Immediate;
-            for delivery in queue {
-                if state.enqueue(delivery) != mqttd_core::Enqueued::Queued {
-                    dropped += 1;
+            for (delivery, sent) in queue {
+                match sent.and_then(|(id, released)| Some((mqttd_proto::PacketId::new(id)?, released))) {
+                    // In flight when the broker stopped: resent first, with its packet id.
+                    Some((packet_id, released)) => state.restore_inflight(delivery, packet_id, released),
+                    None if state.enqueue(delivery) != mqttd_core::Enqueued::Queued => dropped += 1,
+                    None => {}
                 }
             }
         }

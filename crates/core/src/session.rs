@@ -85,6 +85,8 @@ pub struct Inflight {
     pub state: InflightState,
     /// Whether it was sent on the current connection; false after a reconnect until resent.
     pub sent: bool,
+    /// The message's id in the durable store (kept past PUBREC, when the message itself is let go).
+    pub stored: Option<u64>,
 }
 
 /// A delivery leaving the outbox, with the packet id it was given (QoS 1/2).
@@ -320,7 +322,8 @@ impl SessionState {
                 InflightState::AwaitingPubRec
             };
             self.inflight_bytes += delivery.message.payload.len();
-            self.inflight.push_back(Inflight { packet_id, delivery, state, sent: true });
+            let stored = delivery.message.stored.get().copied();
+            self.inflight.push_back(Inflight { packet_id, delivery, state, sent: true, stored });
             return Some(outgoing);
         }
     }
@@ -430,8 +433,26 @@ impl SessionState {
 
     /// The durable store id of the message in flight with packet id `id`, if it was stored.
     pub fn inflight_stored(&self, id: PacketId) -> Option<u64> {
-        let entry = self.inflight.iter().find(|i| i.packet_id == id)?;
-        entry.delivery.message.stored.get().copied()
+        self.inflight.iter().find(|i| i.packet_id == id)?.stored
+    }
+
+    /// Puts back a delivery that was in flight with `packet_id` when the broker stopped (the durable
+    /// store kept it), `released` once its PUBREC had come: it is sent again first, with DUP and its
+    /// packet id [MQTT-4.4.0-1], or its PUBREL is.
+    pub fn restore_inflight(&mut self, delivery: Delivery, packet_id: PacketId, released: bool) {
+        let stored = delivery.message.stored.get().copied();
+        let (state, delivery) = match delivery.qos {
+            _ if released => (InflightState::AwaitingPubComp, Delivery { message: Message::released(), ..delivery }),
+            QoS::ExactlyOnce => (InflightState::AwaitingPubRec, delivery),
+            _ => (InflightState::AwaitingPubAck, delivery),
+        };
+        if state != InflightState::AwaitingPubComp {
+            self.inflight_bytes += delivery.message.payload.len();
+        }
+        self.hold(delivery.weight());
+        self.next_packet_id = packet_id.get();
+        self.inflight.push_back(Inflight { packet_id, delivery, state, sent: false, stored });
+        self.owed += 1;
     }
 
     /// Takes the QoS 1/2 deliveries that came through a shared subscription and are not yet complete:

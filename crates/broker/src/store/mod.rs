@@ -90,6 +90,8 @@ pub struct Queued {
     pub qos: mqttd_proto::QoS,
     pub retain: bool,
     pub subscription_ids: Vec<u32>,
+    /// The packet id it was sent with, and whether its PUBREC came (in flight when the broker stopped).
+    pub sent: Option<(u16, bool)>,
 }
 
 impl Replayed {
@@ -122,7 +124,8 @@ impl Replayed {
                 if let Some(old) = self.index.insert((client_id.clone(), id), seq) {
                     self.queues.entry(client_id.clone()).or_default().remove(&old);
                 }
-                self.queues.entry(client_id).or_default().insert(seq, Queued { id, qos, retain, subscription_ids });
+                let queued = Queued { id, qos, retain, subscription_ids, sent: None };
+                self.queues.entry(client_id).or_default().insert(seq, queued);
             }
             Record::Incoming { client_id, packet_id, pending: true } => {
                 self.incoming.entry(client_id).or_default().insert(packet_id);
@@ -130,6 +133,13 @@ impl Replayed {
             Record::Incoming { client_id, packet_id, pending: false } => {
                 if let Some(ids) = self.incoming.get_mut(&client_id) {
                     ids.remove(&packet_id);
+                }
+            }
+            Record::Sent { client_id, id, packet_id, released } => {
+                let seq = self.index.get(&(client_id.clone(), id));
+                let entry = seq.and_then(|seq| self.queues.get_mut(&client_id)?.get_mut(seq));
+                if let Some(q) = entry {
+                    q.sent = Some((packet_id, released));
                 }
             }
             Record::Ack { client_id, id } => {
@@ -169,6 +179,9 @@ impl Replayed {
                 retain: q.retain,
                 subscription_ids: q.subscription_ids.clone(),
             });
+            if let Some((packet_id, released)) = q.sent {
+                out.push(Record::Sent { client_id: client_id.clone(), id: q.id, packet_id, released });
+            }
         }
         out
     }

@@ -53,6 +53,8 @@ pub enum Record {
     Ack { client_id: String, id: u64 },
     /// An incoming QoS 2 packet id of a session: received and awaiting PUBREL (`pending`), or released.
     Incoming { client_id: String, packet_id: u16, pending: bool },
+    /// Message `id` was sent to the session with `packet_id` (`released`: its PUBREC came, PUBREL is owed).
+    Sent { client_id: String, id: u64, packet_id: u16, released: bool },
 }
 
 /// Why bytes are not a record.
@@ -71,6 +73,7 @@ const MESSAGE: u8 = 4;
 const ENQUEUE: u8 = 5;
 const ACK: u8 = 6;
 const INCOMING: u8 = 7;
+const SENT: u8 = 8;
 
 /// The framing header: length and CRC.
 pub const HEADER: usize = 8;
@@ -120,6 +123,13 @@ impl Record {
                 body.put_u16_le(*packet_id);
                 body.put_u8(u8::from(*pending));
             }
+            Record::Sent { client_id, id, packet_id, released } => {
+                body.put_u8(SENT);
+                put_str(&mut body, client_id);
+                body.put_u64_le(*id);
+                body.put_u16_le(*packet_id);
+                body.put_u8(u8::from(*released));
+            }
         }
         out.extend_from_slice(&body);
         let len = (out.len() - start - HEADER) as u32;
@@ -168,6 +178,12 @@ fn read_record(b: &mut Bytes) -> Option<Record> {
             let client_id = get_str(b)?;
             let packet_id = (b.remaining() >= 2).then(|| b.get_u16_le())?;
             Record::Incoming { client_id, packet_id, pending: get_u8(b)? != 0 }
+        }
+        SENT => {
+            let client_id = get_str(b)?;
+            let id = get_u64(b)?;
+            let packet_id = (b.remaining() >= 2).then(|| b.get_u16_le())?;
+            Record::Sent { client_id, id, packet_id, released: get_u8(b)? != 0 }
         }
         _ => return None,
     };
@@ -350,6 +366,7 @@ mod tests {
             },
             Record::Ack { client_id: "c2".into(), id: 42 },
             Record::Incoming { client_id: "c3".into(), packet_id: 65535, pending: true },
+            Record::Sent { client_id: "c2".into(), id: 42, packet_id: 9, released: true },
         ]
     }
 

@@ -65,6 +65,22 @@ impl Broker {
         }
     }
 
+    /// Appends that stored message `stored` went to `session` with `packet_id` (`released`: its PUBREC
+    /// came), so that after a restart it is resent with that id, or its PUBREL is. Not waited for: a crash
+    /// before it is durable resends the message as a new one.
+    pub(crate) fn persist_sent(
+        &self,
+        session: &Session,
+        stored: Option<u64>,
+        packet_id: mqttd_proto::PacketId,
+        released: bool,
+    ) {
+        if let (Some(store), Some(id)) = (self.store(), stored) {
+            let client_id = session.client_id.to_string();
+            store.append(&Record::Sent { client_id, id, packet_id: packet_id.get(), released });
+        }
+    }
+
     /// Appends an incoming QoS 2 packet id of a session kept in the store: received (`pending`) or
     /// released; returns the position to wait for (0: not kept).
     pub(crate) fn persist_incoming(&self, session: &Session, packet_id: mqttd_proto::PacketId, pending: bool) -> u64 {
@@ -129,20 +145,21 @@ impl Broker {
             .collect();
         let mut restored = Vec::with_capacity(sessions.len());
         for stored in sessions.into_values() {
-            let queue: Vec<Delivery> = queues
+            let queue: Vec<(Delivery, Option<(u16, bool)>)> = queues
                 .remove(&stored.client_id)
                 .unwrap_or_default()
                 .into_values()
                 .filter_map(|q| {
                     let message = shared.get(&q.id)?.clone();
-                    Some(Delivery {
+                    let delivery = Delivery {
                         message,
                         qos: q.qos,
                         retain: q.retain,
                         subscription_ids: q.subscription_ids,
                         shared_by: 1,
                         group: 0,
-                    })
+                    };
+                    Some((delivery, q.sent))
                 })
                 .collect();
             let session = self.restore_session(&stored, queue, now);

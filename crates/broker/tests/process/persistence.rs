@@ -220,3 +220,41 @@ async fn a_qos2_message_resent_after_a_crash_is_delivered_once() {
     assert_eq!(sub.recv_publish().await.payload, &b"exactly once"[..]);
     assert!(sub.quiet_for(std::time::Duration::from_millis(300)).await, "not twice");
 }
+
+/// Messages in flight to a persistent session when mqttd is killed are sent again after the restart
+/// with DUP and their original packet ids [MQTT-4.4.0-1]; a QoS 2 message whose PUBREC came gets its
+/// PUBREL again, not the message.
+#[tokio::test]
+async fn messages_in_flight_at_a_crash_are_resent_with_their_packet_ids() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mqttd = durable(dir.path());
+    let (mut sub, _) = Peer::connect_with(mqttd.addr(), persistent("inflight")).await;
+    assert_eq!(sub.subscribe("fly/#", QoS::ExactlyOnce).await, vec![2]);
+    let mut publisher = Peer::connect(mqttd.addr(), "fly-pub", V4).await;
+    publisher.publish("fly/1", b"one", QoS::AtLeastOnce, false).await;
+    publisher.publish("fly/2", b"two", QoS::ExactlyOnce, false).await;
+    let first = recv_raw_publish(&mut sub).await;
+    let second = recv_raw_publish(&mut sub).await;
+    assert_eq!((&first.payload[..], &second.payload[..]), (&b"one"[..], &b"two"[..]));
+    // The QoS 2 one is received (PUBREC), the QoS 1 one is not acknowledged.
+    sub.send(&Packet::PubRec(Ack::new(second.packet_id.expect("QoS 2")))).await;
+    assert!(matches!(sub.recv().await, Packet::PubRel(_)));
+    // The PUBREC is on disk once the store synced: wait for the next sync by storing something else.
+    publisher.publish("elsewhere", b"sync", QoS::AtLeastOnce, true).await;
+    let mqttd = crash_and_restart(mqttd, dir.path());
+    let (mut sub, ack) = Peer::connect_with(mqttd.addr(), persistent("inflight")).await;
+    assert!(ack.session_present);
+    let again = recv_raw_publish(&mut sub).await;
+    assert_eq!((again.dup, again.packet_id, &again.payload[..]), (true, first.packet_id, &b"one"[..]));
+    match sub.recv().await {
+        Packet::PubRel(rel) => assert_eq!(Some(rel.packet_id), second.packet_id),
+        other => panic!("expected the PUBREL again, got {other:?}"),
+    }
+}
+
+async fn recv_raw_publish(peer: &mut Peer) -> mqttd_proto::Publish {
+    match peer.recv().await {
+        Packet::Publish(p) => p,
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+}
