@@ -30,7 +30,7 @@ async fn worker(addr: SocketAddr, opts: Arc<BenchOptions>, next: Arc<AtomicUsize
         }
         let client_id = format!("bench-{}-c{i}", std::process::id());
         let from = (!opts.source_ips.is_empty()).then(|| opts.source_ips[i % opts.source_ips.len()]);
-        match wire::connect((addr, from), opts.protocol_version, client_id).await {
+        match wire::connect((addr, from), opts.protocol_version, client_id, opts.persistent).await {
             Ok((conn, _)) => out.conns.push(conn),
             Err(e) => {
                 out.failed += 1;

@@ -43,9 +43,9 @@ async fn open(
         .enumerate()
         .map(|(i, filter)| {
             let client_id = format!("bench-{}-{role}{i}", std::process::id());
-            let version = opts.protocol_version;
+            let (version, persistent) = (opts.protocol_version, opts.persistent);
             tokio::spawn(async move {
-                let (mut conn, ack) = wire::connect((addr, None), version, client_id).await?;
+                let (mut conn, ack) = wire::connect((addr, None), version, client_id, persistent).await?;
                 if let Some(filter) = filter {
                     conn.subscribe(&filter, qos).await?;
                 }

@@ -86,6 +86,10 @@ pub struct BenchOptions {
     /// Connection attempts in parallel (conns).
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Connect with Clean Session 0 (persistent sessions): with a durable broker, every QoS 1/2 message
+    /// for a subscriber is stored before it is acknowledged.
+    #[arg(long)]
+    pub persistent: bool,
     /// Topic prefix (default: mqttd-bench/<process id>).
     #[arg(long)]
     pub topic_prefix: Option<String>,

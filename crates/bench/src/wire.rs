@@ -41,18 +41,19 @@ async fn timed<T>(what: &str, f: impl std::future::Future<Output = Result<T, Ben
     }
 }
 
-/// Connects with a clean session and a 60 s keep-alive (loads end sooner, so no PINGREQ is due; some
-/// brokers, rumqttd among them, refuse a keep-alive of 0); returns the connection and the CONNACK.
-/// `from`: the local address to connect from (the system's choice if `None`).
+/// Connects with a clean session (or not: `persistent`) and a 60 s keep-alive (loads end sooner, so no
+/// PINGREQ is due; some brokers, rumqttd among them, refuse a keep-alive of 0); returns the connection
+/// and the CONNACK. `from`: the local address to connect from (the system's choice if `None`).
 pub(crate) async fn connect(
     (addr, from): (SocketAddr, Option<IpAddr>),
     version: ProtocolVersion,
     client_id: String,
+    persistent: bool,
 ) -> Result<(Conn, ConnAck), BenchError> {
     timed("CONNECT", async move {
         let packet = Packet::Connect(Box::new(Connect {
             protocol: version,
-            clean_start: true,
+            clean_start: !persistent,
             keep_alive: 60,
             client_id,
             will: None,
