@@ -185,5 +185,29 @@ pub fn render(broker: &Broker) -> String {
         "TLS handshakes that failed, on any listener.",
         &one(get(&c.tls_handshake_failures)),
     );
+    if let Some(store) = broker.store() {
+        store_families(&mut out, store);
+    }
     out
+}
+
+/// The durable store's figures (`persistence true`): syncs, records synced (their ratio is the batch
+/// size of group commit), bytes appended.
+fn store_families(out: &mut String, store: &crate::store::Store) {
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    family(out, "store_syncs_total", "counter", "Syncs (fdatasync) of the durable store's log.", &one(get(&store.syncs)));
+    family(
+        out,
+        "store_records_total",
+        "counter",
+        "Records made durable; divided by the syncs, the average group-commit batch.",
+        &one(get(&store.synced_records)),
+    );
+    family(
+        out,
+        "store_appended_bytes_total",
+        "counter",
+        "Bytes appended to the durable store's log since the start (compaction does not lower it).",
+        &one(store.durable()),
+    );
 }
