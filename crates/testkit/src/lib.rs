@@ -184,45 +184,31 @@ impl Peer {
 
     /// The next packet, or `None` if the server closed the connection. Panics on timeout.
     pub async fn try_recv(&mut self, limit: Duration) -> Option<Packet> {
-        if let Some(p) = self.ahead.pop_front() {
-            return Some(p);
-        }
-        let read = async {
-            loop {
-                if let Some(p) =
-                    decode(&mut self.buf, self.version, &Limits::default()).expect("server sends valid packets")
-                {
-                    return Some(p);
-                }
-                match self.stream.read_buf(&mut self.buf).await {
-                    Ok(0) | Err(_) => return None,
-                    Ok(_) => {}
-                }
-            }
-        };
-        tokio::time::timeout(limit, read).await.expect("packet or close within the timeout")
+        tokio::time::timeout(limit, self.next_packet()).await.expect("packet or close within the timeout")
     }
 
     /// The next packet if one arrives within `limit`; `None` if none does (nothing is lost: a packet that
     /// arrives later is returned by the next read) or if the connection closes.
     pub async fn recv_within(&mut self, limit: Duration) -> Option<Packet> {
+        tokio::time::timeout(limit, self.next_packet()).await.ok().flatten()
+    }
+
+    /// The next packet (read ahead, buffered or read now); `None` once the connection closes.
+    async fn next_packet(&mut self) -> Option<Packet> {
         if let Some(p) = self.ahead.pop_front() {
             return Some(p);
         }
-        let read = async {
-            loop {
-                if let Some(p) =
-                    decode(&mut self.buf, self.version, &Limits::default()).expect("server sends valid packets")
-                {
-                    return Some(p);
-                }
-                match self.stream.read_buf(&mut self.buf).await {
-                    Ok(0) | Err(_) => return None,
-                    Ok(_) => {}
-                }
+        loop {
+            if let Some(p) =
+                decode(&mut self.buf, self.version, &Limits::default()).expect("server sends valid packets")
+            {
+                return Some(p);
             }
-        };
-        tokio::time::timeout(limit, read).await.ok().flatten()
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
     }
 
     /// Whether a packet arrives within `limit` (false if none does); for asserting that nothing comes.

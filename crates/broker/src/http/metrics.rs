@@ -195,7 +195,13 @@ pub fn render(broker: &Broker) -> String {
 /// size of group commit), bytes appended.
 fn store_families(out: &mut String, store: &crate::store::Store) {
     let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    family(out, "store_syncs_total", "counter", "Syncs (fdatasync) of the durable store's log.", &one(get(&store.syncs)));
+    family(
+        out,
+        "store_syncs_total",
+        "counter",
+        "Syncs (fdatasync) of the durable store's log.",
+        &one(get(&store.syncs)),
+    );
     family(
         out,
         "store_records_total",
