@@ -42,7 +42,7 @@ pub(crate) async fn handshake(broker: &Arc<Broker>, mut io: Transport, cert: Cer
         Ok(client) => Some(client),
         Err((mut io, Refusal(code, why), client_id)) => {
             refused(broker, code, &client_id);
-            queue_refusal(&mut io, version, code, client_max);
+            queue_refusal(&mut io, version, code, client_max, &why);
             io.flush(Duration::from_secs(1), &broker.stats).await;
             tracing::info!(peer = %io.peer, %client_id, protocol = %version, "connection refused: {why}");
             None
@@ -60,12 +60,18 @@ fn refused(broker: &Broker, code: u8, client_id: &str) {
 
 /// Queues the CONNACK refusing a connection: the 5.0 reason code, or its 3.x return code. None for a
 /// client whose Maximum Packet Size is below the smallest CONNACK [MQTT-3.1.2-24].
-fn queue_refusal(io: &mut Transport, version: ProtocolVersion, code: u8, client_max: Option<u32>) {
+/// A 5.0 refusal says why in a Reason String (a CONNACK may, whatever Request Problem Information asked
+/// [MQTT-3.1.2-29]), left out when it would not fit the client's Maximum Packet Size.
+fn queue_refusal(io: &mut Transport, version: ProtocolVersion, code: u8, client_max: Option<u32>, why: &str) {
     if version.is_v5() && client_max.is_some_and(|max| max < SMALLEST_CONNACK) {
         return;
     }
     let code = if version.is_v5() { code } else { v3::connack_from_v5(code) };
-    let ack = ConnAck { session_present: false, code, properties: Properties::default() };
+    let mut ack = ConnAck { session_present: false, code, properties: Properties::default() };
+    if version.is_v5() {
+        ack.properties.reason_string = Some(why.to_owned());
+        fit_connack(&mut ack, client_max);
+    }
     io.queue(&Packet::ConnAck(ack), version);
 }
 
@@ -75,7 +81,8 @@ const SMALLEST_CONNACK: u32 = 5;
 /// CONNACK properties in the order they are left out when the CONNACK would exceed the client's Maximum
 /// Packet Size [MQTT-3.1.2-24]: what only informs first, what the client must obey last. (Mosquitto
 /// closes the connection instead; a client that cannot hear a limit is held to it all the same.)
-const CONNACK_TRIM: [fn(&mut Properties); 7] = [
+const CONNACK_TRIM: [fn(&mut Properties); 8] = [
+    |p| p.reason_string = None,
     |p| p.response_information = None,
     |p| p.topic_alias_maximum = None,
     |p| p.maximum_packet_size = None,
@@ -238,7 +245,7 @@ pub(crate) fn connect_at_accept(
         }
         Err((Refusal(code, why), client_id)) => {
             refused(broker, code, &client_id);
-            queue_refusal(&mut io, version, code, client_max);
+            queue_refusal(&mut io, version, code, client_max, &why);
             write_now(&mut io, &broker.stats);
             tracing::info!(%peer, %client_id, protocol = %version, "connection refused: {why}");
             AtAccept::Done
@@ -481,7 +488,9 @@ fn attach(broker: &Arc<Broker>, mut io: Transport, c: Connect, limits: Limits, c
         }
     };
     let aliases = c.properties.topic_alias_maximum.filter(|_| version.is_v5()).and_then(TopicAliases::for_client);
-    let extras = (aliases.is_some() || !held.is_empty()).then(|| Box::new(Extras { aliases, held }));
+    let no_problem_info = version.is_v5() && c.properties.request_problem_information == Some(0);
+    let extras = (aliases.is_some() || !held.is_empty() || no_problem_info)
+        .then(|| Box::new(Extras { aliases, held, no_problem_info }));
     Stats::add(&broker.stats.clients_total_connects, 1);
     if broker.events.enabled() {
         broker.events.connected(&session.client_id, ConnectionInfo::now(version, keep_alive, io.peer, c.clean_start));

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use mqttd_proto::{
-    decode, encode, encode_publish, publish_len, reason, DecodeError, Limits, Packet, Properties, ProtocolVersion,
+    decode, encode, encode_publish, encoded_len, publish_len, reason, DecodeError, Limits, Packet, Properties,
+    ProtocolVersion,
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -489,9 +490,18 @@ pub(crate) struct Extras {
     /// Answers waiting for the durable store (`persistence true`): each goes out, in order, once the
     /// store's durable position passes its own (a PUBACK once the message is on disk).
     pub held: std::collections::VecDeque<(u64, Packet)>,
+    /// The 5.0 client sent Request Problem Information 0: no Reason Strings on acknowledgements
+    /// [MQTT-3.1.2-29].
+    pub no_problem_info: bool,
 }
 
 impl Client {
+    /// Whether Reason Strings may go with acknowledgements that refuse (5.0 Request Problem Information,
+    /// 1 unless the client says 0) [MQTT-3.1.2-29].
+    pub(crate) fn problem_info(&self) -> bool {
+        !self.extras.as_ref().is_some_and(|e| e.no_problem_info)
+    }
+
     /// Whether answers wait for the durable store.
     fn holds_answers(&self) -> bool {
         self.extras.as_ref().is_some_and(|e| !e.held.is_empty())
@@ -1005,14 +1015,25 @@ impl Client {
 
     /// Ends the connection: a 5.0 DISCONNECT when the server ends it, the will, the session, one log line.
     pub(crate) async fn finish(&mut self, end: End) {
+        // What the store made durable is answered; the rest the client sends again.
+        self.release_held(None);
         if self.version.is_v5() {
             if let Some(code) = end.disconnect_code() {
                 let d = mqttd_proto::Disconnect { reason: code, properties: Default::default() };
-                self.io.queue(&Packet::Disconnect(d), self.version);
+                let mut d = Packet::Disconnect(d);
+                if let (End::Protocol(why, _), Packet::Disconnect(d)) = (&end, &mut d) {
+                    // A DISCONNECT may say why whatever Request Problem Information asked [MQTT-3.1.2-29].
+                    d.properties.reason_string = Some(why.clone());
+                }
+                if self.client_max_packet.is_some_and(|max| encoded_len(&d, self.version) > max.get() as usize) {
+                    // Not past the client's Maximum Packet Size [MQTT-3.1.2-24]: the code alone always fits.
+                    if let Packet::Disconnect(d) = &mut d {
+                        d.properties.reason_string = None;
+                    }
+                }
+                self.io.queue(&d, self.version);
             }
         }
-        // What the store made durable is answered; the rest the client sends again.
-        self.release_held(None);
         // Detached before the last bytes go out: a new connection for the client id may be waiting.
         let publish_will = !matches!(end, End::Disconnect { with_will: false } | End::Kicked { with_will: false });
         let will = self.broker.detach(

@@ -85,6 +85,16 @@ impl Client {
         Err(End::Protocol(format!("a reason code that {packet} cannot carry"), reason::PROTOCOL_ERROR))
     }
 
+    /// Properties of an acknowledgement with reason `code`: a Reason String naming a refusal (>= 0x80)
+    /// when the client allows them (5.0 Request Problem Information), none otherwise [MQTT-3.1.2-29].
+    fn problem(&self, code: u8) -> Properties {
+        let mut properties = Properties::default();
+        if code >= 0x80 && self.problem_info() && self.version.is_v5() {
+            properties.reason_string = Some(reason::name(code).to_owned());
+        }
+        properties
+    }
+
     fn reason_for_version(&self, code: u8) -> u8 {
         if self.version.is_v5() {
             code
@@ -160,10 +170,11 @@ impl Client {
             return Err(violation(what, code));
         }
         let code = self.reason_for_version(code);
+        let properties = self.problem(code);
         let ack = |id: Option<PacketId>| Ack {
             packet_id: id.expect("QoS 1/2 has a packet id"),
             reason: code,
-            properties: Properties::default(),
+            properties: properties.clone(),
         };
         match qos {
             QoS::AtMostOnce => Ok(()),
@@ -344,7 +355,8 @@ impl Client {
             }
         }
         let durable = self.persist_if_kept();
-        let suback = SubAck { packet_id: s.packet_id, reasons, properties: Properties::default() };
+        let properties = self.problem(reasons.iter().copied().find(|&r| r >= 0x80).unwrap_or(0));
+        let suback = SubAck { packet_id: s.packet_id, reasons, properties };
         self.ack_after(Packet::SubAck(suback), durable)?;
         for (filter, granted) in retained_for {
             self.send_retained(&filter, granted);

@@ -338,3 +338,51 @@ async fn response_information_is_sent_when_asked_for() {
     let (_other, ack) = Peer::connect_with(tb.addr, connect("silent", V5)).await;
     assert_eq!(ack.properties.response_information, None);
 }
+
+/// Problem information [MQTT-3.1.2-29]: refusals in PUBACK and SUBACK carry a Reason String when the
+/// client allows them (the default), none when it sent Request Problem Information 0; a DISCONNECT or a
+/// refusing CONNACK says why either way.
+#[tokio::test]
+async fn reason_strings_follow_request_problem_information() {
+    let tb = TestBroker::start();
+    for (request, expected) in [(None, true), (Some(1), true), (Some(0), false)] {
+        let mut c = connect(&format!("problems-{request:?}"), V5);
+        c.properties.request_problem_information = request;
+        let (mut peer, _) = connect_ok(&tb, c).await;
+        peer.send(&Packet::Publish(publish("$SYS/forged", b"x", QoS::AtLeastOnce, false, PacketId::new(1)))).await;
+        match peer.recv().await {
+            Packet::PubAck(ack) => {
+                assert_eq!(ack.reason, reason::NOT_AUTHORIZED);
+                assert_eq!(ack.properties.reason_string.is_some(), expected, "PUBACK, request {request:?}");
+            }
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+        let options = SubscriptionOptions { qos: QoS::AtMostOnce, ..Default::default() };
+        let subscribe = Subscribe {
+            packet_id: PacketId::new(2).expect("nonzero"),
+            filters: vec![("$share//bad".into(), options)],
+            properties: Properties::default(),
+        };
+        peer.send(&Packet::Subscribe(subscribe)).await;
+        match peer.recv().await {
+            Packet::SubAck(ack) => {
+                assert_eq!(ack.reasons, vec![reason::TOPIC_FILTER_INVALID]);
+                assert_eq!(ack.properties.reason_string.is_some(), expected, "SUBACK, request {request:?}");
+            }
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+        // A protocol error: the DISCONNECT says why, whatever was requested.
+        peer.send(&aliased("", 9, b"x")).await;
+        let closing = peer.expect_closed().await;
+        let why = closing.iter().find_map(|p| match p {
+            Packet::Disconnect(d) => Some(d.properties.reason_string.clone()),
+            _ => None,
+        });
+        assert!(matches!(why, Some(Some(ref s)) if s.contains("alias")), "DISCONNECT: {closing:?}");
+    }
+    let mut c = connect("enhanced", V5);
+    c.properties.authentication_method = Some("SCRAM-SHA-1".into());
+    let (_, ack) = Peer::connect_with(tb.addr, c).await;
+    assert_eq!(ack.code, reason::BAD_AUTHENTICATION_METHOD);
+    assert!(ack.properties.reason_string.is_some(), "a refusing CONNACK says why");
+}
