@@ -140,8 +140,8 @@ async fn serve(
     if config.persistence {
         // Before any client connects: what the store held is back first.
         let path = config.store_path();
-        let (store, replayed) = mqttd_broker::store::Store::open(&path, config.recover)
-            .with_context(|| format!("cannot open the durable store {}", path.display()))?;
+        let (store, replayed) =
+            mqttd_broker::store::Store::open(&path, config.recover).context("cannot open the durable store")?;
         broker.set_store(store);
         broker.restore(replayed);
     }

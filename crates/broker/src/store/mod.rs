@@ -60,8 +60,8 @@ pub struct Store {
 /// Why the store cannot open.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {cause}")]
+    Io { path: PathBuf, cause: std::io::Error },
     #[error(
         "{path}: damaged record at byte {offset} ({why}); the log is not intact before its end. Start with \
          `mqttd --recover` to move it aside and keep the records before the damage, or restore it from a backup"
@@ -196,12 +196,12 @@ impl Store {
         match Store::open_compacting_at(path, COMPACT_AT_LEAST) {
             Err(StoreError::Damaged { offset, why, .. }) if recover => {
                 let aside = path.with_extension("damaged");
-                std::fs::copy(path, &aside).map_err(|source| StoreError::Io { path: aside.clone(), source })?;
+                std::fs::copy(path, &aside).map_err(|source| StoreError::Io { path: aside.clone(), cause: source })?;
                 let bytes =
-                    std::fs::read(path).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+                    std::fs::read(path).map_err(|source| StoreError::Io { path: path.to_path_buf(), cause: source })?;
                 let cut = usize::try_from(offset).unwrap_or(bytes.len()).min(bytes.len());
                 std::fs::write(path, &bytes[..cut])
-                    .map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+                    .map_err(|source| StoreError::Io { path: path.to_path_buf(), cause: source })?;
                 tracing::warn!(
                     path = %path.display(), aside = %aside.display(), offset,
                     "durable store damaged ({why}): moved aside; starting from the records before the damage"
@@ -215,7 +215,7 @@ impl Store {
     /// [`Store::open`], rewriting the log while running once it grows past `compact_at_least` bytes (and
     /// four times its live size).
     pub fn open_compacting_at(path: &Path, compact_at_least: u64) -> Result<(Arc<Store>, Replayed), StoreError> {
-        let io = |source| StoreError::Io { path: path.to_path_buf(), source };
+        let io = |source| StoreError::Io { path: path.to_path_buf(), cause: source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
@@ -373,10 +373,10 @@ fn replay(path: &Path) -> Result<Replayed, StoreError> {
     let mut bytes = Vec::new();
     match File::open(path) {
         Ok(mut f) => {
-            f.read_to_end(&mut bytes).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+            f.read_to_end(&mut bytes).map_err(|source| StoreError::Io { path: path.to_path_buf(), cause: source })?;
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => return Err(StoreError::Io { path: path.to_path_buf(), source }),
+        Err(source) => return Err(StoreError::Io { path: path.to_path_buf(), cause: source }),
     }
     let mut replayed = Replayed::default();
     let mut at = 0;
