@@ -24,7 +24,6 @@ pub mod storm;
 pub mod sys;
 pub mod tls;
 pub mod ws;
-mod x509;
 
 pub use broker::Broker;
 pub use server::Server;

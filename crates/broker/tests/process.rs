@@ -11,3 +11,5 @@ mod auth;
 mod listeners;
 #[path = "process/ops.rs"]
 mod ops;
+#[path = "process/tls.rs"]
+mod tls;

@@ -81,11 +81,12 @@ impl Client {
             awaiting_release: HashSet::new(),
         };
         client.send(&Packet::Connect(Box::new(options.connect_packet())), "sending CONNECT").await?;
-        let packet =
-            match tokio::time::timeout(options.connect_timeout, client.read_packet("waiting for CONNACK")).await {
-                Ok(packet) => packet?,
-                Err(_) => return Err(Error::ConnAckTimeout(options.connect_timeout)),
-            };
+        let packet = match tokio::time::timeout(options.connect_timeout, client.read_packet("waiting for CONNACK"))
+            .await
+        {
+            Ok(packet) => packet.map_err(|e| crate::tls::refused_after_handshake(e, &options.host, options.port))?,
+            Err(_) => return Err(Error::ConnAckTimeout(options.connect_timeout)),
+        };
         let connack = match packet {
             Packet::ConnAck(c) => c,
             other => return Err(Error::Unexpected { packet: other.name(), during: "instead of CONNACK" }),

@@ -296,6 +296,10 @@ pub struct ListenerConfig {
     pub tls_version: Option<TlsVersion>,
     /// `ciphers`: OpenSSL-style cipher list, as written.
     pub ciphers: Option<String>,
+    /// `ciphers_tls1.3`: OpenSSL-style TLS 1.3 suite list, as written.
+    pub ciphers_tls13: Option<String>,
+    /// `crlfile`: PEM certificate revocation lists checked for client certificates.
+    pub crlfile: Option<PathBuf>,
     /// `allow_anonymous` for this listener (only with `per_listener_settings true`).
     pub allow_anonymous: Option<bool>,
     /// `password_file` for this listener (only with `per_listener_settings true`).
@@ -336,6 +340,8 @@ impl ListenerConfig {
             use_subject_as_username: false,
             tls_version: None,
             ciphers: None,
+            ciphers_tls13: None,
+            crlfile: None,
             allow_anonymous: None,
             password_file: None,
             acl_file: None,

@@ -234,6 +234,11 @@ impl Parser {
                 let ciphers = line.text("a cipher list")?.to_owned();
                 set_once(&mut self.listener(scope, line).ciphers, ciphers, line)?
             }
+            "ciphers_tls1.3" => {
+                let ciphers = line.text("a TLS 1.3 cipher suite list")?.to_owned();
+                set_once(&mut self.listener(scope, line).ciphers_tls13, ciphers, line)?
+            }
+            "crlfile" => set_once(&mut self.listener(scope, line).crlfile, line.path()?, line)?,
             "tls_version" => {
                 let version = line.tls_version()?;
                 set_once(&mut self.listener(scope, line).tls_version, version, line)?

@@ -234,11 +234,12 @@ pub(super) fn unsupported(directive: &str) -> Option<&'static str> {
         "username",
     ];
     const PLUGIN: &[&str] = &["auth_plugin", "auth_plugin_deny_special_chars", "global_plugin", "plugin"];
-    const TLS: &[&str] =
-        &["ciphers_tls1.3", "crlfile", "dhparamfile", "tls_engine", "tls_engine_kpass_sha1", "tls_keyform"];
+    const TLS: &[&str] = &["dhparamfile", "tls_engine", "tls_engine_kpass_sha1", "tls_keyform"];
+    const PSK: &str =
+        "TLS-PSK: rustls, the TLS library of mqttd, has no pre-shared keys; use client certificates (cafile, require_certificate) or a password_file over TLS instead";
     const OTHER: &[(&str, &str)] = &[
-        ("psk_file", "TLS-PSK"),
-        ("psk_hint", "TLS-PSK"),
+        ("psk_file", PSK),
+        ("psk_hint", PSK),
         ("bind_interface", "binding to a network interface"),
         ("use_username_as_clientid", "username as client id"),
         ("websockets_log_level", "WebSockets logging"),
@@ -273,7 +274,9 @@ pub(super) const KNOWN: &[&str] = &[
     "certfile",
     "check_retain_source",
     "ciphers",
+    "ciphers_tls1.3",
     "connection_messages",
+    "crlfile",
     "http_dir",
     "http_token",
     "include_dir",

@@ -52,6 +52,8 @@ const HONOURED: &[&str] = &[
     "capath",
     "certfile",
     "ciphers",
+    "ciphers_tls1.3", // process::tls::ciphers_tls13_limits_the_tls13_suites
+    "crlfile",        // process::tls::a_revoked_client_certificate_is_refused_with_crlfile
     "keyfile",
     "require_certificate",
     "tls_version",
