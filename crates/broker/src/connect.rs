@@ -440,23 +440,16 @@ fn attach(broker: &Arc<Broker>, mut io: Transport, c: Connect, limits: Limits, c
     }
     let mut ack = ConnAck { session_present, code: reason::SUCCESS, properties };
     fit_connack(&mut ack, c.properties.maximum_packet_size.filter(|_| version.is_v5()));
-    io.queue(&Packet::ConnAck(ack), version);
+    let connack = Packet::ConnAck(ack);
+    crate::trace::sent(&client_id, &connack);
+    io.queue(&connack, version);
     Stats::add(&broker.stats.clients_total_connects, 1);
     if broker.events.enabled() {
         broker.events.connected(&session.client_id, ConnectionInfo::now(version, keep_alive, io.peer, c.clean_start));
     }
     // Unacknowledged messages go again (`Broker::attach` marked them), with DUP, before anything new, as
     // the connection task drains the session [MQTT-4.4.0-1].
-    tracing::info!(
-        target: crate::log::CONNECTION,
-        client_id = %client_id,
-        peer = %io.peer,
-        protocol = %version,
-        clean_start = c.clean_start,
-        keep_alive,
-        session_present,
-        "connected"
-    );
+    crate::trace::connected(&client_id, io.peer, &c, keep_alive);
     Client {
         broker: broker.clone(),
         io,

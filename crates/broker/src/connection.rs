@@ -872,6 +872,7 @@ impl Client {
                     continue;
                 }
             }
+            crate::trace::sent(&self.session.client_id, &packet);
             self.io.queue(&packet, self.version);
         }
         while state.queued() < RETAINED_BATCH && !state.nearly_full() {
@@ -917,6 +918,7 @@ impl Client {
                 tracing::warn!(peer = %self.io.peer, "cannot encode PUBLISH: {e}");
                 continue;
             }
+            crate::trace::sent_publish(&self.session.client_id, &publish);
             sent += 1;
             sent_bytes += publish.payload.len() as u64;
             let counted = &mut by_qos[publish.qos as usize];
@@ -944,8 +946,9 @@ impl Client {
     pub(crate) async fn finish(&mut self, end: End) {
         if self.version.is_v5() {
             if let Some(code) = end.disconnect_code() {
-                let d = mqttd_proto::Disconnect { reason: code, properties: Default::default() };
-                self.io.queue(&Packet::Disconnect(d), self.version);
+                let d = Packet::Disconnect(mqttd_proto::Disconnect { reason: code, properties: Default::default() });
+                crate::trace::sent(&self.session.client_id, &d);
+                self.io.queue(&d, self.version);
             }
         }
         // Detached before the last bytes go out: a new connection for the client id may be waiting.

@@ -21,6 +21,7 @@ fn violation(what: &str, code: u8) -> End {
 impl Client {
     pub(crate) fn handle(&mut self, packet: Packet) -> Result<(), End> {
         Stats::add(&self.broker.stats.packets_received, 1);
+        crate::trace::received(&self.session.client_id, &packet);
         match packet {
             Packet::Publish(p) => self.publish(p),
             Packet::PubAck(a) => {
@@ -54,6 +55,7 @@ impl Client {
             }
         }
         Stats::add(&self.broker.stats.packets_sent, 1);
+        crate::trace::sent(&self.session.client_id, &packet);
         self.io.queue(&packet, self.version);
         Ok(())
     }

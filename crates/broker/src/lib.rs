@@ -23,6 +23,7 @@ pub mod shared;
 pub mod storm;
 pub mod sys;
 pub mod tls;
+pub mod trace;
 pub mod ws;
 
 pub use broker::Broker;
