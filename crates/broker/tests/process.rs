@@ -7,6 +7,8 @@ mod common;
 
 #[path = "process/auth.rs"]
 mod auth;
+#[path = "process/clients.rs"]
+mod clients;
 #[path = "process/listeners.rs"]
 mod listeners;
 #[path = "process/ops.rs"]

@@ -74,6 +74,11 @@ pub struct Config {
     pub auto_id_prefix: String,
     /// `check_retain_source` (true).
     pub check_retain_source: bool,
+    /// `clientid_prefixes`: only client ids starting with this may connect (`None`: any).
+    pub clientid_prefixes: Option<String>,
+    /// `websockets_headers_size`: the largest HTTP request head of a WebSocket upgrade, in bytes
+    /// (`None` or 0: mqttd's default, 16 KiB).
+    pub websockets_headers_size: Option<usize>,
     /// `max_queued_messages` (1000; 0 = unlimited; negative values mean 0 as in Mosquitto).
     pub max_queued_messages: usize,
     /// `max_queued_bytes` (0 = unlimited).
@@ -161,6 +166,8 @@ impl Default for Config {
             allow_zero_length_clientid: true,
             auto_id_prefix: "auto-".to_owned(),
             check_retain_source: true,
+            clientid_prefixes: None,
+            websockets_headers_size: None,
             max_queued_messages: 1000,
             max_queued_bytes: 0,
             queue_qos0_messages: false,
@@ -300,6 +307,11 @@ pub struct ListenerConfig {
     pub ciphers_tls13: Option<String>,
     /// `crlfile`: PEM certificate revocation lists checked for client certificates.
     pub crlfile: Option<PathBuf>,
+    /// `use_username_as_clientid` (false): the username replaces the client id.
+    pub use_username_as_clientid: bool,
+    /// `bind_interface`: the listener only accepts connections arriving on this network interface
+    /// (SO_BINDTODEVICE).
+    pub bind_interface: Option<String>,
     /// `allow_anonymous` for this listener (only with `per_listener_settings true`).
     pub allow_anonymous: Option<bool>,
     /// `password_file` for this listener (only with `per_listener_settings true`).
@@ -342,6 +354,8 @@ impl ListenerConfig {
             ciphers: None,
             ciphers_tls13: None,
             crlfile: None,
+            use_username_as_clientid: false,
+            bind_interface: None,
             allow_anonymous: None,
             password_file: None,
             acl_file: None,

@@ -240,11 +240,7 @@ pub(super) fn unsupported(directive: &str) -> Option<&'static str> {
     const OTHER: &[(&str, &str)] = &[
         ("psk_file", PSK),
         ("psk_hint", PSK),
-        ("bind_interface", "binding to a network interface"),
-        ("use_username_as_clientid", "username as client id"),
         ("websockets_log_level", "WebSockets logging"),
-        ("websockets_headers_size", "WebSockets header size"),
-        ("clientid_prefixes", "client id prefixes"),
         ("memory_limit", "memory limit"),
     ];
     if BRIDGE.contains(&directive) {
@@ -272,9 +268,11 @@ pub(super) const KNOWN: &[&str] = &[
     "cafile",
     "capath",
     "certfile",
+    "bind_interface",
     "check_retain_source",
     "ciphers",
     "ciphers_tls1.3",
+    "clientid_prefixes",
     "connection_messages",
     "crlfile",
     "http_dir",
@@ -324,7 +322,9 @@ pub(super) const KNOWN: &[&str] = &[
     "upgrade_outgoing_qos",
     "use_identity_as_username",
     "use_subject_as_username",
+    "use_username_as_clientid",
     "user",
+    "websockets_headers_size",
 ];
 
 /// " (did you mean 'x'?)" for the closest known directive within two edits, else "".
