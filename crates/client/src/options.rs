@@ -31,6 +31,28 @@ pub struct ConnectOptions {
     pub properties: Properties,
     /// Bound on opening the transport, and again on waiting for CONNACK.
     pub connect_timeout: Duration,
+    /// Called with every packet sent and received (mosquitto_sub `-d`); `None`: no trace.
+    pub trace: Option<PacketTrace>,
+}
+
+/// Whether a traced packet was sent or received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Sent,
+    Received,
+}
+
+/// The function a [`PacketTrace`] calls.
+pub type TraceFn = dyn Fn(Direction, &mqttd_proto::Packet) + Send + Sync;
+
+/// A packet observer (the caller decides what to print; this crate prints nothing).
+#[derive(Clone)]
+pub struct PacketTrace(pub std::sync::Arc<TraceFn>);
+
+impl std::fmt::Debug for PacketTrace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PacketTrace")
+    }
 }
 
 impl ConnectOptions {
@@ -51,6 +73,7 @@ impl ConnectOptions {
             will: None,
             properties: Properties::default(),
             connect_timeout: Duration::from_secs(30),
+            trace: None,
         }
     }
 
