@@ -263,7 +263,7 @@ impl Client {
         }
         self.ack(Packet::SubAck(SubAck { packet_id: s.packet_id, reasons, properties: Properties::default() }))?;
         for (filter, granted) in retained_for {
-            self.send_retained(&filter, granted);
+            self.send_retained(&filter, granted, subscription_id);
         }
         Ok(())
     }
@@ -281,7 +281,8 @@ impl Client {
     /// Retained messages matching a new subscription, with RETAIN set [MQTT-3.3.1-8], after the SUBACK.
     /// They wait in the connection's retained backlog, which `drain` feeds into the outbox as it empties:
     /// a `#` subscriber gets every one of a million retained messages, not the first `max_queued_messages`.
-    fn send_retained(&mut self, filter: &str, granted: QoS) {
+    /// A retained message sent because of a subscription carries its identifier [MQTT-3.3.4-3].
+    fn send_retained(&mut self, filter: &str, granted: QoS, subscription_id: Option<u32>) {
         let messages = self.broker.retained.read().matching(filter, Instant::now());
         let security = self.broker.security();
         for message in messages {
@@ -295,7 +296,7 @@ impl Client {
                 qos: if upgrade { granted } else { message.qos.min(granted) },
                 retain: true,
                 message,
-                subscription_ids: Vec::new(),
+                subscription_ids: subscription_id.into_iter().collect(),
                 shared_by: 1,
                 group: 0,
             };
