@@ -7,10 +7,13 @@ use mqttd_bench::{run_blocking, BenchOptions};
 
 /// Load an MQTT broker and report throughput, losses, duplicates, reordering, latency and CPU time.
 #[derive(Debug, Parser)]
-#[command(name = "mqtt-bench", version)]
+#[command(name = "mqtt-bench", version, disable_help_flag = true)]
 struct Cli {
     #[command(flatten)]
     opts: BenchOptions,
+    /// Print help (`-h` is the host, as in `mqtt pub`).
+    #[arg(short = 'H', long = "help", action = clap::ArgAction::Help)]
+    help: Option<bool>,
 }
 
 fn main() -> ExitCode {

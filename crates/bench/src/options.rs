@@ -59,11 +59,11 @@ pub struct BenchOptions {
     /// Aggregate publish rate in msg/s over all publishers (latency: default 20000; others: unlimited).
     #[arg(long)]
     pub rate: Option<u64>,
-    /// Broker host.
-    #[arg(long, default_value = "127.0.0.1")]
+    /// Broker host (`-h`, as `mqtt pub`/`sub` and mosquitto_pub; help is `-H`).
+    #[arg(short = 'h', long, visible_alias = "hostname", default_value = "127.0.0.1")]
     pub host: String,
     /// Broker port.
-    #[arg(long, default_value_t = 1883)]
+    #[arg(short = 'p', long, default_value_t = 1883)]
     pub port: u16,
     /// MQTT version: 3 or 3.1, 4 or 3.1.1, 5 or 5.0.
     #[arg(long = "protocol-version", value_parser = parse_version, default_value = "4")]

@@ -407,6 +407,10 @@ fn check(
     listener: u16,
 ) -> Result<Checked, (Refusal, String)> {
     let assigned = check_client_id(broker, c, listener).map_err(|r| (r, c.client_id.clone()))?;
+    let id = assigned.as_deref().unwrap_or(&c.client_id);
+    if let Some(r) = outside_clientid_prefixes(broker, id) {
+        return Err((r, id.to_owned()));
+    }
     if c.properties.authentication_method.is_some() {
         let why = "enhanced authentication is not supported".to_string();
         return Err((Refusal(reason::BAD_AUTHENTICATION_METHOD, why), c.client_id.clone()));
@@ -436,10 +440,39 @@ fn check(
             "the listener takes the username from the client certificate, and none was sent".into(),
         )),
     };
-    match authenticated {
-        Ok(()) => Ok(Checked { client_id, assigned, keep_alive, server_keep_alive }),
-        Err(r) => Err((r, client_id)),
+    authenticated.map_err(|r| (r, client_id.clone()))?;
+    let (client_id, assigned) = username_as_client_id(broker, c, listener, client_id, assigned)?;
+    Ok(Checked { client_id, assigned, keep_alive, server_keep_alive })
+}
+
+/// `clientid_prefixes`: a client id (given or assigned) without the prefix is refused as not authorized,
+/// as Mosquitto does.
+fn outside_clientid_prefixes(broker: &Broker, client_id: &str) -> Option<Refusal> {
+    let prefix = broker.settings.clientid_prefixes.as_deref()?;
+    let why = || format!("client id {client_id:?} does not start with clientid_prefixes {prefix:?}");
+    (!client_id.starts_with(prefix)).then(|| Refusal(reason::NOT_AUTHORIZED, why()))
+}
+
+/// `use_username_as_clientid` on the listener: the (authenticated, or certificate) username becomes the
+/// client id, so one user holds one session; without a username the client is refused as not
+/// authorized (Mosquitto's `handle__connect`). An id the server assigned is replaced too, and CONNACK
+/// tells the 5.0 client the one in force.
+fn username_as_client_id(
+    broker: &Broker,
+    c: &Connect,
+    listener: u16,
+    client_id: String,
+    assigned: Option<String>,
+) -> Result<(String, Option<String>), (Refusal, String)> {
+    if !broker.settings.use_username_as_clientid(listener) {
+        return Ok((client_id, assigned));
     }
+    let Some(username) = c.username.clone() else {
+        let why = "use_username_as_clientid is set and the client sent no username".to_string();
+        return Err((Refusal(reason::NOT_AUTHORIZED, why), client_id));
+    };
+    let assigned = assigned.map(|_| username.clone());
+    Ok((username, assigned))
 }
 
 /// Attaches the session of an accepted CONNECT (see [`check`]) and queues the CONNACK.
@@ -478,12 +511,14 @@ fn attach(broker: &Arc<Broker>, mut io: Transport, c: Connect, limits: Limits, c
     }
     let mut ack = ConnAck { session_present, code: reason::SUCCESS, properties };
     fit_connack(&mut ack, c.properties.maximum_packet_size.filter(|_| version.is_v5()));
+    let connack = Packet::ConnAck(ack);
+    crate::trace::sent(&client_id, &connack);
     // A session kept in the durable store is acknowledged once it is stored.
     let stored = if broker.keeps(expiry, c.will.is_some()) { broker.persist_session(&session, 0) } else { 0 };
     let held: std::collections::VecDeque<(u64, Packet)> = match broker.store() {
-        Some(store) if stored > store.durable() => [(stored, Packet::ConnAck(ack))].into(),
+        Some(store) if stored > store.durable() => [(stored, connack)].into(),
         _ => {
-            io.queue(&Packet::ConnAck(ack), version);
+            io.queue(&connack, version);
             Default::default()
         }
     };
@@ -497,16 +532,7 @@ fn attach(broker: &Arc<Broker>, mut io: Transport, c: Connect, limits: Limits, c
     }
     // Unacknowledged messages go again (`Broker::attach` marked them), with DUP, before anything new, as
     // the connection task drains the session [MQTT-4.4.0-1].
-    tracing::info!(
-        target: crate::log::CONNECTION,
-        client_id = %client_id,
-        peer = %io.peer,
-        protocol = %version,
-        clean_start = c.clean_start,
-        keep_alive,
-        session_present,
-        "connected"
-    );
+    crate::trace::connected(&client_id, io.peer, &c, keep_alive);
     Client {
         broker: broker.clone(),
         io,

@@ -940,6 +940,7 @@ impl Client {
                     continue;
                 }
             }
+            crate::trace::sent(&self.session.client_id, &packet);
             self.io.queue(&packet, self.version);
         }
         while state.queued() < RETAINED_BATCH && !state.nearly_full() {
@@ -990,6 +991,7 @@ impl Client {
                 tracing::warn!(peer = %self.io.peer, "cannot encode PUBLISH: {e}");
                 continue;
             }
+            crate::trace::sent_publish(&self.session.client_id, &publish);
             sent += 1;
             sent_bytes += publish.payload.len() as u64;
             let counted = &mut by_qos[publish.qos as usize];
@@ -1031,6 +1033,7 @@ impl Client {
                         d.properties.reason_string = None;
                     }
                 }
+                crate::trace::sent(&self.session.client_id, &d);
                 self.io.queue(&d, self.version);
             }
         }

@@ -21,6 +21,7 @@ fn violation(what: &str, code: u8) -> End {
 impl Client {
     pub(crate) fn handle(&mut self, packet: Packet) -> Result<(), End> {
         Stats::add(&self.broker.stats.packets_received, 1);
+        crate::trace::received(&self.session.client_id, &packet);
         match packet {
             Packet::Publish(p) => self.publish(p),
             Packet::PubAck(a) => {
@@ -73,6 +74,7 @@ impl Client {
             }
         }
         Stats::add(&self.broker.stats.packets_sent, 1);
+        crate::trace::sent(&self.session.client_id, &packet);
         self.send_after(packet, durable);
         Ok(())
     }
@@ -359,7 +361,7 @@ impl Client {
         let suback = SubAck { packet_id: s.packet_id, reasons, properties };
         self.ack_after(Packet::SubAck(suback), durable)?;
         for (filter, granted) in retained_for {
-            self.send_retained(&filter, granted);
+            self.send_retained(&filter, granted, subscription_id);
         }
         Ok(())
     }
@@ -390,7 +392,8 @@ impl Client {
     /// Retained messages matching a new subscription, with RETAIN set [MQTT-3.3.1-8], after the SUBACK.
     /// They wait in the connection's retained backlog, which `drain` feeds into the outbox as it empties:
     /// a `#` subscriber gets every one of a million retained messages, not the first `max_queued_messages`.
-    fn send_retained(&mut self, filter: &str, granted: QoS) {
+    /// A retained message sent because of a subscription carries its identifier [MQTT-3.3.4-3].
+    fn send_retained(&mut self, filter: &str, granted: QoS, subscription_id: Option<u32>) {
         let messages = self.broker.retained.read().matching(filter, Instant::now());
         let security = self.broker.security();
         for message in messages {
@@ -404,7 +407,7 @@ impl Client {
                 qos: if upgrade { granted } else { message.qos.min(granted) },
                 retain: true,
                 message,
-                subscription_ids: Vec::new(),
+                subscription_ids: subscription_id.into_iter().collect(),
                 shared_by: 1,
                 group: 0,
             };

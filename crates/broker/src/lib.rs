@@ -25,8 +25,8 @@ pub mod store;
 pub mod storm;
 pub mod sys;
 pub mod tls;
+pub mod trace;
 pub mod ws;
-mod x509;
 
 pub use broker::Broker;
 pub use server::Server;

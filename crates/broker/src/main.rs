@@ -177,17 +177,32 @@ fn security_of(config: &Config) -> anyhow::Result<SecuritySet> {
 fn bind_all(config: &Config, ports: &[u16]) -> anyhow::Result<Bound> {
     let mut bound = Vec::new();
     for (addr, index) in listen_addrs(config, ports)? {
-        let socket = bind(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let listener = config.listeners.get(index);
+        let interface = listener.and_then(|l| l.bind_interface.as_deref());
+        let socket = bind(addr, interface).map_err(|e| match (interface, listener) {
+            (Some(name), Some(l)) => {
+                anyhow::anyhow!("{}: cannot listen on {addr} on interface {name}: {e}", l.defined_at)
+            }
+            _ => anyhow::anyhow!("cannot listen on {addr}: {e}"),
+        })?;
         bound.push((socket, index));
     }
     Ok(bound)
 }
 
-/// A listening socket as tokio makes one (SO_REUSEADDR, backlog 1024), non-blocking.
-fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// A listening socket as tokio makes one (SO_REUSEADDR, backlog 1024), non-blocking; with
+/// `bind_interface`, bound to that network interface (SO_BINDTODEVICE), so only connections arriving on
+/// it are accepted.
+fn bind(addr: SocketAddr, interface: Option<&str>) -> std::io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
+    if let Some(name) = interface {
+        socket.bind_device(Some(name.as_bytes())).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENODEV) => std::io::Error::other("no such network interface"),
+            _ => e,
+        })?;
+    }
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     Ok(socket.into())
@@ -250,7 +265,9 @@ fn wrappings_of(config: &Config) -> anyhow::Result<Vec<Arc<Wrapping>>> {
         if listener.http_token.is_some() && http.is_none() {
             tracing::warn!("{}: http_token is only used by protocol http listeners", listener.defined_at);
         }
-        wrappings.push(Arc::new(Wrapping { tls, websockets, http_dir: listener.http_dir.clone(), http }));
+        let websockets_headers_size = config.websockets_headers_size;
+        let http_dir = listener.http_dir.clone();
+        wrappings.push(Arc::new(Wrapping { tls, websockets, http_dir, http, websockets_headers_size }));
     }
     Ok(wrappings)
 }

@@ -27,6 +27,8 @@ pub struct Wrapping {
     pub http_dir: Option<PathBuf>,
     /// `protocol http`: the listener serves metrics, the admin API and the dashboard (`http/`), not MQTT.
     pub http: Option<crate::http::HttpSettings>,
+    /// `websockets_headers_size`: the largest WebSocket upgrade request head (`None`: 16 KiB).
+    pub websockets_headers_size: Option<usize>,
 }
 
 impl Wrapping {
@@ -453,7 +455,9 @@ async fn wrap(broker: &Broker, stream: TcpStream, wrapping: &Wrapping) -> Result
         if !wrapping.websockets {
             return Ok((Stream::Tcp(stream), CertUsername::Unused));
         }
-        let ws = crate::ws::accept(stream, wrapping.http_dir.as_deref()).await.map_err(|e| e.to_string())?;
+        let ws = crate::ws::accept(stream, wrapping.http_dir.as_deref(), wrapping.websockets_headers_size)
+            .await
+            .map_err(|e| e.to_string())?;
         return Ok((Stream::Wrapped(Box::new(ws)), CertUsername::Unused));
     };
     match first[0] {
@@ -470,6 +474,8 @@ async fn wrap(broker: &Broker, stream: TcpStream, wrapping: &Wrapping) -> Result
     if !wrapping.websockets {
         return Ok((Stream::Wrapped(Box::new(stream)), cert_username));
     }
-    let ws = crate::ws::accept(stream, wrapping.http_dir.as_deref()).await.map_err(|e| e.to_string())?;
+    let ws = crate::ws::accept(stream, wrapping.http_dir.as_deref(), wrapping.websockets_headers_size)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok((Stream::Wrapped(Box::new(ws)), cert_username))
 }

@@ -425,6 +425,7 @@ impl Broker {
             return WillOutcome::Denied;
         }
         self.counters.will(WillCount::Published);
+        tracing::info!(client_id = %identity.client_id, "will of {} published to '{}'", identity.client_id, will.topic);
         self.events.record(&session.client_id, || EventKind::WillPublished { topic: will.topic.clone() });
         let mut properties = will.properties;
         properties.will_delay_interval = None;

@@ -40,6 +40,8 @@ pub struct Settings {
     /// `check_retain_source`: a retained message is sent to a new subscriber only if its publisher may
     /// still write its topic (after an ACL reload), as Mosquitto checks.
     pub check_retain_source: bool,
+    /// `clientid_prefixes`: only client ids starting with it may connect.
+    pub clientid_prefixes: Option<String>,
     /// Settings of each configured listener, by listener index; a listener without an entry (tests, the
     /// built-in default) uses the global values above.
     /// Topic names and filters with more levels are refused (`max_topic_levels`); 0 means no limit.
@@ -64,6 +66,8 @@ pub struct ListenerSettings {
     pub auto_id_prefix: Option<String>,
     /// `max_connections` of this listener (`None`: unlimited).
     pub max_connections: Option<usize>,
+    /// `use_username_as_clientid` on this listener.
+    pub use_username_as_clientid: bool,
 }
 
 /// The default of `max_topic_levels`, Mosquitto's fixed limit (`TOPIC_HIERARCHY_LIMIT`).
@@ -93,6 +97,7 @@ impl Default for Settings {
             response_information_prefix: "responses/".into(),
             upgrade_outgoing_qos: false,
             check_retain_source: true,
+            clientid_prefixes: None,
             listeners: Vec::new(),
             max_topic_levels: DEFAULT_MAX_TOPIC_LEVELS,
             memory_limit: DEFAULT_MEMORY_LIMIT,
@@ -159,6 +164,7 @@ impl Settings {
             response_information_prefix: c.response_information_prefix.clone(),
             upgrade_outgoing_qos: c.upgrade_outgoing_qos,
             check_retain_source: c.check_retain_source,
+            clientid_prefixes: c.clientid_prefixes.clone(),
             listeners: c
                 .listeners
                 .iter()
@@ -168,6 +174,7 @@ impl Settings {
                     allow_zero_length_clientid: Some(c.allow_zero_length_clientid_for(Some(l))),
                     auto_id_prefix: Some(c.auto_id_prefix_for(Some(l)).to_owned()),
                     max_connections: l.max_connections,
+                    use_username_as_clientid: l.use_username_as_clientid,
                 })
                 .collect(),
             max_topic_levels: c.max_topic_levels,
@@ -189,6 +196,11 @@ impl Settings {
     pub fn allow_zero_length_clientid(&self, index: u16) -> bool {
         let own = self.listeners.get(usize::from(index)).and_then(|l| l.allow_zero_length_clientid);
         own.unwrap_or(self.allow_zero_length_clientid)
+    }
+
+    /// `use_username_as_clientid` on listener `index`.
+    pub fn use_username_as_clientid(&self, index: u16) -> bool {
+        self.listeners.get(usize::from(index)).is_some_and(|l| l.use_username_as_clientid)
     }
 
     /// `auto_id_prefix` on listener `index`.

@@ -1,6 +1,8 @@
 //! TLS listeners (rustls on ring): the server certificate and key, client certificates checked against
-//! `cafile`/`capath`, `require_certificate`, `tls_version`, `ciphers`, and the username taken from the
-//! client certificate (`use_identity_as_username`, `use_subject_as_username`).
+//! `cafile`/`capath` and `crlfile`, `require_certificate`, `tls_version`, `ciphers`, `ciphers_tls1.3`, and
+//! the username taken from the client certificate (`use_identity_as_username`, `use_subject_as_username`).
+//! X.509 v1 certificates (what `openssl x509 -req` makes with OpenSSL 3.0) are accepted as server and
+//! client certificates, as Mosquitto accepts them (`mqttd_tls`).
 //!
 //! Files are read when the listener is made and again on [`TlsListener::reload`] (SIGHUP): a renewed
 //! certificate needs no restart, and a broken one keeps the previous configuration.
@@ -8,16 +10,18 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use mqttd_tls::{ClientVerifier, KeyError, Subject};
 use parking_lot::RwLock;
 use tokio_rustls::rustls::crypto::{ring, CryptoProvider};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::danger::ClientCertVerifier;
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::sign::SingleCertAndKey;
 use tokio_rustls::rustls::{version, RootCertStore, ServerConfig, ServerConnection, SupportedCipherSuite};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{ListenerConfig, Location, TlsVersion};
-use crate::x509::Subject;
 
 /// Why a TLS listener cannot be set up; each names the config line, the directive and the file.
 #[derive(Debug, thiserror::Error)]
@@ -119,33 +123,68 @@ fn server_config(l: &ListenerConfig) -> Result<ServerConfig, TlsError> {
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
         .map_err(|e| TlsError::Setting { at: at(), directive: "tls_version", why: e.to_string() })?;
-    let roots = client_roots(l)?;
-    let builder = match roots {
-        None if l.require_certificate => {
-            return Err(TlsError::Setting {
-                at: at(),
-                directive: "require_certificate",
-                why: "needs cafile or capath to verify client certificates".into(),
-            })
-        }
+    let builder = match client_verifier(l, &provider)? {
         None => builder.with_no_client_auth(),
-        Some(roots) => {
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-            let verifier = if l.require_certificate { verifier } else { verifier.allow_unauthenticated() };
-            let verifier = verifier.build().map_err(|e| TlsError::Setting {
-                at: at(),
-                directive: "cafile",
-                why: e.to_string(),
-            })?;
-            builder.with_client_cert_verifier(verifier)
-        }
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
     };
-    builder.with_single_cert(certs, key).map_err(|e| TlsError::Invalid {
-        at: at(),
-        directive: "keyfile",
-        path: keyfile.clone(),
-        why: format!("does not match certfile {}: {e}", certfile.display()),
-    })
+    let certified = mqttd_tls::certified_key(certs, key, &provider).map_err(|e| {
+        let (directive, path, why) = match e {
+            KeyError::Mismatch => ("keyfile", keyfile, format!("does not match certfile {}", certfile.display())),
+            KeyError::Key(why) => ("keyfile", keyfile, why),
+            KeyError::Certificate(why) => ("certfile", certfile, why),
+        };
+        TlsError::Invalid { at: at(), directive, path: path.clone(), why }
+    })?;
+    Ok(builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified))))
+}
+
+/// The verifier of client certificates (`None`: the listener asks for none): webpki's, wrapped to accept
+/// v1 certificates, with the CRLs of `crlfile` checked for the client's own certificate, as Mosquitto
+/// (OpenSSL's `X509_V_FLAG_CRL_CHECK`) does: a certificate whose issuer has no CRL there is refused.
+fn client_verifier(
+    l: &ListenerConfig,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Option<Arc<dyn ClientCertVerifier>>, TlsError> {
+    let at = || l.defined_at.clone();
+    let Some(roots) = client_roots(l)? else {
+        let (directive, why) = match (l.require_certificate, &l.crlfile) {
+            (true, _) => ("require_certificate", "needs cafile or capath to verify client certificates"),
+            (false, Some(_)) => ("crlfile", "needs cafile or capath: only verified client certificates are checked"),
+            (false, None) => return Ok(None),
+        };
+        return Err(TlsError::Setting { at: at(), directive, why: why.into() });
+    };
+    let roots = Arc::new(roots);
+    let crls = match &l.crlfile {
+        Some(path) => read_crls(l, path)?,
+        None => Vec::new(),
+    };
+    let builder = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+        .with_crls(crls.clone())
+        .only_check_end_entity_revocation()
+        .enforce_revocation_expiration();
+    let builder = if l.require_certificate { builder } else { builder.allow_unauthenticated() };
+    let setting = |why: String| TlsError::Setting { at: at(), directive: "cafile", why };
+    let inner = builder.build().map_err(|e| setting(e.to_string()))?;
+    let verifier = ClientVerifier::new(inner, roots, provider.signature_verification_algorithms, &crls)
+        .map_err(|e| setting(e.to_string()))?;
+    Ok(Some(Arc::new(verifier)))
+}
+
+fn read_crls(l: &ListenerConfig, path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let pem = read(l, "crlfile", path)?;
+    let invalid =
+        |why: String| TlsError::Invalid { at: l.defined_at.clone(), directive: "crlfile", path: path.to_owned(), why };
+    let crls = CertificateRevocationListDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(format!("bad PEM: {e}")))?;
+    if crls.is_empty() {
+        return Err(invalid("no PEM certificate revocation list (X509 CRL) in the file".into()));
+    }
+    for crl in &crls {
+        mqttd_tls::check_crl(crl).map_err(invalid)?;
+    }
+    Ok(crls)
 }
 
 fn read(l: &ListenerConfig, directive: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -239,12 +278,37 @@ fn tls12_suites() -> Vec<(String, SupportedCipherSuite)> {
         .collect()
 }
 
+/// The OpenSSL name (the IANA one, `TLS_AES_128_GCM_SHA256`) and the rustls suite of every TLS 1.3 suite.
+fn tls13_suites() -> Vec<(String, SupportedCipherSuite)> {
+    ring::ALL_CIPHER_SUITES
+        .iter()
+        .filter(|s| s.version() == &version::TLS13)
+        .map(|s| (format!("{:?}", s.suite()).replacen("TLS13_", "TLS_", 1), *s))
+        .collect()
+}
+
 /// The ring provider, with the TLS 1.2 suites restricted to `ciphers` (OpenSSL names such as
-/// `ECDHE-RSA-AES128-GCM-SHA256`, separated by `:`). TLS 1.3 suites are not affected, as in OpenSSL.
+/// `ECDHE-RSA-AES128-GCM-SHA256`, separated by `:`) and the TLS 1.3 suites to `ciphers_tls1.3`
+/// (`TLS_AES_256_GCM_SHA384:...`), each list leaving the other version's suites alone, as in OpenSSL.
 fn provider(l: &ListenerConfig) -> Result<CryptoProvider, TlsError> {
     let mut provider = ring::default_provider();
-    let Some(list) = &l.ciphers else { return Ok(provider) };
-    let known = tls12_suites();
+    for (directive, list, version, known) in [
+        ("ciphers", &l.ciphers, &version::TLS12, tls12_suites()),
+        ("ciphers_tls1.3", &l.ciphers_tls13, &version::TLS13, tls13_suites()),
+    ] {
+        let Some(list) = list else { continue };
+        let chosen = choose_suites(l, directive, list, &known)?;
+        provider.cipher_suites.retain(|s| s.version() != version || chosen.contains(s));
+    }
+    Ok(provider)
+}
+
+fn choose_suites(
+    l: &ListenerConfig,
+    directive: &'static str,
+    list: &str,
+    known: &[(String, SupportedCipherSuite)],
+) -> Result<Vec<SupportedCipherSuite>, TlsError> {
     let mut chosen = Vec::new();
     for name in list.split([':', ',', ' ']).filter(|n| !n.is_empty()) {
         let found = known.iter().find(|(openssl, s)| {
@@ -256,7 +320,7 @@ fn provider(l: &ListenerConfig) -> Result<CryptoProvider, TlsError> {
                 let accepted: Vec<&str> = known.iter().map(|(n, _)| n.as_str()).collect();
                 return Err(TlsError::Setting {
                     at: l.defined_at.clone(),
-                    directive: "ciphers",
+                    directive,
                     why: format!(
                         "{name:?} is not a cipher suite this build offers (OpenSSL keywords such as HIGH or !aNULL \
                          are not supported); accepted: {}",
@@ -266,8 +330,7 @@ fn provider(l: &ListenerConfig) -> Result<CryptoProvider, TlsError> {
             }
         }
     }
-    provider.cipher_suites.retain(|s| s.version() != &version::TLS12 || chosen.contains(s));
-    Ok(provider)
+    Ok(chosen)
 }
 
 #[cfg(test)]
@@ -279,6 +342,10 @@ mod tests {
         let names: Vec<String> = tls12_suites().into_iter().map(|(n, _)| n).collect();
         for expected in ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-CHACHA20-POLY1305"]
         {
+            assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+        }
+        let names: Vec<String> = tls13_suites().into_iter().map(|(n, _)| n).collect();
+        for expected in ["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"] {
             assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
         }
     }

@@ -11,7 +11,7 @@ use tokio_tungstenite::WebSocketStream;
 
 pub use mqttd_ws::{accept_key, WsBytes};
 
-/// The largest HTTP request head we read.
+/// The largest HTTP request head we read unless `websockets_headers_size` says otherwise.
 const MAX_HEAD: usize = 16 * 1024;
 /// Subprotocols we speak, in our order of preference.
 const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
@@ -27,8 +27,8 @@ pub enum WsError {
     MqttOnWebSocket,
     #[error("not an HTTP request: {0}")]
     BadRequest(String),
-    #[error("HTTP request head larger than {MAX_HEAD} bytes")]
-    HeadTooLarge,
+    #[error("HTTP request head larger than {0} bytes (websockets_headers_size); answered 431")]
+    HeadTooLarge(usize),
     #[error("HTTP {method} {path} is not a WebSocket upgrade; answered {status}")]
     NotUpgrade { method: String, path: String, status: u16 },
     #[error("served HTTP {method} {path} from http_dir: {status}")]
@@ -64,11 +64,19 @@ impl Request {
 
 /// Accepts a WebSocket connection on `stream`: reads the HTTP request, answers it, and on a valid
 /// upgrade returns the MQTT byte stream. Plain GET requests are served from `http_dir` when set.
-pub async fn accept<S>(mut stream: S, http_dir: Option<&Path>) -> Result<WsBytes<S>, WsError>
+pub async fn accept<S>(mut stream: S, http_dir: Option<&Path>, max_head: Option<usize>) -> Result<WsBytes<S>, WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (request, rest) = read_head(&mut stream).await?;
+    let max_head = max_head.unwrap_or(MAX_HEAD);
+    let (request, rest) = match read_head(&mut stream, max_head).await {
+        Err(WsError::HeadTooLarge(n)) => {
+            let body = b"request header too large (websockets_headers_size)\n";
+            respond(&mut stream, "431 Request Header Fields Too Large", &[("Content-Type", "text/plain")], body).await;
+            return Err(WsError::HeadTooLarge(n));
+        }
+        other => other?,
+    };
     let upgrade = request.has("connection", "upgrade") && request.has("upgrade", "websocket");
     if !upgrade {
         return Err(answer_http(&mut stream, request, http_dir).await);
@@ -102,11 +110,11 @@ fn ws_config() -> WebSocketConfig {
 }
 
 /// Reads until the end of the request head; returns it and any bytes read past it.
-async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<(Request, Vec<u8>), WsError> {
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S, max: usize) -> Result<(Request, Vec<u8>), WsError> {
     let mut buf = Vec::with_capacity(1024);
     loop {
-        if buf.len() >= MAX_HEAD {
-            return Err(WsError::HeadTooLarge);
+        if buf.len() >= max {
+            return Err(WsError::HeadTooLarge(max));
         }
         let mut chunk = [0u8; 2048];
         let n = stream.read(&mut chunk).await?;

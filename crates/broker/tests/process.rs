@@ -1,6 +1,6 @@
 //! The real `mqttd` binary with real config files: users and ACLs (issue 4), and running it as a
 //! Mosquitto admin would (issue 16: per-listener directives, logging, pid file, user, daemon mode, -p,
-//! SIGHUP, every Mosquitto directive).
+//! SIGHUP, every Mosquitto directive, TLS with the mosquitto-tls recipe, the packet trace of -v).
 
 #[path = "process/common.rs"]
 mod common;
@@ -9,9 +9,15 @@ mod common;
 mod auth;
 #[path = "process/bridge.rs"]
 mod bridge;
+#[path = "process/clients.rs"]
+mod clients;
 #[path = "process/listeners.rs"]
 mod listeners;
 #[path = "process/ops.rs"]
 mod ops;
 #[path = "process/persistence.rs"]
 mod persistence;
+#[path = "process/tls.rs"]
+mod tls;
+#[path = "process/trace.rs"]
+mod trace;

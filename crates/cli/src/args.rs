@@ -200,6 +200,9 @@ pub struct ConnArgs {
     /// Seconds to wait for the TCP connection and CONNACK.
     #[arg(long = "connect-timeout", value_parser = parse_secs, default_value = "30")]
     pub connect_timeout: f64,
+    /// mosquitto_sub/pub `-d`: print every packet sent and received.
+    #[arg(short = 'd', long = "debug")]
+    pub debug: bool,
     #[arg(short = 'H', long = "help", action = ArgAction::Help)]
     help: Option<bool>,
 }
@@ -207,8 +210,9 @@ pub struct ConnArgs {
 /// Message properties (MQTT 5) shared by `pub` and `rr`.
 #[derive(Debug, Clone, Args)]
 pub struct MessageArgs {
+    /// Any bytes, as mosquitto_pub sends them (not only UTF-8).
     #[arg(short = 'm', long = "message")]
-    pub message: Option<String>,
+    pub message: Option<std::ffi::OsString>,
     #[arg(short = 'f', long = "file")]
     pub file: Option<PathBuf>,
     #[arg(short = 'n', long = "null-message")]
@@ -228,7 +232,7 @@ pub struct MessageArgs {
     #[arg(long = "payload-format-indicator", value_parser = parse_flag_byte)]
     pub payload_format_indicator: Option<u8>,
     #[arg(long = "user-property", num_args = 2, value_names = ["KEY", "VALUE"], action = ArgAction::Append)]
-    pub user_property: Vec<String>,
+    pub user_property: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -299,6 +303,13 @@ pub struct SubArgs {
     pub user_property: Vec<String>,
     #[arg(long = "clean-exit")]
     pub clean_exit: bool,
+    /// mosquitto_sub `-T`: messages on topics matching this filter are not printed (repeatable).
+    #[arg(short = 'T', long = "filter-out", action = ArgAction::Append)]
+    pub filter_out: Vec<String>,
+    /// mosquitto_sub `-U`: unsubscribe from this filter after subscribing (repeatable; with --no-clean it
+    /// removes a subscription the session kept).
+    #[arg(short = 'U', long = "unsubscribe", action = ArgAction::Append)]
+    pub unsubscribe: Vec<String>,
     /// Topics, as mqtt.js `mqtt sub [topic]`.
     #[arg(value_name = "TOPIC")]
     pub positional: Vec<String>,

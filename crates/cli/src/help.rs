@@ -60,7 +60,7 @@ Options:
   -i/--client-id ID       client identifier (also --clientId, --id; default mqttjs_ and 8 hex digits)
   -q/--qos 0/1/2          quality of service of the message (default 0)
   -t/--topic TOPIC        topic to publish to (or the first argument)
-  -m/--message MSG        message payload (or the argument after the topic)
+  -m/--message MSG        message payload, any bytes (or the argument after the topic)
   -f/--file FILE          read the payload from FILE
   -n/--null-message       send an empty payload (clears a retained message with -r)
   -r/--retain             ask the broker to retain the message
@@ -78,6 +78,7 @@ Options:
 ",
     tls_and_will_options!(),
     "  --connect-timeout SECS  give up connecting after SECS seconds (default 30)
+  -d/--debug              print every packet sent and received (mosquitto_pub -d)
 
 MQTT 5 options:
 
@@ -121,7 +122,10 @@ Options:
     tls_and_will_options!(),
     "  -v/--verbose            print the topic before the message
   --count N               exit after N messages (mosquitto_sub -C; -C is --protocol here)
-  -W/--timeout SECS       exit with status 27 if no message arrives for SECS seconds
+  -W/--timeout SECS       stop after SECS seconds in all, counted from the connection, with status 27
+                          (as mosquitto_sub -W)
+  -T/--filter-out FILTER  do not print messages on topics matching FILTER (repeatable)
+  -U/--unsubscribe FILTER unsubscribe from FILTER after subscribing (repeatable)
   -E/--exit-after-suback  exit once the subscriptions are acknowledged
   -R/--no-retained        do not print retained messages
   --retained-only         print only retained messages; exit at the first message that is not
@@ -133,6 +137,7 @@ Options:
   --clean-exit            send DISCONNECT when stopped by SIGINT (the broker then drops the will)
   --reconnect-period MS   milliseconds between reconnect attempts, 0 to exit instead (default 1000)
   --connect-timeout SECS  give up connecting after SECS seconds (default 30)
+  -d/--debug              print every packet sent and received (mosquitto_sub -d)
 
 MQTT 5 options:
 

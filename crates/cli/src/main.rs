@@ -4,6 +4,7 @@
 //! Owns: arguments, output and exit codes. Must not: speak MQTT itself; that is `mqttd_client`.
 
 mod args;
+mod debug;
 mod fail;
 mod help;
 mod options;

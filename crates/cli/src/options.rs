@@ -81,6 +81,9 @@ pub fn connect_options(args: &ConnArgs, default_version: Version) -> Result<Conn
     options.properties.session_expiry_interval = args.session_expiry;
     options.properties.user_properties = pairs(&args.connect_user_property);
     options.will = will(args, version)?;
+    if args.debug {
+        options.trace = Some(crate::debug::trace(options.client_id.clone()));
+    }
     Ok(options)
 }
 
@@ -145,14 +148,34 @@ pub fn publish_properties(
         response_topic: response_topic.map(str::to_owned),
         correlation_data: msg.correlation_data.clone().map(Bytes::from),
         payload_format_indicator: msg.payload_format_indicator,
-        user_properties: pairs(&msg.user_property),
+        user_properties: utf8_pairs(&msg.user_property)?,
         ..Properties::default()
     })
 }
 
+/// `--user-property` pairs. Arguments that are not UTF-8 reach us (a shell passes any bytes), but MQTT
+/// strings must be UTF-8 [MQTT-1.5.4-1] (a broker closes the connection on one that is not), so they are
+/// refused here with their bytes shown, as mosquitto_pub refuses them (`MOSQ_ERR_MALFORMED_UTF8`).
+fn utf8_pairs(values: &[std::ffi::OsString]) -> Result<Vec<(String, String)>, Failure> {
+    let text = values
+        .iter()
+        .map(|v| {
+            v.to_str().map(str::to_owned).ok_or_else(|| {
+                Failure::usage(format!(
+                    "--user-property {:?} is not UTF-8: MQTT user properties are UTF-8 strings [MQTT-1.5.4-1] \
+                     (a payload may be any bytes: give them with -m or -f)",
+                    v
+                ))
+            })
+        })
+        .collect::<Result<Vec<String>, Failure>>()?;
+    Ok(pairs(&text))
+}
+
 /// The payload from exactly one of `-m` (or `positional`), `-f`, `-n` or `-s` (read whole); empty if none.
 pub fn payload(msg: &MessageArgs, positional: Option<&str>) -> Result<Bytes, Failure> {
-    let message = msg.message.as_deref().or(positional);
+    use std::os::unix::ffi::OsStrExt;
+    let message = msg.message.as_deref().map(OsStrExt::as_bytes).or(positional.map(str::as_bytes));
     let sources = [message.is_some(), msg.file.is_some(), msg.null_message, msg.stdin];
     if sources.iter().filter(|s| **s).count() > 1 {
         return Err(Failure::usage(
@@ -160,7 +183,7 @@ pub fn payload(msg: &MessageArgs, positional: Option<&str>) -> Result<Bytes, Fai
         ));
     }
     if let Some(m) = message {
-        return Ok(Bytes::from(m.to_owned()));
+        return Ok(Bytes::copy_from_slice(m));
     }
     if let Some(path) = &msg.file {
         return std::fs::read(path)

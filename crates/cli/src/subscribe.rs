@@ -37,6 +37,10 @@ pub async fn run(args: SubArgs) -> Result<(), Failure> {
     if args.out.json && args.out.format.is_some() {
         return Err(Failure::usage("--json and -F/--format exclude each other"));
     }
+    for filter in args.filter_out.iter().chain(&args.unsubscribe) {
+        mqttd_client::proto::topic::validate_topic_filter(filter)
+            .map_err(|e| Failure::usage(format!("invalid topic filter {filter:?} for -T/-U: {e}")))?;
+    }
     let connect = options::connect_options(&args.conn, Version::V311)?;
     let filters = filters(&args, &topics, connect.version)?;
     let properties = Properties {
@@ -50,7 +54,7 @@ pub async fn run(args: SubArgs) -> Result<(), Failure> {
     let deadline = args.timeout.map(|secs| Instant::now() + Duration::from_secs_f64(secs));
     let mut received = 0u64;
     loop {
-        let end = match subscribe(&mut client, &filters, &properties).await {
+        let end = match subscribe(&mut client, &filters, &properties, &args.unsubscribe).await {
             Ok(()) if args.exit_after_suback => End::Done,
             Ok(()) => receive(&mut client, &args, &mut sigint, deadline, &mut received).await,
             Err(end) => end,
@@ -123,6 +127,7 @@ async fn subscribe(
     client: &mut Client,
     filters: &[(String, SubscriptionOptions)],
     properties: &Properties,
+    unsubscribe: &[String],
 ) -> Result<(), End> {
     let suback = match client.subscribe(filters.to_vec(), properties.clone()).await {
         Ok(s) => s,
@@ -138,6 +143,10 @@ async fn subscribe(
     }
     if refused == filters.len() {
         return Err(End::Failed(Failure::new(fail::NOT_ACCEPTED, "every subscription was refused by the broker")));
+    }
+    if !unsubscribe.is_empty() {
+        // mosquitto_sub -U: after the subscriptions, so a filter given to both ends unsubscribed.
+        client.unsubscribe(unsubscribe.to_vec(), Properties::default()).await.map_err(End::Lost)?;
     }
     Ok(())
 }
@@ -183,6 +192,9 @@ async fn on_message(client: &mut Client, args: &SubArgs, message: &Publish) -> R
         return Err(End::Done);
     }
     if args.no_retained && message.retain {
+        return Ok(false);
+    }
+    if args.filter_out.iter().any(|f| mqttd_client::proto::topic::matches(f, &message.topic)) {
         return Ok(false);
     }
     if let Err(failure) = print(&output::render(message, &args.out)) {

@@ -10,7 +10,7 @@ fn bench_json(broker: &TestBroker, args: &[&str]) -> serde_json::Value {
         .expect("mqtt binary")
         .args(["bench"])
         .args(args)
-        .args(["--host", "127.0.0.1", "--port", &port, "--json", "--no-progress", "--drain", "5"])
+        .args(["-h", "127.0.0.1", "-p", &port, "--json", "--no-progress", "--drain", "5"])
         .timeout(std::time::Duration::from_secs(60))
         .output()
         .expect("run mqtt bench");
@@ -67,7 +67,7 @@ fn mqtt_bench_conns_connects_from_each_source_address_in_turn() {
         .expect("mqtt binary")
         .args(["bench", "conns", "-n", "6", "--duration", "0.1", "--concurrency", "1"])
         .args(["--source-ip", "127.0.0.2", "--source-ip", "127.0.0.3"])
-        .args(["--host", "127.0.0.1", "--port", &port, "--json", "--no-progress"])
+        .args(["-h", "127.0.0.1", "-p", &port, "--json", "--no-progress"])
         .timeout(std::time::Duration::from_secs(60))
         .output()
         .expect("run mqtt bench");

@@ -209,14 +209,6 @@ broker_test! {
 
 broker_test! {
     fn subscription_identifier_is_printed_with_percent_s(broker) {
-        if broker.backend == common::Backend::Mqttd {
-            // mqttd refuses subscription identifiers until a later issue: the refusal must end `sub` with
-            // the reason in words, not loop reconnecting.
-            let out = broker.mqtt("sub").args(["-t", "v5/subid", "-V", "5", "--subscription-identifier", "42"]).output().expect("sub");
-            assert_eq!(out.status.code(), Some(1));
-            assert!(String::from_utf8_lossy(&out.stderr).contains("subscription identifiers not supported"));
-            return;
-        }
         let out = first_retained(broker, "v5/subid", &["-m", "x"], &["-V", "5", "--subscription-identifier", "42", "-F", "%S"]);
         assert_eq!(out, "42\n");
     }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{Backend, Broker, Process, WAIT};
 use mqttd_testkit::pki::Pki;
+use mqttd_testkit::recipe::Recipe;
 
 fn required() -> bool {
     std::env::var("MQTTD_REQUIRE_PEERS").is_ok_and(|v| v == "1")
@@ -142,6 +143,55 @@ fn a_client_certificate_is_required_and_its_cn_is_the_username_on_mosquitto() {
 #[test]
 fn a_client_certificate_is_required_and_its_cn_is_the_username_on_mqttd() {
     client_cert_as_username(Backend::Mqttd);
+}
+
+/// Certificates of the mosquitto-tls(7) recipe (v1 server and client certificates with OpenSSL 3.0):
+/// our `mqtt` verifies the server's, presents its own, and names the real cause of a failure.
+fn recipe_certificates(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(recipe) = Recipe::make(dir.path()) else { return };
+    let port = common::free_port();
+    let lines = vec![
+        format!("listener {port} 127.0.0.1"),
+        format!("certfile {}", path(&recipe.server_cert)),
+        format!("keyfile {}", path(&recipe.server_key)),
+        format!("cafile {}", path(&recipe.ca)),
+        "require_certificate true".into(),
+    ];
+    let Some(_broker) = start(backend, &lines) else { return };
+    let (cert, key) = recipe.client("client", "dev1");
+    let (ca, cert, key) = (path(&recipe.ca), path(&cert), path(&key));
+    let tls = ["-l", "mqtts", "--ca", &ca, "--cert", &cert, "--key", &key];
+    let mut sub = mqtt_at(port, "sub", &tls);
+    sub.args(["-t", "recipe/#", "-v"]);
+    let mut publish = || mqtt_at(port, "pub", &tls).args(["-t", "recipe/1", "-m", "v1"]).output().unwrap();
+    wait_until_delivered(&mut sub, &mut publish, "recipe/1 v1");
+
+    // The wrong key for a v1 certificate: named as such (it used to be "does not match" for any v1 one).
+    let server_key = path(&recipe.server_key);
+    let wrong = ["-l", "mqtts", "--ca", &ca, "--cert", &cert, "--key", &server_key, "-t", "t", "-m", "x"];
+    let out = mqtt_at(port, "pub", &wrong).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not the key of the certificate in --cert"), "{stderr}");
+    // A name the v1 certificate does not hold (its CN is localhost).
+    let mut cmd = common::mqtt();
+    cmd.args(["pub", "-h", "127.0.0.1", "-p", &port.to_string()]).args(tls).args(["-t", "t", "-m", "x"]);
+    let stderr = String::from_utf8_lossy(&cmd.output().unwrap().stderr).into_owned();
+    assert!(stderr.contains("NotValidForName") && stderr.contains("connect with a name"), "{stderr}");
+    // No client certificate: the broker's refusal is named, not a bare alert.
+    let out = mqtt_at(port, "pub", &["-l", "mqtts", "--ca", &ca, "-t", "t", "-m", "x"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("client certificate"), "{stderr}");
+}
+
+#[test]
+fn our_client_uses_the_mosquitto_tls_recipes_v1_certificates_with_mosquitto() {
+    recipe_certificates(Backend::Mosquitto);
+}
+
+#[test]
+fn our_client_uses_the_mosquitto_tls_recipes_v1_certificates_with_mqttd() {
+    recipe_certificates(Backend::Mqttd);
 }
 
 fn websockets_round_trip(backend: Backend) {

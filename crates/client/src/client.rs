@@ -48,6 +48,8 @@ pub struct Client {
     /// Inbound QoS 2 packet ids already delivered and waiting for PUBREL: a resent PUBLISH with one of
     /// these ids is acknowledged again but not delivered twice.
     awaiting_release: HashSet<u16>,
+    /// `ConnectOptions::trace`.
+    trace: Option<crate::options::PacketTrace>,
 }
 
 impl std::fmt::Debug for Client {
@@ -79,13 +81,15 @@ impl Client {
             ping_outstanding: false,
             incoming: VecDeque::new(),
             awaiting_release: HashSet::new(),
+            trace: options.trace.clone(),
         };
         client.send(&Packet::Connect(Box::new(options.connect_packet())), "sending CONNECT").await?;
-        let packet =
-            match tokio::time::timeout(options.connect_timeout, client.read_packet("waiting for CONNACK")).await {
-                Ok(packet) => packet?,
-                Err(_) => return Err(Error::ConnAckTimeout(options.connect_timeout)),
-            };
+        let packet = match tokio::time::timeout(options.connect_timeout, client.read_packet("waiting for CONNACK"))
+            .await
+        {
+            Ok(packet) => packet.map_err(|e| crate::tls::refused_after_handshake(e, &options.host, options.port))?,
+            Err(_) => return Err(Error::ConnAckTimeout(options.connect_timeout)),
+        };
         let connack = match packet {
             Packet::ConnAck(c) => c,
             other => return Err(Error::Unexpected { packet: other.name(), during: "instead of CONNACK" }),
@@ -295,6 +299,9 @@ impl Client {
     async fn read_packet(&mut self, during: &'static str) -> Result<Packet> {
         loop {
             if let Some(packet) = decode(&mut self.read_buf, self.version, &self.limits)? {
+                if let Some(trace) = &self.trace {
+                    (trace.0)(crate::options::Direction::Received, &packet);
+                }
                 return Ok(packet);
             }
             let deadline = self.keep_alive.map(|k| self.last_sent + k);
@@ -323,6 +330,9 @@ impl Client {
     }
 
     async fn send(&mut self, packet: &Packet, step: &'static str) -> Result<()> {
+        if let Some(trace) = &self.trace {
+            (trace.0)(crate::options::Direction::Sent, packet);
+        }
         self.write_buf.clear();
         encode(packet, self.version, &mut self.write_buf)?;
         self.stream.write_all(&self.write_buf).await.map_err(|source| Error::Io { step, source })?;

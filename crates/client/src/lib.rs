@@ -16,7 +16,7 @@ use std::time::Duration;
 pub use client::{code_name, is_failure, Client, Message};
 pub use error::{Error, Result};
 pub use mqttd_proto as proto;
-pub use options::{random_client_id, random_u64, ConnectOptions};
+pub use options::{random_client_id, random_u64, ConnectOptions, Direction, PacketTrace};
 pub use transport::{open, TlsOptions, Transport, TransportKind};
 
 /// Connects, and after a failure that may pass (refused TCP connection, lost network, broker restarting)

@@ -35,6 +35,28 @@ pub struct ConnectOptions {
     pub bridge: bool,
     /// The local address to connect from (Mosquitto's `bridge_bind_address`); `None`: the system's choice.
     pub bind_address: Option<std::net::IpAddr>,
+    /// Called with every packet sent and received (mosquitto_sub `-d`); `None`: no trace.
+    pub trace: Option<PacketTrace>,
+}
+
+/// Whether a traced packet was sent or received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Sent,
+    Received,
+}
+
+/// The function a [`PacketTrace`] calls.
+pub type TraceFn = dyn Fn(Direction, &mqttd_proto::Packet) + Send + Sync;
+
+/// A packet observer (the caller decides what to print; this crate prints nothing).
+#[derive(Clone)]
+pub struct PacketTrace(pub std::sync::Arc<TraceFn>);
+
+impl std::fmt::Debug for PacketTrace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PacketTrace")
+    }
 }
 
 impl ConnectOptions {
@@ -57,6 +79,7 @@ impl ConnectOptions {
             connect_timeout: Duration::from_secs(30),
             bridge: false,
             bind_address: None,
+            trace: None,
         }
     }
 

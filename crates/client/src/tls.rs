@@ -1,5 +1,7 @@
 //! The TLS transport (rustls on ring): server verification against `--ca` or the system's CA store, or
-//! none with `--insecure`; a client certificate with `--cert` and `--key`.
+//! none with `--insecure`; a client certificate with `--cert` and `--key`. X.509 v1 certificates (what
+//! `openssl x509 -req` makes with OpenSSL 3.0, as the mosquitto-tls recipe does) work on both sides, as
+//! with mosquitto_pub (`mqttd_tls`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,10 +12,14 @@ use tokio_rustls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVe
 use tokio_rustls::rustls::crypto::{ring, verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use tokio_rustls::rustls::sign::SingleCertAndKey;
 use tokio_rustls::rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, Error as RustlsError, RootCertStore, SignatureScheme,
+    AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, Error as RustlsError, RootCertStore,
+    SignatureScheme,
 };
 use tokio_rustls::TlsConnector;
+
+use mqttd_tls::{KeyError, ServerVerifier};
 
 use crate::error::{Error, Result};
 use crate::transport::TlsOptions;
@@ -27,6 +33,19 @@ where
     let name = ServerName::try_from(host.to_owned())
         .map_err(|e| Error::TlsConfig(format!("{host:?} is not a valid TLS server name: {e}")))?;
     TlsConnector::from(Arc::new(config)).connect(name, stream).await.map_err(|e| handshake_error(host, port, e))
+}
+
+/// With TLS 1.3 the client's side of the handshake is over before the broker checks the client
+/// certificate, so its refusal (an alert) arrives on the first read: reported as the TLS error it is.
+pub(crate) fn refused_after_handshake(e: Error, host: &str, port: u16) -> Error {
+    match e {
+        Error::Io { source, .. }
+            if source.get_ref().and_then(|inner| inner.downcast_ref::<RustlsError>()).is_some() =>
+        {
+            handshake_error(host, port, source)
+        }
+        other => other,
+    }
 }
 
 /// The error of a failed handshake: which name, and why verification failed, with what to try.
@@ -48,6 +67,22 @@ fn handshake_error(host: &str, port: u16, e: std::io::Error) -> Error {
             };
             format!("the server certificate for {host:?} is not accepted: {tls}{hint}")
         }
+        RustlsError::AlertReceived(alert) => match alert {
+            AlertDescription::BadCertificate
+            | AlertDescription::UnsupportedCertificate
+            | AlertDescription::CertificateRevoked
+            | AlertDescription::CertificateExpired
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::UnknownCA
+            | AlertDescription::AccessDenied => format!(
+                "the broker refused our client certificate (alert {alert:?}); check that --cert is signed by a CA \
+                 the broker trusts, is not expired or revoked"
+            ),
+            AlertDescription::CertificateRequired => {
+                "the broker requires a client certificate; give one with --cert and --key".to_owned()
+            }
+            _ => tls.to_string(),
+        },
         other => other.to_string(),
     };
     Error::Tls { host: host.to_owned(), port, why }
@@ -63,11 +98,13 @@ fn client_config(options: &TlsOptions) -> Result<ClientConfig> {
     };
     let builder = builder.map_err(|e| Error::TlsConfig(e.to_string()))?;
     let builder = if options.insecure {
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification(provider.clone())))
     } else {
-        builder.with_root_certificates(roots(options.ca_file.as_deref(), options.ca_path.as_deref())?)
+        let roots = Arc::new(roots(options.ca_file.as_deref(), options.ca_path.as_deref())?);
+        let verifier = ServerVerifier::new(roots, provider.clone()).map_err(|e| Error::TlsConfig(e.to_string()))?;
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier))
     };
-    let mut config = with_client_auth(builder, options)?;
+    let mut config = with_client_auth(builder, options, &provider)?;
     config.alpn_protocols.clone_from(&options.alpn);
     Ok(config)
 }
@@ -75,6 +112,7 @@ fn client_config(options: &TlsOptions) -> Result<ClientConfig> {
 fn with_client_auth(
     builder: tokio_rustls::rustls::ConfigBuilder<ClientConfig, tokio_rustls::rustls::client::WantsClientCert>,
     options: &TlsOptions,
+    provider: &Arc<tokio_rustls::rustls::crypto::CryptoProvider>,
 ) -> Result<ClientConfig> {
     match (&options.cert_file, &options.key_file) {
         (None, None) => Ok(builder.with_no_client_auth()),
@@ -86,11 +124,16 @@ fn with_client_auth(
                 path: key.clone(),
                 why: format!("no PEM private key: {e}"),
             })?;
-            builder.with_client_auth_cert(certs, key_der).map_err(|e| Error::TlsFile {
-                what: "--key",
-                path: key.clone(),
-                why: format!("does not match --cert {}: {e}", cert.display()),
-            })
+            let certified = mqttd_tls::certified_key(certs, key_der, provider).map_err(|e| match e {
+                KeyError::Mismatch => Error::TlsFile {
+                    what: "--key",
+                    path: key.clone(),
+                    why: format!("is not the key of the certificate in --cert {}", cert.display()),
+                },
+                KeyError::Key(why) => Error::TlsFile { what: "--key", path: key.clone(), why },
+                KeyError::Certificate(why) => Error::TlsFile { what: "--cert", path: cert.clone(), why },
+            })?;
+            Ok(builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(certified))))
         }
         (Some(_), None) => Err(Error::TlsConfig("--cert needs --key".into())),
         (None, Some(_)) => Err(Error::TlsConfig("--key needs --cert".into())),

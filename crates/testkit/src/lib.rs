@@ -2,6 +2,7 @@
 //! ([`Peer`]) and packet builders. Waits are bounded by [`TIMEOUT`]; nothing sleeps to synchronise.
 
 pub mod pki;
+pub mod recipe;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -77,6 +77,11 @@ pub struct Config {
     pub auto_id_prefix: String,
     /// `check_retain_source` (true).
     pub check_retain_source: bool,
+    /// `clientid_prefixes`: only client ids starting with this may connect (`None`: any).
+    pub clientid_prefixes: Option<String>,
+    /// `websockets_headers_size`: the largest HTTP request head of a WebSocket upgrade, in bytes
+    /// (`None` or 0: mqttd's default, 16 KiB).
+    pub websockets_headers_size: Option<usize>,
     /// `max_queued_messages` (1000; 0 = unlimited; negative values mean 0 as in Mosquitto).
     pub max_queued_messages: usize,
     /// `max_queued_bytes` (0 = unlimited). Unset: mqttd's own bound (`QueueLimits::DEFAULT_MAX_BYTES`),
@@ -173,6 +178,8 @@ impl Default for Config {
             allow_zero_length_clientid: true,
             auto_id_prefix: "auto-".to_owned(),
             check_retain_source: true,
+            clientid_prefixes: None,
+            websockets_headers_size: None,
             max_queued_messages: 1000,
             max_queued_bytes: None,
             memory_limit: None,
@@ -318,6 +325,15 @@ pub struct ListenerConfig {
     pub tls_version: Option<TlsVersion>,
     /// `ciphers`: OpenSSL-style cipher list, as written.
     pub ciphers: Option<String>,
+    /// `ciphers_tls1.3`: OpenSSL-style TLS 1.3 suite list, as written.
+    pub ciphers_tls13: Option<String>,
+    /// `crlfile`: PEM certificate revocation lists checked for client certificates.
+    pub crlfile: Option<PathBuf>,
+    /// `use_username_as_clientid` (false): the username replaces the client id.
+    pub use_username_as_clientid: bool,
+    /// `bind_interface`: the listener only accepts connections arriving on this network interface
+    /// (SO_BINDTODEVICE).
+    pub bind_interface: Option<String>,
     /// `allow_anonymous` for this listener (only with `per_listener_settings true`).
     pub allow_anonymous: Option<bool>,
     /// `password_file` for this listener (only with `per_listener_settings true`).
@@ -358,6 +374,10 @@ impl ListenerConfig {
             use_subject_as_username: false,
             tls_version: None,
             ciphers: None,
+            ciphers_tls13: None,
+            crlfile: None,
+            use_username_as_clientid: false,
+            bind_interface: None,
             allow_anonymous: None,
             password_file: None,
             acl_file: None,

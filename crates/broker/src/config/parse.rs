@@ -257,6 +257,16 @@ impl Parser {
                 let ciphers = line.text("a cipher list")?.to_owned();
                 set_once(&mut self.listener(scope, line).ciphers, ciphers, line)?
             }
+            "ciphers_tls1.3" => {
+                let ciphers = line.text("a TLS 1.3 cipher suite list")?.to_owned();
+                set_once(&mut self.listener(scope, line).ciphers_tls13, ciphers, line)?
+            }
+            "crlfile" => set_once(&mut self.listener(scope, line).crlfile, line.path()?, line)?,
+            "use_username_as_clientid" => self.listener(scope, line).use_username_as_clientid = line.bool()?,
+            "bind_interface" => {
+                let name = line.word("a network interface name")?.to_owned();
+                set_once(&mut self.listener(scope, line).bind_interface, name, line)?
+            }
             "tls_version" => {
                 let version = line.tls_version()?;
                 set_once(&mut self.listener(scope, line).tls_version, version, line)?
@@ -321,6 +331,10 @@ impl Parser {
                 }
             }
             "check_retain_source" => config.check_retain_source = line.bool()?,
+            "clientid_prefixes" => config.clientid_prefixes = Some(line.text("a client id prefix")?.to_owned()),
+            "websockets_headers_size" => {
+                config.websockets_headers_size = Some(line.int(0, 1 << 20)? as usize).filter(|&n| n > 0)
+            }
             "max_connections" => {
                 let value = line.optional_count()?;
                 match self.overrides_mut(scope) {

@@ -434,8 +434,7 @@ fn mosquitto_directives_not_supported_yet_say_so_by_name() {
         ("plugin_opt_config_file /x.json", "plugins"),
         ("auth_plugin /usr/lib/auth.so", "plugins"),
         ("auth_opt_backends mysql", "plugins"),
-        ("psk_hint hint", "TLS-PSK"),
-        ("crlfile /crl.pem", "TLS option"),
+        ("dhparamfile /dh.pem", "TLS option"),
         ("websockets_log_level 255", "WebSockets logging"),
     ] {
         let e = error(&format!("listener 1883\n{text}\n"));
@@ -443,6 +442,16 @@ fn mosquitto_directives_not_supported_yet_say_so_by_name() {
         let expected =
             format!("{ORIGIN}:2: {directive} is a Mosquitto directive mqttd does not support yet ({feature})");
         assert_eq!(e.to_string(), expected);
+    }
+}
+
+#[test]
+fn psk_directives_are_refused_with_what_to_use_instead() {
+    for text in ["psk_hint hint", "psk_file /etc/mosquitto/psk"] {
+        let e = error(&format!("listener 8883\n{text}\n"));
+        let message = e.to_string();
+        assert!(message.starts_with(&format!("{ORIGIN}:2: ")), "{message}");
+        assert!(message.contains("no pre-shared keys") && message.contains("require_certificate"), "{message}");
     }
 }
 

@@ -196,17 +196,11 @@ pub(super) fn unsupported(directive: &str) -> Option<&'static str> {
         "bridge_tcp_user_timeout",
     ];
     const PLUGIN: &[&str] = &["auth_plugin", "auth_plugin_deny_special_chars", "global_plugin", "plugin"];
-    const TLS: &[&str] =
-        &["ciphers_tls1.3", "crlfile", "dhparamfile", "tls_engine", "tls_engine_kpass_sha1", "tls_keyform"];
-    const OTHER: &[(&str, &str)] = &[
-        ("psk_file", "TLS-PSK"),
-        ("psk_hint", "TLS-PSK"),
-        ("bind_interface", "binding to a network interface"),
-        ("use_username_as_clientid", "username as client id"),
-        ("websockets_log_level", "WebSockets logging"),
-        ("websockets_headers_size", "WebSockets header size"),
-        ("clientid_prefixes", "client id prefixes"),
-    ];
+    const TLS: &[&str] = &["dhparamfile", "tls_engine", "tls_engine_kpass_sha1", "tls_keyform"];
+    const PSK: &str =
+        "TLS-PSK: rustls, the TLS library of mqttd, has no pre-shared keys; use client certificates (cafile, require_certificate) or a password_file over TLS instead";
+    const OTHER: &[(&str, &str)] =
+        &[("psk_file", PSK), ("psk_hint", PSK), ("websockets_log_level", "WebSockets logging")];
     if BRIDGE.contains(&directive) {
         Some("bridge option")
     } else if PLUGIN.contains(&directive) || directive.starts_with("auth_opt_") || directive.starts_with("plugin_opt_")
@@ -233,9 +227,13 @@ pub(super) const KNOWN: &[&str] = &[
     "cafile",
     "capath",
     "certfile",
+    "bind_interface",
     "check_retain_source",
     "ciphers",
+    "ciphers_tls1.3",
+    "clientid_prefixes",
     "connection_messages",
+    "crlfile",
     "http_dir",
     "http_token",
     "include_dir",
@@ -285,7 +283,9 @@ pub(super) const KNOWN: &[&str] = &[
     "upgrade_outgoing_qos",
     "use_identity_as_username",
     "use_subject_as_username",
+    "use_username_as_clientid",
     "user",
+    "websockets_headers_size",
 ];
 
 /// " (did you mean 'x'?)" for the closest known directive within two edits, else "".

@@ -15,6 +15,7 @@ const HONOURED: &[&str] = &[
     "allow_zero_length_clientid", // process::listeners::allow_zero_length_clientid_is_per_listener_...
     "auto_id_prefix",
     "check_retain_source", // process::listeners::check_retain_source_withholds_...
+    "clientid_prefixes",   // process::clients::clientid_prefixes_refuses_other_ids_as_not_authorized
     "connection_messages", // process::ops::connection_messages_false_hides_...
     "include_dir",
     "log_dest", // process::ops::several_log_dest_lines_write_to_each
@@ -39,6 +40,7 @@ const HONOURED: &[&str] = &[
     "upgrade_outgoing_qos", // process::listeners::upgrade_outgoing_qos_delivers_at_the_subscription_qos
     "user",                 // process::ops::user_switches_to_that_account_after_binding
     "bind_address",
+    "bind_interface", // process::clients::bind_interface_lo_serves_loopback_and_an_unknown_one_stops_startup
     "http_dir",
     "listener",
     "max_connections", // process::listeners::max_connections_after_a_listener_line_limits_...
@@ -52,6 +54,8 @@ const HONOURED: &[&str] = &[
     "capath",
     "certfile",
     "ciphers",
+    "ciphers_tls1.3", // process::tls::ciphers_tls13_limits_the_tls13_suites
+    "crlfile",        // process::tls::a_revoked_client_certificate_is_refused_with_crlfile
     "keyfile",
     "require_certificate",
     "tls_version",
@@ -96,6 +100,8 @@ const HONOURED: &[&str] = &[
     "bridge_insecure",
     "bridge_keyfile",
     "bridge_tls_version",
+    "use_username_as_clientid", // process::clients::use_username_as_clientid_gives_one_session_per_user
+    "websockets_headers_size",  // process::clients::websockets_headers_size_bounds_the_upgrade_request
 ];
 
 /// Accepted, with a warning saying why it changes nothing here (the broker logs config warnings).
@@ -141,6 +147,8 @@ fn sample(directive: &str, dir: &Path) -> String {
         "socket_domain" => "ipv4",
         "bind_address" => "127.0.0.1",
         "mount_point" => "mp/",
+        "bind_interface" => "lo",
+        "clientid_prefixes" => "x-",
         "max_qos" => "1",
         "tls_version" => "tlsv1.3",
         "ciphers" | "ciphers_tls1.3" => "HIGH",

@@ -3,12 +3,12 @@
 //! by its pid) and to another mqttd; and a Mosquitto bridge pointed at mqttd. Skipped when Mosquitto is
 //! not installed, unless `MQTTD_REQUIRE_PEERS=1`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mqttd_proto::{Connect, Publish, QoS};
+use mqttd_proto::{Ack, Connect, Packet, Publish, QoS};
 use mqttd_testkit::Peer;
 
 use crate::common::{free_port, listening, local, signal, Mqttd, TIMEOUT, V4, V5};
@@ -198,9 +198,31 @@ async fn publish_numbered(peer: &mut Peer, from: u32, to: u32) {
 }
 
 /// Receives until every number up to `to` has come; returns how often each came.
-async fn receive_numbered(peer: &mut Peer, seen: &mut BTreeMap<u32, usize>, to: u32) {
+/// Receives numbered messages until 1..=`to` have all arrived, as a QoS 2 receiver keeps its session:
+/// the packet ids of QoS 2 messages it answered with PUBREC stay in `pending` until their PUBREL (across
+/// reconnects), so a resend of one (DUP, same id) is not delivered again [MQTT-4.3.3-10].
+async fn receive_numbered(peer: &mut Peer, seen: &mut BTreeMap<u32, usize>, pending: &mut BTreeSet<u16>, to: u32) {
     while (1..=to).any(|n| !seen.contains_key(&n)) {
-        let p = peer.recv_publish().await;
+        let p = match peer.recv().await {
+            Packet::Publish(p) => p,
+            Packet::PubRel(rel) => {
+                pending.remove(&rel.packet_id.get());
+                peer.send(&Packet::PubComp(Ack::new(rel.packet_id))).await;
+                continue;
+            }
+            other => panic!("expected PUBLISH or PUBREL, got {other:?}"),
+        };
+        match (p.qos, p.packet_id) {
+            (QoS::AtLeastOnce, Some(id)) => peer.send(&Packet::PubAck(Ack::new(id))).await,
+            (QoS::ExactlyOnce, Some(id)) => {
+                let new = pending.insert(id.get());
+                peer.send(&Packet::PubRec(Ack::new(id))).await;
+                if !new {
+                    continue;
+                }
+            }
+            _ => {}
+        }
         let n: u32 = std::str::from_utf8(&p.payload).expect("text").parse().expect("a number");
         *seen.entry(n).or_default() += 1;
     }
@@ -229,9 +251,9 @@ async fn qos_1_and_2_messages_queued_while_the_remote_restarts_all_arrive() {
     let mut watcher = Peer::connect(mqttd.addr(), "watcher", V4).await;
     wait_for_state(&mut watcher, "edge", b"1").await;
     let mut publisher = Peer::connect(mqttd.addr(), "publisher", V4).await;
-    let mut seen = BTreeMap::new();
+    let (mut seen, mut pending) = (BTreeMap::new(), BTreeSet::new());
     publish_numbered(&mut publisher, 1, 10).await;
-    receive_numbered(&mut sub, &mut seen, 10).await;
+    receive_numbered(&mut sub, &mut seen, &mut pending, 10).await;
 
     let (config, log, port) = mosquitto.stop();
     drop(sub);
@@ -240,7 +262,7 @@ async fn qos_1_and_2_messages_queued_while_the_remote_restarts_all_arrive() {
     let _mosquitto = Mosquitto::spawn(config, log, port);
     let (mut sub, ack) = Peer::connect_with(local(port), persistent("counter")).await;
     assert!(ack.session_present, "Mosquitto kept the subscriber's session");
-    receive_numbered(&mut sub, &mut seen, 40).await;
+    receive_numbered(&mut sub, &mut seen, &mut pending, 40).await;
     let missing: Vec<u32> = (1..=40).filter(|n| !seen.contains_key(n)).collect();
     assert!(missing.is_empty(), "lost: {missing:?}");
     let twice: Vec<u32> = seen.iter().filter(|(n, c)| *n % 2 == 0 && **c > 1).map(|(n, _)| *n).collect();

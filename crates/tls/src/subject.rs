@@ -3,6 +3,8 @@
 //! does). A minimal DER reader: it walks to `tbsCertificate.subject` and nothing else. The certificate
 //! has already been verified by rustls; still, any input only yields `None`, never a panic.
 
+use crate::der::{dotted, element};
+
 /// One attribute of the subject: its type (OID, dotted) and its value as raw DER (tag and content).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Attribute {
@@ -42,6 +44,11 @@ impl Subject {
         self.0.iter().flatten().find(|a| a.oid == OID_COMMON_NAME).and_then(|a| text(a.tag, &a.value))
     }
 
+    /// Every common name, as text, in certificate order (OpenSSL's host check tries each).
+    pub fn common_names(&self) -> Vec<String> {
+        self.0.iter().flatten().filter(|a| a.oid == OID_COMMON_NAME).filter_map(|a| text(a.tag, &a.value)).collect()
+    }
+
     /// The subject in RFC 2253 form, as `openssl x509 -nameopt RFC2253` and Mosquitto print it: the last
     /// RDN first, `,` between RDNs, `+` inside one, special characters escaped.
     pub fn rfc2253(&self) -> String {
@@ -74,51 +81,6 @@ fn parse_name(mut name: &[u8]) -> Option<Subject> {
         rdns.push(rdn);
     }
     Some(Subject(rdns))
-}
-
-/// One DER element: (tag, content, rest). Single-byte tags only, which is all a Name uses.
-fn element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, mut rest) = rest.split_first()?;
-    let len = if first < 0x80 {
-        usize::from(first)
-    } else {
-        let count = usize::from(first & 0x7F);
-        if count == 0 || count > 4 || rest.len() < count {
-            return None;
-        }
-        let (bytes, after) = rest.split_at(count);
-        rest = after;
-        bytes.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
-    };
-    if rest.len() < len {
-        return None;
-    }
-    let (content, rest) = rest.split_at(len);
-    Some((tag, content, rest))
-}
-
-/// An OBJECT IDENTIFIER's content as dotted decimal.
-fn dotted(oid: &[u8]) -> Option<String> {
-    let mut arcs: Vec<u64> = Vec::new();
-    let mut value: u64 = 0;
-    for &b in oid {
-        value = value.checked_mul(128)? | u64::from(b & 0x7F);
-        if b & 0x80 == 0 {
-            if arcs.is_empty() {
-                let first = (value / 40).min(2);
-                arcs.push(first);
-                arcs.push(value - first * 40);
-            } else {
-                arcs.push(value);
-            }
-            value = 0;
-        }
-    }
-    if arcs.is_empty() {
-        return None;
-    }
-    Some(arcs.iter().map(u64::to_string).collect::<Vec<_>>().join("."))
 }
 
 /// OpenSSL's short name of an attribute type, where it has one.
@@ -243,14 +205,5 @@ mod tests {
             let bytes = vec![0x30; len];
             let _ = Subject::from_certificate(&bytes);
         }
-    }
-
-    #[test]
-    fn oids_print_dotted() {
-        assert_eq!(dotted(&[0x55, 0x04, 0x03]).as_deref(), Some("2.5.4.3"));
-        assert_eq!(
-            dotted(&[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x09, 0x01]).as_deref(),
-            Some("1.2.840.113549.1.9.1")
-        );
     }
 }
