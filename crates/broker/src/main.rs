@@ -138,9 +138,10 @@ async fn serve(
     let broker = Arc::new(Broker::new(Settings::from_config(&config)));
     broker.set_security(security);
     if config.persistence {
-        // Before any client connects: what the store held is back first.
+        // Before any client connects: what the store held is back first (on the first start, what
+        // Mosquitto's mosquitto.db held).
         let path = config.store_path();
-        let (store, replayed) = mqttd_broker::store::Store::open(&path, config.recover)
+        let (store, replayed) = mqttd_broker::store::mosquitto::open(&config)
             .with_context(|| format!("cannot open the durable store {}", path.display()))?;
         broker.set_store(store);
         broker.restore(replayed);

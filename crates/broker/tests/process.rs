@@ -11,6 +11,8 @@ mod auth;
 mod bridge;
 #[path = "process/listeners.rs"]
 mod listeners;
+#[path = "process/mosquitto_import.rs"]
+mod mosquitto_import;
 #[path = "process/ops.rs"]
 mod ops;
 #[path = "process/persistence.rs"]
