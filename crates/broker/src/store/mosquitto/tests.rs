@@ -1,6 +1,7 @@
 //! The Mosquitto import on bytes: a file written by Debian's Mosquitto 2.0.11, and chunks built here for
 //! what that file does not show (messages in flight, options, damage).
 
+use super::chunks::{CFG, CLIENT, CLIENT_MSG, MSG_STORE, SUB};
 use super::*;
 
 /// Written by `mosquitto` 2.0.11 (Debian) at SIGTERM, listening on port 18839: `keeper` (MQTT 5, Session
