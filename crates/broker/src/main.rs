@@ -138,10 +138,10 @@ async fn serve(
     let broker = Arc::new(Broker::new(Settings::from_config(&config)));
     broker.set_security(security);
     if config.persistence {
-        // Before any client connects: what the store held is back first.
-        let path = config.store_path();
+        // Before any client connects: what the store held is back first (on the first start, what
+        // Mosquitto's mosquitto.db held).
         let (store, replayed) =
-            mqttd_broker::store::Store::open(&path, config.recover).context("cannot open the durable store")?;
+            mqttd_broker::store::mosquitto::open(&config).context("cannot open the durable store")?;
         broker.set_store(store);
         broker.restore(replayed);
     }

@@ -13,6 +13,8 @@ mod bridge;
 mod clients;
 #[path = "process/listeners.rs"]
 mod listeners;
+#[path = "process/mosquitto_import.rs"]
+mod mosquitto_import;
 #[path = "process/ops.rs"]
 mod ops;
 #[path = "process/persistence.rs"]

@@ -13,6 +13,7 @@
 //! (and at least 64 MiB), so the log stays proportional to what is stored. Positions are counted in
 //! bytes appended since the start, not file offsets: a rewrite does not move them.
 
+pub mod mosquitto;
 mod record;
 pub mod restore;
 

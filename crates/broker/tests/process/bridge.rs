@@ -4,86 +4,12 @@
 //! not installed, unless `MQTTD_REQUIRE_PEERS=1`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mqttd_proto::{Ack, Connect, Packet, Publish, QoS};
 use mqttd_testkit::Peer;
 
-use crate::common::{free_port, listening, local, signal, Mqttd, TIMEOUT, V4, V5};
-
-const MOSQUITTO: &str = "/usr/sbin/mosquitto";
-
-/// Whether Mosquitto can run; when it cannot, skip (or fail under `MQTTD_REQUIRE_PEERS=1`).
-fn mosquitto_available() -> bool {
-    if Path::new(MOSQUITTO).exists() {
-        return true;
-    }
-    if std::env::var("MQTTD_REQUIRE_PEERS").as_deref() == Ok("1") {
-        panic!("{MOSQUITTO} is required (MQTTD_REQUIRE_PEERS=1) but not installed");
-    }
-    eprintln!("skipping: {MOSQUITTO} is not installed (set MQTTD_REQUIRE_PEERS=1 to make this a failure)");
-    false
-}
-
-/// A Mosquitto broker on 127.0.0.1, stopped (by its pid) when dropped.
-struct Mosquitto {
-    child: Child,
-    port: u16,
-    config: PathBuf,
-    log: PathBuf,
-}
-
-impl Mosquitto {
-    /// Writes `settings` after a `listener` line for `port` into `dir/mosquitto.conf` and starts it.
-    fn start(dir: &Path, port: u16, settings: &str) -> Mosquitto {
-        let config = dir.join("mosquitto.conf");
-        let text = format!("user root\nlistener {port} 127.0.0.1\nallow_anonymous true\n{settings}");
-        std::fs::write(&config, text).expect("writes the Mosquitto config");
-        Mosquitto::spawn(config, dir.join("mosquitto.log"), port)
-    }
-
-    fn spawn(config: PathBuf, log: PathBuf, port: u16) -> Mosquitto {
-        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("opens the log");
-        let child = Command::new(MOSQUITTO)
-            .arg("-c")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("mosquitto starts");
-        let mut mosquitto = Mosquitto { child, port, config, log };
-        mosquitto.wait_listening();
-        mosquitto
-    }
-
-    fn wait_listening(&mut self) {
-        let start = Instant::now();
-        while !listening(self.port) {
-            if let Some(status) = self.child.try_wait().expect("child status") {
-                panic!("mosquitto exited with {status}:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
-            }
-            assert!(start.elapsed() < TIMEOUT, "mosquitto did not listen on {}", self.port);
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// SIGTERM (Mosquitto saves its persistence file) and waits for the exit.
-    fn stop(mut self) -> (PathBuf, PathBuf, u16) {
-        signal(self.child.id(), "-TERM");
-        let _ = self.child.wait();
-        (std::mem::take(&mut self.config), std::mem::take(&mut self.log), self.port)
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::common::{free_port, local, mosquitto_available, Mosquitto, Mqttd, TIMEOUT, V4, V5};
 
 /// A bridge section towards `port` sharing `topics`, reconnecting after 1 s.
 fn bridge(name: &str, port: u16, topics: &str, extra: &str) -> String {

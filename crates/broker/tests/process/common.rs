@@ -1,10 +1,11 @@
 //! Running the real `mqttd` binary: a child per test on a free port of 127.0.0.1, its stdout and stderr
 //! collected for assertions, stopped by its pid when the test ends. Waits poll with a bound
-//! ([`TIMEOUT`]); nothing sleeps to synchronise.
+//! ([`TIMEOUT`]); nothing sleeps to synchronise. Also a real Mosquitto ([`Mosquitto`]) for the tests that
+//! run both.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -206,4 +207,76 @@ pub fn peer_available(program: &str) -> bool {
 /// Runs a Mosquitto client to completion (bounded by its own `-W` where it waits).
 pub fn run(program: &str, args: &[&str]) -> std::process::Output {
     Command::new(program).args(args).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{program}: {e}"))
+}
+
+pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+/// Whether Mosquitto can run; when it cannot, skip (or fail under `MQTTD_REQUIRE_PEERS=1`).
+pub fn mosquitto_available() -> bool {
+    if Path::new(MOSQUITTO).exists() {
+        return true;
+    }
+    if std::env::var("MQTTD_REQUIRE_PEERS").as_deref() == Ok("1") {
+        panic!("{MOSQUITTO} is required (MQTTD_REQUIRE_PEERS=1) but not installed");
+    }
+    eprintln!("skipping: {MOSQUITTO} is not installed (set MQTTD_REQUIRE_PEERS=1 to make this a failure)");
+    false
+}
+
+/// A Mosquitto broker on 127.0.0.1, stopped (by its pid) when dropped.
+pub struct Mosquitto {
+    pub child: Child,
+    pub port: u16,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+impl Mosquitto {
+    /// Writes `settings` after a `listener` line for `port` into `dir/mosquitto.conf` and starts it.
+    pub fn start(dir: &Path, port: u16, settings: &str) -> Mosquitto {
+        let config = dir.join("mosquitto.conf");
+        let text = format!("user root\nlistener {port} 127.0.0.1\nallow_anonymous true\n{settings}");
+        std::fs::write(&config, text).expect("writes the Mosquitto config");
+        Mosquitto::spawn(config, dir.join("mosquitto.log"), port)
+    }
+
+    pub fn spawn(config: PathBuf, log: PathBuf, port: u16) -> Mosquitto {
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("opens the log");
+        let child = Command::new(MOSQUITTO)
+            .arg("-c")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("mosquitto starts");
+        let mut mosquitto = Mosquitto { child, port, config, log };
+        mosquitto.wait_listening();
+        mosquitto
+    }
+
+    fn wait_listening(&mut self) {
+        let start = Instant::now();
+        while !listening(self.port) {
+            if let Some(status) = self.child.try_wait().expect("child status") {
+                panic!("mosquitto exited with {status}:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+            }
+            assert!(start.elapsed() < TIMEOUT, "mosquitto did not listen on {}", self.port);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM (Mosquitto saves its persistence file) and waits for the exit.
+    pub fn stop(mut self) -> (PathBuf, PathBuf, u16) {
+        signal(self.child.id(), "-TERM");
+        let _ = self.child.wait();
+        (std::mem::take(&mut self.config), std::mem::take(&mut self.log), self.port)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
