@@ -90,6 +90,9 @@ struct SessionModel {
     epoch: u64,
     /// Filters granted at some point in this session: every delivery must match one.
     ever: HashSet<String>,
+    /// Inner filters of shared subscriptions granted in this session: a message matching one of them and
+    /// a plain subscription of the session may come twice, once through each (MQTT 5.0 section 4.8.2).
+    shared: HashSet<String>,
     /// Filters granted and not unsubscribed, with their QoS.
     active: HashMap<String, u8>,
     /// Tracked messages (by id) acknowledged to their publisher while a QoS 1/2 filter here matched.
@@ -224,7 +227,8 @@ impl Case {
                     if let std::collections::hash_map::Entry::Vacant(e) = s.qos2_pending.entry(pid.get()) {
                         e.insert(id.unwrap_or(0));
                         if let Some(id) = id {
-                            if !s.received.insert(id) && !p.retain {
+                            let via_shared = s.shared.iter().any(|f| topic::matches(f, &p.topic));
+                            if !s.received.insert(id) && !p.retain && !via_shared {
                                 failure = Some(format!("client {c}: QoS 2 message {id} delivered twice"));
                             }
                         }
@@ -442,6 +446,7 @@ impl Case {
                     match filter.strip_prefix("$share/").and_then(|rest| rest.split_once('/')) {
                         Some((_, inner)) => {
                             s.ever.insert(inner.to_string());
+                            s.shared.insert(inner.to_string());
                         }
                         None => {
                             s.ever.insert(filter.clone());
