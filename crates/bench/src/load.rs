@@ -1,4 +1,4 @@
-//! The message scenarios (fanin, fanout, pairs, latency): connect, load for `--duration`, drain, count.
+//! The message scenarios (fanin, fanout, pairs, latency, shared): connect, load for `--duration`, drain, count.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -61,6 +61,10 @@ fn topology(scenario: Scenario, plan: &Plan) -> (Vec<String>, Vec<String>) {
     match scenario {
         Scenario::Fanin => ((0..plan.publishers).map(|i| format!("{p}/{i}")).collect(), vec![format!("{p}/+")]),
         Scenario::Fanout => (vec![format!("{p}/0")], vec![format!("{p}/0"); plan.subscribers]),
+        Scenario::Shared => (
+            (0..plan.publishers).map(|i| format!("{p}/{i}")).collect(),
+            vec![format!("$share/bench/{p}/+"); plan.subscribers],
+        ),
         _ => {
             let topics: Vec<String> = (0..plan.publishers).map(|i| format!("{p}/{i}")).collect();
             (topics.clone(), topics)

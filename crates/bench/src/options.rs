@@ -17,6 +17,9 @@ pub enum Scenario {
     Pairs,
     /// N pairs at a fixed aggregate rate (--rate); latency from the send time carried in the payload.
     Latency,
+    /// N publishers on their own topics, N subscribers in one shared subscription group
+    /// (`$share/bench/...`): each message goes to one member.
+    Shared,
     /// C idle connections: connect rate and, with --pid, the broker's memory per connection.
     Conns,
 }
@@ -29,6 +32,7 @@ impl Scenario {
             Scenario::Fanout => "fanout",
             Scenario::Pairs => "pairs",
             Scenario::Latency => "latency",
+            Scenario::Shared => "shared",
             Scenario::Conns => "conns",
         }
     }
@@ -37,11 +41,11 @@ impl Scenario {
 /// Options of one benchmark run.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchOptions {
-    /// Load shape: fanin, fanout, pairs, latency or conns.
+    /// Load shape: fanin, fanout, pairs, latency, shared or conns.
     #[arg(value_enum)]
     pub scenario: Scenario,
     /// Clients: publishers for fanin (default 50), subscribers for fanout (100), pairs for pairs (100)
-    /// and latency (10), connections for conns (10000).
+    /// and latency (10), publishers and group members for shared (10), connections for conns (10000).
     #[arg(short = 'n', long)]
     pub clients: Option<usize>,
     /// QoS of publishes and subscriptions.
@@ -132,7 +136,7 @@ impl Plan {
             (Some(n), _) => n,
             (None, Scenario::Fanin) => 50,
             (None, Scenario::Fanout | Scenario::Pairs) => 100,
-            (None, Scenario::Latency) => 10,
+            (None, Scenario::Latency | Scenario::Shared) => 10,
             (None, Scenario::Conns) => 10_000,
         };
         if n == 0 {
@@ -151,7 +155,7 @@ impl Plan {
         let (publishers, subscribers) = match opts.scenario {
             Scenario::Fanin => (n, 1),
             Scenario::Fanout => (1, n),
-            Scenario::Pairs | Scenario::Latency => (n, n),
+            Scenario::Pairs | Scenario::Latency | Scenario::Shared => (n, n),
             Scenario::Conns => (0, 0),
         };
         let rate = match (opts.scenario, opts.rate) {
