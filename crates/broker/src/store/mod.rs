@@ -13,6 +13,8 @@
 //! (and at least 64 MiB), so the log stays proportional to what is stored. Positions are counted in
 //! bytes appended since the start, not file offsets: a rewrite does not move them.
 
+#[cfg(test)]
+mod faults;
 pub mod mosquitto;
 mod record;
 pub mod restore;
@@ -28,6 +30,25 @@ use std::task::{Context, Poll, Waker};
 use parking_lot::{Condvar, Mutex};
 
 pub use record::{Damage, Record, StoredMessage, StoredSession};
+
+/// Where the writer puts the log's bytes: the log file, or in tests a disk that loses what was not synced
+/// (`faults.rs`).
+pub trait LogFile: Send {
+    /// Appends `bytes` (not yet durable).
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+    /// Makes everything appended durable (`fdatasync`).
+    fn sync(&mut self) -> std::io::Result<()>;
+}
+
+impl LogFile for File {
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.write_all(bytes)
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.sync_data()
+    }
+}
 
 /// Appended records not yet written, and where the log will end once they are.
 #[derive(Debug, Default)]
@@ -216,13 +237,23 @@ impl Store {
     /// [`Store::open`], rewriting the log while running once it grows past `compact_at_least` bytes (and
     /// four times its live size).
     pub fn open_compacting_at(path: &Path, compact_at_least: u64) -> Result<(Arc<Store>, Replayed), StoreError> {
+        Store::open_with(path, compact_at_least, |f| Box::new(f))
+    }
+
+    /// [`Store::open_compacting_at`], with the writer appending through `wrap(file)` (tests put a
+    /// fault-injecting disk there).
+    pub(crate) fn open_with(
+        path: &Path,
+        compact_at_least: u64,
+        wrap: impl FnOnce(File) -> Box<dyn LogFile>,
+    ) -> Result<(Arc<Store>, Replayed), StoreError> {
         let io = |source| StoreError::Io { path: path.to_path_buf(), cause: source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
         let replayed = replay(path)?;
         let live = rewrite(path, &replayed).map_err(io)?;
-        let file = OpenOptions::new().append(true).open(path).map_err(io)?;
+        let file = wrap(OpenOptions::new().append(true).open(path).map_err(io)?);
         let next = replayed.messages.keys().max().copied().unwrap_or(0) + 1;
         let store = Arc::new(Store {
             path: path.to_path_buf(),
@@ -299,7 +330,7 @@ impl Store {
         self.appended.notify_one();
     }
 
-    fn write_loop(&self, mut file: File, mut live: u64) {
+    fn write_loop(&self, mut file: Box<dyn LogFile>, mut live: u64) {
         let mut size = live;
         loop {
             let (bytes, end, records) = {
@@ -313,7 +344,7 @@ impl Store {
                 let records = self.records_pending.swap(0, Ordering::Relaxed);
                 (std::mem::take(&mut pending.bytes), pending.end, records)
             };
-            if let Err(e) = file.write_all(&bytes).and_then(|()| file.sync_data()) {
+            if let Err(e) = file.append(&bytes).and_then(|()| file.sync()) {
                 // Never retried: after a failed fsync the kernel may have dropped the data it could not
                 // write, and a later successful fsync would say nothing about it.
                 tracing::error!(path = %self.path.display(), "durable store write failed, stopping: {e}");
@@ -329,7 +360,7 @@ impl Store {
                 match compacted {
                     Ok((n, f)) => {
                         tracing::debug!(path = %self.path.display(), from = size, to = n, "durable store compacted");
-                        (live, size, file) = (n, n, f);
+                        (live, size, file) = (n, n, Box::new(f));
                     }
                     Err(e) => {
                         tracing::error!(path = %self.path.display(), "durable store compaction failed, stopping: {e}");
