@@ -402,44 +402,55 @@ fn rewrite(path: &Path, replayed: &Replayed) -> std::io::Result<u64> {
 
 /// Reads the log at `path` (none: empty) into the live state it describes.
 fn replay(path: &Path) -> Result<Replayed, StoreError> {
-    let mut bytes = Vec::new();
-    match File::open(path) {
-        Ok(mut f) => {
-            f.read_to_end(&mut bytes).map_err(|source| StoreError::Io { path: path.to_path_buf(), cause: source })?;
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => return Err(StoreError::Io { path: path.to_path_buf(), cause: source }),
-    }
+    let io = |cause| StoreError::Io { path: path.to_path_buf(), cause };
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Replayed::default()),
+        Err(e) => return Err(io(e)),
+    };
+    let file_len = file.metadata().map_err(io)?.len();
     let mut replayed = Replayed::default();
-    let mut at = 0;
-    while at < bytes.len() {
-        match Record::decode(&bytes[at..]) {
+    // Read in chunks, record by record: memory follows the live state, not the size of the log.
+    let mut buf: Vec<u8> = Vec::new();
+    let (mut start, mut at, mut eof) = (0usize, 0u64, false);
+    loop {
+        if start == buf.len() && eof {
+            break;
+        }
+        match Record::decode(&buf[start..]) {
             Ok((record, used)) => {
                 replayed.apply(record);
-                at += used;
+                start += used;
+                at += used as u64;
+            }
+            Err(Damage::Torn) if !eof => {
+                buf.drain(..start);
+                start = 0;
+                let declared = buf.get(..4).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
+                let want = (record::HEADER + declared).saturating_sub(buf.len()).max(REPLAY_CHUNK);
+                let read = (&mut file).take(want as u64).read_to_end(&mut buf).map_err(io)?;
+                eof = read == 0;
             }
             Err(Damage::Torn) => {
                 tracing::warn!(path = %path.display(), offset = at, "torn record at the end of the log cut off");
                 break;
             }
-            Err(Damage::Corrupt(why)) if is_tail(&bytes[at..]) => {
+            Err(Damage::Corrupt(why)) => {
+                let declared = u32::from_le_bytes(buf[start..start + 4].try_into().expect("a header")) as u64;
+                if at + record::HEADER as u64 + declared < file_len {
+                    return Err(StoreError::Damaged { path: path.to_path_buf(), offset: at, why });
+                }
+                // A write torn by a crash can leave a length that fits but bytes that never reached the disk.
                 tracing::warn!(path = %path.display(), offset = at, "damaged last record cut off: {why}");
                 break;
-            }
-            Err(Damage::Corrupt(why)) => {
-                return Err(StoreError::Damaged { path: path.to_path_buf(), offset: at as u64, why })
             }
         }
     }
     Ok(replayed)
 }
 
-/// Whether the damaged record at the start of `bytes` is the last thing in the log (a write torn by a
-/// crash can leave a length that fits but bytes that never reached the disk).
-fn is_tail(bytes: &[u8]) -> bool {
-    let len = u32::from_le_bytes(bytes[0..4].try_into().expect("a header")) as usize;
-    bytes.len() <= record::HEADER + len
-}
+/// How much of the log [`replay`] reads at a time.
+const REPLAY_CHUNK: usize = 1 << 20;
 
 /// Makes a rename in the directory of `path` durable.
 fn sync_dir(path: &Path) -> std::io::Result<()> {
