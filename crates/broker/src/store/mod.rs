@@ -102,6 +102,9 @@ pub struct Replayed {
     /// Each session's incoming QoS 2 packet ids awaiting PUBREL.
     pub incoming: HashMap<String, std::collections::BTreeSet<u16>>,
     index: HashMap<(String, u64), u64>,
+    /// How many queue entries hold each message: one no queue holds is let go at once, so replaying a long
+    /// log holds memory for the live state only.
+    refs: HashMap<u64, usize>,
     sequence: u64,
 }
 
@@ -134,6 +137,7 @@ impl Replayed {
                 if let Some(queue) = self.queues.remove(&client_id) {
                     for q in queue.values() {
                         self.index.remove(&(client_id.clone(), q.id));
+                        self.release(q.id);
                     }
                 }
             }
@@ -143,8 +147,11 @@ impl Replayed {
             Record::Enqueue { client_id, id, qos, retain, subscription_ids } => {
                 self.sequence += 1;
                 let seq = self.sequence;
-                if let Some(old) = self.index.insert((client_id.clone(), id), seq) {
-                    self.queues.entry(client_id.clone()).or_default().remove(&old);
+                match self.index.insert((client_id.clone(), id), seq) {
+                    Some(old) => {
+                        self.queues.entry(client_id.clone()).or_default().remove(&old);
+                    }
+                    None => *self.refs.entry(id).or_default() += 1,
                 }
                 let queued = Queued { id, qos, retain, subscription_ids, sent: None };
                 self.queues.entry(client_id).or_default().insert(seq, queued);
@@ -169,7 +176,19 @@ impl Replayed {
                     if let Some(queue) = self.queues.get_mut(&client_id) {
                         queue.remove(&seq);
                     }
+                    self.release(id);
                 }
+            }
+        }
+    }
+
+    /// A queue entry of message `id` is gone: the message goes with its last one.
+    fn release(&mut self, id: u64) {
+        if let Some(n) = self.refs.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                self.refs.remove(&id);
+                self.messages.remove(&id);
             }
         }
     }
