@@ -149,13 +149,14 @@ impl Record {
         if crc32fast::hash(body) != crc {
             return Err(Damage::Corrupt("checksum mismatch"));
         }
-        let mut b = Bytes::copy_from_slice(body);
+        // One copy out of the log's buffer; packets inside are decoded in place from it.
+        let mut b = BytesMut::from(body);
         let record = read_record(&mut b).ok_or(Damage::Corrupt("undecodable record"))?;
         Ok((record, HEADER + len))
     }
 }
 
-fn read_record(b: &mut Bytes) -> Option<Record> {
+fn read_record(b: &mut BytesMut) -> Option<Record> {
     let record = match get_u8(b)? {
         RETAINED => Record::Retained(get_message(b)?),
         SESSION => Record::Session(get_session(b)?),
@@ -195,7 +196,7 @@ fn put_str(b: &mut BytesMut, s: &str) {
     b.put_slice(s.as_bytes());
 }
 
-fn get_str(b: &mut Bytes) -> Option<String> {
+fn get_str(b: &mut BytesMut) -> Option<String> {
     let n = get_u32(b)? as usize;
     if b.remaining() < n {
         return None;
@@ -203,15 +204,15 @@ fn get_str(b: &mut Bytes) -> Option<String> {
     String::from_utf8(b.split_to(n).to_vec()).ok()
 }
 
-fn get_u8(b: &mut Bytes) -> Option<u8> {
+fn get_u8(b: &mut BytesMut) -> Option<u8> {
     (b.remaining() >= 1).then(|| b.get_u8())
 }
 
-fn get_u32(b: &mut Bytes) -> Option<u32> {
+fn get_u32(b: &mut BytesMut) -> Option<u32> {
     (b.remaining() >= 4).then(|| b.get_u32_le())
 }
 
-fn get_u64(b: &mut Bytes) -> Option<u64> {
+fn get_u64(b: &mut BytesMut) -> Option<u64> {
     (b.remaining() >= 8).then(|| b.get_u64_le())
 }
 
@@ -230,7 +231,7 @@ fn put_message(b: &mut BytesMut, m: &StoredMessage) {
     put_packet(b, &Packet::Publish(publish));
 }
 
-fn get_message(b: &mut Bytes) -> Option<StoredMessage> {
+fn get_message(b: &mut BytesMut) -> Option<StoredMessage> {
     let expires_at_ms = get_u64(b)?;
     let Packet::Publish(p) = get_packet(b)? else { return None };
     Some(StoredMessage {
@@ -256,12 +257,12 @@ fn put_packet(b: &mut BytesMut, packet: &Packet) {
     b.put_slice(&bytes);
 }
 
-fn get_packet(b: &mut Bytes) -> Option<Packet> {
+fn get_packet(b: &mut BytesMut) -> Option<Packet> {
     let n = get_u32(b)? as usize;
     if b.remaining() < n {
         return None;
     }
-    let mut bytes = BytesMut::from(&b.split_to(n)[..]);
+    let mut bytes = b.split_to(n);
     let limits = Limits { max_packet_size: mqttd_proto::MAX_VARINT + 5 };
     decode(&mut bytes, ProtocolVersion::V5, &limits).ok().flatten()
 }
@@ -297,7 +298,7 @@ fn put_session(b: &mut BytesMut, s: &StoredSession) {
     }
 }
 
-fn get_session(b: &mut Bytes) -> Option<StoredSession> {
+fn get_session(b: &mut BytesMut) -> Option<StoredSession> {
     let client_id = get_str(b)?;
     let username = match get_u8(b)? {
         0 => None,
