@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mqttd_core::{AckError, Delivery, Message};
+use mqttd_core::{AckError, Delivery, Message, SessionState};
 use mqttd_proto::{
     encoded_len, reason, Ack, Packet, PacketId, Properties, Publish, QoS, RetainHandling, SubAck, Subscribe, UnsubAck,
     Unsubscribe,
@@ -26,27 +26,13 @@ impl Client {
             Packet::Publish(p) => self.publish(p),
             Packet::PubAck(a) => {
                 self.check_reason("PUBACK [MQTT-3.4.2-1]", reason::fits_puback(a.reason))?;
-                let mut state = self.session.state.lock();
-                let stored = state.inflight_stored(a.packet_id).filter(|_| state.durable);
-                let done = state.puback(a.packet_id);
-                drop(state);
-                if done.is_ok() {
-                    self.broker.persist_ack(&self.session, stored);
-                }
-                flow_of("PUBACK", done)
+                self.complete("PUBACK", a.packet_id, SessionState::puback)
             }
             Packet::PubRec(a) => self.pubrec(a),
             Packet::PubRel(a) => self.pubrel(a),
             Packet::PubComp(a) => {
                 self.check_reason("PUBCOMP [MQTT-3.7.2-1]", reason::fits_pubrel(a.reason))?;
-                let mut state = self.session.state.lock();
-                let stored = state.inflight_stored(a.packet_id).filter(|_| state.durable);
-                let done = state.pubcomp(a.packet_id);
-                drop(state);
-                if done.is_ok() {
-                    self.broker.persist_ack(&self.session, stored);
-                }
-                flow_of("PUBCOMP", done)
+                self.complete("PUBCOMP", a.packet_id, SessionState::pubcomp)
             }
             Packet::Subscribe(s) => self.subscribe(s),
             Packet::Unsubscribe(u) => self.unsubscribe(u),
@@ -56,6 +42,24 @@ impl Client {
             Packet::Auth(_) => Err(violation("AUTH without enhanced authentication", reason::PROTOCOL_ERROR)),
             other => Err(End::Protocol(format!("{} is not sent by clients", other.name()), reason::PROTOCOL_ERROR)),
         }
+    }
+
+    /// A PUBACK or PUBCOMP: the delivery with this packet id is complete (`finish` checks its flow), and
+    /// so is its stored message for this session.
+    fn complete(
+        &mut self,
+        name: &str,
+        packet_id: PacketId,
+        finish: fn(&mut SessionState, PacketId) -> Result<(), AckError>,
+    ) -> Result<(), End> {
+        let mut state = self.session.state.lock();
+        let stored = state.inflight_stored(packet_id).filter(|_| state.durable);
+        let done = finish(&mut state, packet_id);
+        drop(state);
+        if done.is_ok() {
+            self.broker.persist_ack(&self.session, stored);
+        }
+        flow_of(name, done)
     }
 
     fn ack(&mut self, packet: Packet) -> Result<(), End> {
