@@ -9,7 +9,7 @@
 //!
 //! At startup the log is read and replayed into [`Replayed`] (a torn record at the end is cut off and
 //! logged; damage elsewhere stops the start, naming the file and the offset), then rewritten with the live
-//! state only. The writer rewrites it the same way while running once it has grown to four times that
+//! state only when most of its records are dead. The writer rewrites it the same way while running once it has grown to four times that
 //! (and at least 64 MiB), so the log stays proportional to what is stored. Positions are counted in
 //! bytes appended since the start, not file offsets: a rewrite does not move them.
 
@@ -106,6 +106,9 @@ pub struct Replayed {
     /// log holds memory for the live state only.
     refs: HashMap<u64, usize>,
     sequence: u64,
+    /// Records read, and where the last whole one ends (a torn or damaged tail after it is cut off).
+    records_read: usize,
+    intact_len: u64,
 }
 
 /// A message queued for a session.
@@ -120,7 +123,17 @@ pub struct Queued {
 }
 
 impl Replayed {
+    /// Whether most of the records read are still live (then the log is kept as it is at startup, not
+    /// rewritten): live entries against records read.
+    fn mostly_live(&self) -> bool {
+        let queued: usize = self.queues.values().map(BTreeMap::len).sum();
+        let incoming: usize = self.incoming.values().map(|ids| ids.len()).sum();
+        let live = self.retained.len() + self.sessions.len() + self.messages.len() + queued + incoming;
+        2 * live >= self.records_read
+    }
+
     fn apply(&mut self, record: Record) {
+        self.records_read += 1;
         match record {
             Record::Retained(m) if m.payload.is_empty() => {
                 self.retained.remove(&m.topic);
@@ -271,7 +284,18 @@ impl Store {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
         let replayed = replay(path)?;
-        let live = rewrite(path, &replayed).map_err(io)?;
+        let live = if replayed.mostly_live() {
+            // Kept as it is (writing it again would cost more than the dead records it would drop), but
+            // for a torn or damaged tail, which is cut off.
+            let file = OpenOptions::new().write(true).open(path).map_err(io)?;
+            if file.metadata().map_err(io)?.len() > replayed.intact_len {
+                file.set_len(replayed.intact_len).map_err(io)?;
+                file.sync_all().map_err(io)?;
+            }
+            replayed.intact_len
+        } else {
+            rewrite(path, &replayed).map_err(io)?
+        };
         let file = wrap(OpenOptions::new().append(true).open(path).map_err(io)?);
         let next = replayed.messages.keys().max().copied().unwrap_or(0) + 1;
         let store = Arc::new(Store {
@@ -424,7 +448,12 @@ fn replay(path: &Path) -> Result<Replayed, StoreError> {
     let io = |cause| StoreError::Io { path: path.to_path_buf(), cause };
     let mut file = match File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Replayed::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A new log: written first with nothing in it, so that it exists from now on.
+            File::create(path).map_err(io)?;
+            sync_dir(path).map_err(io)?;
+            return Ok(Replayed::default());
+        }
         Err(e) => return Err(io(e)),
     };
     let file_len = file.metadata().map_err(io)?.len();
@@ -441,6 +470,7 @@ fn replay(path: &Path) -> Result<Replayed, StoreError> {
                 replayed.apply(record);
                 start += used;
                 at += used as u64;
+                replayed.intact_len = at;
             }
             Err(Damage::Torn) if !eof => {
                 buf.drain(..start);
