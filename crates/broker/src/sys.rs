@@ -18,16 +18,7 @@ use tokio::sync::watch;
 use crate::broker::Broker;
 
 fn publish(broker: &Broker, topic: &str, value: String) {
-    let message = Message {
-        topic: topic.to_string(),
-        payload: Bytes::from(value),
-        qos: QoS::AtMostOnce,
-        retain: true,
-        properties: None,
-        expires_at: None,
-        origin: 0,
-        stored: Default::default(),
-    };
+    let message = Message::new(topic.to_string(), Bytes::from(value), QoS::AtMostOnce, true, 0);
     broker.route(Arc::new(message));
 }
 

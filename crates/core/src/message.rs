@@ -27,24 +27,16 @@ pub struct Message {
 }
 
 impl Message {
+    /// A message without properties or expiry, from session `origin` (0: the broker itself).
+    pub fn new(topic: String, payload: Bytes, qos: QoS, retain: bool, origin: u64) -> Message {
+        Message { topic, payload, qos, retain, properties: None, expires_at: None, origin, stored: Default::default() }
+    }
+
     /// An empty message shared by every QoS 2 delivery past PUBREC: only its packet id is left to
     /// release, so the real message is let go.
     pub fn released() -> Arc<Message> {
         static RELEASED: std::sync::OnceLock<Arc<Message>> = std::sync::OnceLock::new();
-        RELEASED
-            .get_or_init(|| {
-                Arc::new(Message {
-                    topic: String::new(),
-                    payload: Bytes::new(),
-                    qos: QoS::ExactlyOnce,
-                    retain: false,
-                    properties: None,
-                    expires_at: None,
-                    origin: 0,
-                    stored: Default::default(),
-                })
-            })
-            .clone()
+        RELEASED.get_or_init(|| Arc::new(Message::new(String::new(), Bytes::new(), QoS::ExactlyOnce, false, 0))).clone()
     }
 
     /// The properties, empty when there are none.

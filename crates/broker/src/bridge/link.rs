@@ -312,16 +312,8 @@ impl Link {
 
     /// Publishes the bridge state here, retained, as Mosquitto does.
     fn notify_local(&self, payload: &'static [u8]) {
-        let message = Message {
-            topic: self.config.notification_topic(),
-            payload: Bytes::from_static(payload),
-            qos: QoS::AtLeastOnce,
-            retain: true,
-            properties: None,
-            expires_at: None,
-            origin: self.session.id,
-            stored: Default::default(),
-        };
+        let topic = self.config.notification_topic();
+        let message = Message::new(topic, Bytes::from_static(payload), QoS::AtLeastOnce, true, self.session.id);
         self.broker.route(Arc::new(message));
     }
 

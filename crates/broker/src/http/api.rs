@@ -224,16 +224,7 @@ fn delete_retained(broker: &Broker, topic_name: &str) -> Answer {
     let removed = {
         let mut retained = broker.retained.write();
         // An empty payload clears the topic [MQTT-3.3.1-6]; nothing is published to subscribers.
-        let empty = Message {
-            topic: topic_name.to_owned(),
-            payload: Bytes::new(),
-            qos: QoS::AtMostOnce,
-            retain: true,
-            properties: None,
-            expires_at: None,
-            origin: 0,
-            stored: Default::default(),
-        };
+        let empty = Message::new(topic_name.to_owned(), Bytes::new(), QoS::AtMostOnce, true, 0);
         retained.set(Arc::new(empty))
     };
     if !removed {
@@ -264,16 +255,7 @@ fn publish(broker: &Broker, body: &Bytes) -> Answer {
         q => return Err(bad(format!("qos must be 0, 1 or 2, not {q}"))),
     };
     let retain = request["retain"].as_bool().unwrap_or(false);
-    let message = Message {
-        topic: topic_name.to_owned(),
-        payload,
-        qos,
-        retain,
-        properties: None,
-        expires_at: None,
-        origin: 0,
-        stored: Default::default(),
-    };
+    let message = Message::new(topic_name.to_owned(), payload, qos, retain, 0);
     let routed = broker.route(Arc::new(message));
     Ok(json(StatusCode::OK, &json!({ "topic": topic_name, "delivered_to": routed.reached })))
 }
