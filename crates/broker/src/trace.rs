@@ -31,15 +31,7 @@ pub fn received(client_id: &str, packet: &Packet) {
     }
     let id = client_id;
     match packet {
-        Packet::Publish(p) => line(format_args!(
-            "Received PUBLISH from {id} (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
-            u8::from(p.dup),
-            p.qos as u8,
-            u8::from(p.retain),
-            mid(p.packet_id),
-            p.topic,
-            p.payload.len()
-        )),
+        Packet::Publish(p) => publish_line("Received PUBLISH from", id, &p.as_borrowed()),
         Packet::PubAck(a) | Packet::PubComp(a) => {
             line(format_args!("Received {} from {id} (Mid: {}, RC:{})", packet.name(), a.packet_id.get(), a.reason))
         }
@@ -72,7 +64,7 @@ pub fn sent(client_id: &str, packet: &Packet) {
         Packet::ConnAck(c) => {
             line(format_args!("Sending CONNACK to {id} ({}, {})", u8::from(c.session_present), c.code))
         }
-        Packet::Publish(p) => publish_line(id, &p.as_borrowed()),
+        Packet::Publish(p) => publish_line("Sending PUBLISH to", id, &p.as_borrowed()),
         Packet::PubAck(a) | Packet::PubRec(a) => {
             line(format_args!("Sending {} to {id} (m{}, rc{})", packet.name(), a.packet_id.get(), a.reason))
         }
@@ -87,13 +79,14 @@ pub fn sent(client_id: &str, packet: &Packet) {
 /// A PUBLISH written for `client_id` from its outbox.
 pub fn sent_publish(client_id: &str, publish: &PublishRef<'_>) {
     if enabled() {
-        publish_line(client_id, publish);
+        publish_line("Sending PUBLISH to", client_id, publish);
     }
 }
 
-fn publish_line(id: &str, p: &PublishRef<'_>) {
+/// A PUBLISH line: `what` is "Received PUBLISH from" or "Sending PUBLISH to".
+fn publish_line(what: &str, id: &str, p: &PublishRef<'_>) {
     line(format_args!(
-        "Sending PUBLISH to {id} (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
+        "{what} {id} (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
         u8::from(p.dup),
         p.qos as u8,
         u8::from(p.retain),
