@@ -362,11 +362,6 @@ impl Store {
         Poll::Pending
     }
 
-    /// Waits until `position` is durable.
-    pub async fn wait(&self, position: u64) {
-        std::future::poll_fn(|cx| self.poll_durable(position, cx)).await
-    }
-
     /// Writes what remains and stops the writer (at shutdown).
     pub fn close(&self) {
         self.pending.lock().stop = true;
