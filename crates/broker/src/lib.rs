@@ -15,6 +15,7 @@ pub mod http;
 pub mod log;
 pub mod observe;
 mod park;
+mod persist;
 pub mod process;
 pub mod security;
 pub mod server;
