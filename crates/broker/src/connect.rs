@@ -13,10 +13,12 @@ use mqttd_proto::{
 
 use crate::alias::TopicAliases;
 use crate::broker::{Broker, ClientIdentity, Stats};
-use crate::connection::{Client, End, Extras, Stream, Transport};
+use crate::connection::{Client, Extras};
+use crate::end::End;
 use crate::observe::{ConnectionInfo, EventKind};
 use crate::session::{Attach, Expiry};
 use crate::tls::CertUsername;
+use crate::transport::{Stream, Transport};
 
 /// A refused CONNECT: the 5.0 reason code (mapped for 3.x) and why, for the log.
 struct Refusal(u8, String);

@@ -11,7 +11,8 @@ use mqttd_proto::{
 };
 
 use crate::broker::Stats;
-use crate::connection::{Client, End};
+use crate::connection::Client;
+use crate::end::End;
 use crate::shared::SharedFilter;
 
 fn violation(what: &str, code: u8) -> End {

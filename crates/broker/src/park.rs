@@ -27,7 +27,8 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::broker::{Broker, Stats};
 use crate::connect::AtAccept;
-use crate::connection::{Asleep, Client, Stream};
+use crate::connection::{Asleep, Client};
+use crate::transport::Stream;
 
 /// How often sockets that sent no CONNECT within `connect_timeout` are looked for.
 const CONNECT_SWEEP: Duration = Duration::from_millis(500);

@@ -13,8 +13,10 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::broker::{Broker, KEEP_ALIVE_SWEEP};
-use crate::connection::{Client, End, Stop, Stream};
+use crate::connection::{Client, Stop};
+use crate::end::End;
 use crate::tls::{CertUsername, TlsListener};
+use crate::transport::Stream;
 
 /// What a listener puts between the TCP socket and MQTT: TLS, WebSocket, both, or nothing.
 #[derive(Debug, Clone, Default)]
