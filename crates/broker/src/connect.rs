@@ -2,6 +2,7 @@
 //! authentication, session attach (with takeover), CONNACK, then resending what the session still owes.
 
 use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,23 @@ use crate::transport::{Stream, Transport};
 
 /// A refused CONNECT: the 5.0 reason code (mapped for 3.x) and why, for the log.
 struct Refusal(u8, String);
+
+/// The CONNECT exchange on a byte stream: `Some` once the client is connected (counted in `$SYS`).
+pub(crate) async fn connect(
+    broker: Arc<Broker>,
+    stream: Stream,
+    (peer, listener, cert_username): (SocketAddr, usize, CertUsername),
+    read: BytesMut,
+) -> Option<Client> {
+    let mut io = Transport::new(stream, peer, listener);
+    if !read.is_empty() {
+        // Read as the socket was accepted ([`connect_at_accept`]).
+        *io.rbuf() = read;
+    }
+    let client = handshake(&broker, io, cert_username).await?;
+    client.connected();
+    Some(client)
+}
 
 /// Reads CONNECT and answers it. `None` when the connection ended (logged here).
 pub(crate) async fn handshake(broker: &Arc<Broker>, mut io: Transport, cert: CertUsername) -> Option<Client> {

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use mqttd_proto::{decode, encode_publish, encoded_len, publish_len, Limits, Packet, Properties, ProtocolVersion};
 use tokio::io::AsyncWriteExt;
 
@@ -232,23 +231,6 @@ enum Step {
     WaitDrain(Arc<Session>),
     /// Let subscriber tasks write before this publisher reads more.
     Yield,
-}
-
-/// The CONNECT exchange on a byte stream: `Some` once the client is connected (counted in `$SYS`).
-pub(crate) async fn connect(
-    broker: Arc<Broker>,
-    stream: Stream,
-    (peer, listener, cert_username): (SocketAddr, usize, crate::tls::CertUsername),
-    read: BytesMut,
-) -> Option<Client> {
-    let mut io = Transport::new(stream, peer, listener);
-    if !read.is_empty() {
-        // Read as the socket was accepted ([`crate::connect::connect_at_accept`]).
-        *io.rbuf() = read;
-    }
-    let client = crate::connect::handshake(&broker, io, cert_username).await?;
-    client.connected();
-    Some(client)
 }
 
 impl Client {

@@ -376,7 +376,7 @@ fn connection_task(
         let connecting = Box::pin(async move {
             let (broker, stream, peer, index, wrapping, read) = *setup;
             let (stream, cert_username) = wrap_within(&broker, stream, peer, index, wrapping).await?;
-            crate::connection::connect(broker, stream, (peer, index, cert_username), read).await
+            crate::connect::connect(broker, stream, (peer, index, cert_username), read).await
         });
         // `let else`, not `if let`: the `Option<Client>` must not live on beside `client` in the future.
         let Some(mut client) = connecting.await else { return drop(permit) };
