@@ -14,8 +14,9 @@ use mqttd_proto::{
 
 use crate::alias::TopicAliases;
 use crate::broker::{Broker, ClientIdentity, Stats};
-use crate::connection::{Client, Extras};
+use crate::connection::Connection;
 use crate::end::End;
+use crate::handle::{Client, Extras};
 use crate::observe::{ConnectionInfo, EventKind};
 use crate::session::{Attach, Expiry};
 use crate::tls::CertUsername;
@@ -30,19 +31,19 @@ pub(crate) async fn connect(
     stream: Stream,
     (peer, listener, cert_username): (SocketAddr, usize, CertUsername),
     read: BytesMut,
-) -> Option<Client> {
+) -> Option<Connection> {
     let mut io = Transport::new(stream, peer, listener);
     if !read.is_empty() {
         // Read as the socket was accepted ([`connect_at_accept`]).
         *io.rbuf() = read;
     }
-    let client = handshake(&broker, io, cert_username).await?;
-    client.connected();
-    Some(client)
+    let conn = handshake(&broker, io, cert_username).await?;
+    conn.connected();
+    Some(conn)
 }
 
 /// Reads CONNECT and answers it. `None` when the connection ended (logged here).
-pub(crate) async fn handshake(broker: &Arc<Broker>, mut io: Transport, cert: CertUsername) -> Option<Client> {
+pub(crate) async fn handshake(broker: &Arc<Broker>, mut io: Transport, cert: CertUsername) -> Option<Connection> {
     let limits = Limits { max_packet_size: broker.settings.max_incoming_packet() };
     let first = tokio::time::timeout(broker.settings.connect_timeout, first_packet(&mut io, &limits, broker)).await;
     let connect = match first {
@@ -59,7 +60,7 @@ pub(crate) async fn handshake(broker: &Arc<Broker>, mut io: Transport, cert: Cer
     };
     let (version, client_max) = (connect.protocol, connect.properties.maximum_packet_size);
     match accept(broker, io, *connect, limits, cert).await {
-        Ok(client) => Some(client),
+        Ok(conn) => Some(conn),
         Err((mut io, Refusal(code, why), client_id)) => {
             refused(broker, code, &client_id);
             queue_refusal(&mut io, version, code, client_max, &why);
@@ -188,7 +189,7 @@ async fn first_packet(io: &mut Transport, limits: &Limits, broker: &Broker) -> R
 /// What [`connect_at_accept`] did with a new plain-TCP socket.
 pub(crate) enum AtAccept {
     /// CONNECT answered: the client is connected, its CONNACK written (or left in its write buffer).
-    Connected(Client),
+    Connected(Connection),
     /// Nothing more to do: the CONNECT was refused (CONNACK sent), or the socket closed.
     Done,
     /// Nothing to read yet.
@@ -257,11 +258,11 @@ pub(crate) fn connect_at_accept(
             AtAccept::Later(stream, BytesMut::from(first))
         }
         Ok(checked) => {
-            let mut client = attach(broker, io, c, limits, checked);
-            write_now(&mut client.io, &broker.stats);
-            client.undecoded = pipelined;
-            client.connected();
-            AtAccept::Connected(client)
+            let mut conn = attach(broker, io, c, limits, checked);
+            write_now(&mut conn.io, &broker.stats);
+            conn.client.undecoded = pipelined;
+            conn.connected();
+            AtAccept::Connected(conn)
         }
         Err((Refusal(code, why), client_id)) => {
             refused(broker, code, &client_id);
@@ -394,7 +395,7 @@ async fn accept(
     mut c: Connect,
     limits: Limits,
     cert: CertUsername,
-) -> Result<Client, Refused> {
+) -> Result<Connection, Refused> {
     let authenticated = match cert {
         CertUsername::Unused => Some(authenticate(broker, &c, usize::from(io.listener)).await),
         _ => None,
@@ -496,7 +497,7 @@ fn username_as_client_id(
 }
 
 /// Attaches the session of an accepted CONNECT (see [`check`]) and queues the CONNACK.
-fn attach(broker: &Arc<Broker>, mut io: Transport, c: Connect, limits: Limits, checked: Checked) -> Client {
+fn attach(broker: &Arc<Broker>, mut io: Transport, c: Connect, limits: Limits, checked: Checked) -> Connection {
     let Checked { client_id, assigned, keep_alive, server_keep_alive } = checked;
     let version = c.protocol;
     let connection_id = broker.next_id();
@@ -553,9 +554,8 @@ fn attach(broker: &Arc<Broker>, mut io: Transport, c: Connect, limits: Limits, c
     // Unacknowledged messages go again (`Broker::attach` marked them), with DUP, before anything new, as
     // the connection task drains the session [MQTT-4.4.0-1].
     crate::trace::connected(&client_id, io.peer, &c, keep_alive);
-    Client {
+    let client = Client {
         broker: broker.clone(),
-        io,
         session,
         connection_id,
         version,
@@ -572,7 +572,8 @@ fn attach(broker: &Arc<Broker>, mut io: Transport, c: Connect, limits: Limits, c
         // Packets pipelined behind CONNECT may already be in the read buffer.
         undecoded: true,
         extras,
-    }
+    };
+    Connection { io, client }
 }
 
 /// Checks the credentials of a CONNECT on its listener, off the async threads (password hashing is

@@ -17,6 +17,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::broker::{Broker, Stats, RELIEVED_BACKLOG};
 use crate::end::{grace, interruption, End};
+use crate::handle::{Client, Extras};
 use crate::observe::EventKind;
 use crate::session::{clock, Expiry, Session, WillOutcome};
 use crate::transport::{Stream, Transport, WRITE_HIGH_WATER};
@@ -55,84 +56,30 @@ async fn wait_for_drain(broker: Arc<Broker>, slow: Arc<Session>, own: (Arc<Sessi
     }
 }
 
-/// At most this many reads (of up to 16 KiB) of what a connection taken over had sent ([`Client::last_words`]).
+/// At most this many reads (of up to 16 KiB) of what a connection taken over had sent ([`Connection::last_words`]).
 const TAKEOVER_READS: usize = 64;
 
-/// How long [`Client::last_words`] waits for bytes the socket holds to become readable to the runtime.
+/// How long [`Connection::last_words`] waits for bytes the socket holds to become readable to the runtime.
 const LAST_WORDS_WAIT: Duration = Duration::from_secs(1);
 
 /// How often a waiting publisher re-checks that its slow subscriber still makes progress.
 const CONGESTION_POLL: Duration = Duration::from_millis(20);
 
-/// A connected client: the transport plus its session and negotiated parameters.
-pub(crate) struct Client {
-    pub broker: Arc<Broker>,
+/// A connection while it runs: its bytes ([`Transport`]) and the client on it ([`Client`]: session,
+/// what CONNECT negotiated, the packet handlers).
+pub(crate) struct Connection {
     pub io: Transport,
-    pub session: Arc<Session>,
-    pub connection_id: u64,
-    pub version: ProtocolVersion,
-    pub limits: Limits,
-    /// Negotiated keep-alive in seconds; zero disables it.
-    pub keep_alive: u16,
-    /// The client's Receive Maximum: our outgoing QoS 1/2 window.
-    pub send_window: u16,
-    /// The client's Maximum Packet Size (5.0); never 0 [MQTT-3.1.2-24], so the option costs nothing.
-    pub client_max_packet: Option<std::num::NonZeroU32>,
-    /// Session Expiry Interval from CONNECT (5.0), to validate the one in DISCONNECT.
-    pub connect_expiry: u32,
-    /// CONNECT carried the bridge bit (Mosquitto's `try_private`): its 3.x subscriptions get No Local
-    /// and Retain As Published, as Mosquitto gives a bridge's.
-    pub bridge: bool,
-    /// Expiry set by a 5.0 DISCONNECT.
-    pub expiry_override: Option<u32>,
-    /// Retained messages owed to new subscriptions, fed into the outbox as it empties.
-    /// Boxed: most connections never have one, and every idle connection would carry an empty `VecDeque`.
-    #[allow(clippy::box_collection)]
-    pub retained_backlog: Option<Box<std::collections::VecDeque<mqttd_core::Delivery>>>,
-    /// A subscriber with a full queue, still reading, that a message this client published went to.
-    pub congested: Option<Arc<Session>>,
-    /// A subscriber this client publishes to has a long queue: yield before reading more.
-    pub busy: bool,
-    /// Bytes in the read buffer not yet decoded (decoding stopped to wait for a congested subscriber).
-    pub undecoded: bool,
-    /// What few connections need, boxed and absent until needed.
-    pub extras: Option<Box<Extras>>,
+    pub client: Client,
 }
 
-/// The parts of a connection most connections never use.
-#[derive(Debug, Default)]
-pub(crate) struct Extras {
-    /// Topic aliases both ways (5.0).
-    pub aliases: Option<crate::alias::TopicAliases>,
-    /// Answers waiting for the durable store (`persistence true`): each goes out, in order, once the
-    /// store's durable position passes its own (a PUBACK once the message is on disk).
-    pub held: std::collections::VecDeque<(u64, Packet)>,
-    /// The 5.0 client sent Request Problem Information 0: no Reason Strings on acknowledgements
-    /// [MQTT-3.1.2-29].
-    pub no_problem_info: bool,
-}
-
-impl Client {
-    /// Whether Reason Strings may go with acknowledgements that refuse (5.0 Request Problem Information,
-    /// 1 unless the client says 0) [MQTT-3.1.2-29].
-    pub(crate) fn problem_info(&self) -> bool {
-        !self.extras.as_ref().is_some_and(|e| e.no_problem_info)
-    }
-
-    /// Whether answers wait for the durable store.
-    fn holds_answers(&self) -> bool {
-        self.extras.as_ref().is_some_and(|e| !e.held.is_empty())
-    }
-}
-
-/// How [`Client::run`] returns.
+/// How [`Connection::run`] returns.
 pub(crate) enum Stop {
     End(End),
     /// Quiet and holding nothing: park the connection (`park.rs`).
     Park,
 }
 
-/// What a parked connection keeps of its [`Client`] (`park.rs`): the socket, the session and what CONNECT
+/// What a parked connection keeps of its [`Connection`] (`park.rs`): the socket, the session and what CONNECT
 /// negotiated; no buffers (it parks holding none), no transport state, so it stays small.
 pub(crate) struct Asleep {
     pub socket: std::net::TcpStream,
@@ -152,14 +99,14 @@ pub(crate) struct Asleep {
     permit: tokio::sync::OwnedSemaphorePermit,
 }
 
-impl Client {
+impl Connection {
     /// The client as it parks: its socket must have left tokio already ([`Stream::Parked`]) and the
-    /// client must hold nothing else ([`Client::holds_nothing`]); otherwise it comes back unchanged.
+    /// client must hold nothing else ([`Connection::holds_nothing`]); otherwise it comes back unchanged.
     #[allow(clippy::result_large_err)] // Once per park, moved straight into a task or the parker.
     pub(crate) fn into_asleep(
         mut self,
         permit: tokio::sync::OwnedSemaphorePermit,
-    ) -> Result<Asleep, (Client, tokio::sync::OwnedSemaphorePermit)> {
+    ) -> Result<Asleep, (Connection, tokio::sync::OwnedSemaphorePermit)> {
         if !self.holds_nothing() {
             return Err((self, permit));
         }
@@ -168,19 +115,19 @@ impl Client {
         };
         Ok(Asleep {
             socket,
-            session: self.session,
-            connection_id: self.connection_id,
+            session: self.client.session,
+            connection_id: self.client.connection_id,
             peer: self.io.peer,
             listener: self.io.listener,
-            version: self.version,
-            limits: self.limits,
-            keep_alive: self.keep_alive,
-            send_window: self.send_window,
-            client_max_packet: self.client_max_packet,
-            connect_expiry: self.connect_expiry,
-            bridge: self.bridge,
-            expiry_override: self.expiry_override,
-            extras: self.extras,
+            version: self.client.version,
+            limits: self.client.limits,
+            keep_alive: self.client.keep_alive,
+            send_window: self.client.send_window,
+            client_max_packet: self.client.client_max_packet,
+            connect_expiry: self.client.connect_expiry,
+            bridge: self.client.bridge,
+            expiry_override: self.client.expiry_override,
+            extras: self.client.extras,
             permit,
         })
     }
@@ -191,17 +138,16 @@ impl Asleep {
         self.session.clone()
     }
 
-    /// Whether the connection must end now, as a running one asks ([`Client::interrupted`]).
+    /// Whether the connection must end now, as a running one asks ([`Connection::interrupted`]).
     pub(crate) fn interrupted(&self, broker: &Broker) -> bool {
         interruption(broker, &self.session, self.connection_id, self.keep_alive).is_some()
     }
 
     /// The client again, its socket still outside tokio (the task it runs in registers it).
-    pub(crate) fn wake_up(self, broker: Arc<Broker>) -> (Client, tokio::sync::OwnedSemaphorePermit) {
+    pub(crate) fn wake_up(self, broker: Arc<Broker>) -> (Connection, tokio::sync::OwnedSemaphorePermit) {
         let io = Transport::new(Stream::Parked(Some(self.socket)), self.peer, usize::from(self.listener));
         let client = Client {
             broker,
-            io,
             session: self.session,
             connection_id: self.connection_id,
             version: self.version,
@@ -218,6 +164,7 @@ impl Asleep {
             undecoded: false,
             extras: self.extras,
         };
+        let client = Connection { io, client };
         (client, self.permit)
     }
 }
@@ -233,7 +180,7 @@ enum Step {
     Yield,
 }
 
-impl Client {
+impl Connection {
     /// Serves the connection until it ends or parks.
     pub(crate) async fn run(&mut self) -> Stop {
         loop {
@@ -244,8 +191,8 @@ impl Client {
                 Step::End(end) => return Stop::End(end),
                 Step::Park => return Stop::Park,
                 Step::WaitDrain(slow) => {
-                    let own = (self.session.clone(), self.connection_id);
-                    Box::pin(wait_for_drain(self.broker.clone(), slow, own)).await
+                    let own = (self.client.session.clone(), self.client.connection_id);
+                    Box::pin(wait_for_drain(self.client.broker.clone(), slow, own)).await
                 }
                 Step::Yield => tokio::task::yield_now().await,
             }
@@ -258,10 +205,10 @@ impl Client {
     /// closed (the will goes out). Reads what the socket holds now, at most [`TAKEOVER_READS`] times;
     /// the new connection waits for this (`Broker::await_release`).
     async fn last_words(&mut self) -> End {
-        let broker = self.broker.clone();
+        let broker = self.client.broker.clone();
         let mut reads = 0;
         loop {
-            while self.undecoded {
+            while self.client.undecoded {
                 if let Some(Step::End(end)) = self.decode_packets() {
                     return end;
                 }
@@ -284,7 +231,7 @@ impl Client {
             match filled {
                 Ok(true) => {
                     reads += 1;
-                    self.undecoded = true;
+                    self.client.undecoded = true;
                 }
                 Ok(false) => return End::Closed,
                 Err(e) => return End::Io(e),
@@ -295,20 +242,20 @@ impl Client {
     /// Counts the client in (`$SYS`) and starts its keep-alive clock: with CONNECT, not again when a
     /// parked connection runs (its deadline may have passed while it was parked).
     pub(crate) fn connected(&self) {
-        Stats::add(&self.broker.stats.clients_connected, 1);
-        self.broker.counters.connected(self.io.listener, self.version);
+        Stats::add(&self.client.broker.stats.clients_connected, 1);
+        self.client.broker.counters.connected(self.io.listener, self.client.version);
         self.touch();
         if self.can_park() {
             // Most connections are quiet after CONNECT for a while (or for good): one that sends nothing
             // more right away parks at once rather than after `park_after`, so a burst of connections
             // does not hold a task each.
-            self.session.active.store(crate::session::PARK_REQUESTED, Ordering::Relaxed);
+            self.client.session.active.store(crate::session::PARK_REQUESTED, Ordering::Relaxed);
         }
     }
 
     /// Whether this connection can park at all: plain TCP, parking enabled.
     pub(crate) fn can_park(&self) -> bool {
-        self.broker.settings.park_after.is_some() && matches!(self.io.stream, Stream::Tcp(_) | Stream::Parked(_))
+        self.client.broker.settings.park_after.is_some() && matches!(self.io.stream, Stream::Tcp(_) | Stream::Parked(_))
     }
 
     /// Whether the connection was asked to park ([`crate::session::PARK_REQUESTED`]: by the sweeper when
@@ -318,7 +265,7 @@ impl Client {
         if !self.can_park() {
             return false;
         }
-        let active = &self.session.active;
+        let active = &self.client.session.active;
         if active.load(Ordering::Relaxed) == PARK_REQUESTED {
             return true;
         }
@@ -331,33 +278,35 @@ impl Client {
     pub(crate) fn holds_nothing(&self) -> bool {
         self.io.bufs.is_none()
             && !self.io.flush_pending
-            && self.retained_backlog.is_none()
-            && self.congested.is_none()
-            && !self.undecoded
-            && !self.busy
-            && !self.holds_answers()
-            && self.session.connection.load(Ordering::Acquire) == self.connection_id
+            && self.client.retained_backlog.is_none()
+            && self.client.congested.is_none()
+            && !self.client.undecoded
+            && !self.client.busy
+            && !self.client.holds_answers()
+            && self.client.session.connection.load(Ordering::Acquire) == self.client.connection_id
             // A resumed session with messages to send: parking would only wake it again at once.
-            && !self.session.state.lock().has_outgoing()
+            && !self.client.session.state.lock().has_outgoing()
     }
 
     /// The keep-alive allowance: 1.5 times the keep-alive [MQTT-3.1.2-24].
     fn grace(&self) -> Duration {
-        grace(self.keep_alive)
+        grace(self.client.keep_alive)
     }
 
     /// Restarts the keep-alive clock: a control packet arrived [MQTT-3.1.2-24].
     fn touch(&self) {
-        if self.keep_alive > 0 && self.session.connection.load(Ordering::Relaxed) == self.connection_id {
+        if self.client.keep_alive > 0
+            && self.client.session.connection.load(Ordering::Relaxed) == self.client.connection_id
+        {
             let deadline = clock() + self.grace().as_nanos() as u64;
-            self.session.keep_alive_deadline.store(deadline, Ordering::Relaxed);
+            self.client.session.keep_alive_deadline.store(deadline, Ordering::Relaxed);
         }
     }
 
     /// Why the connection must end now, if it must: shutdown, takeover, or keep-alive expired. Checked
-    /// after [`Client::drain`] registered the task's waker, so a wake-up that came before is not lost.
+    /// after [`Connection::drain`] registered the task's waker, so a wake-up that came before is not lost.
     fn interrupted(&self) -> Option<End> {
-        interruption(&self.broker, &self.session, self.connection_id, self.keep_alive)
+        interruption(&self.client.broker, &self.client.session, self.client.connection_id, self.client.keep_alive)
     }
 
     /// One turn of the connection: outbox to write buffer, write, read, handle packets; until nothing
@@ -372,7 +321,7 @@ impl Client {
         if park && step.is_pending() && self.holds_nothing() {
             // The socket had nothing more to read (so the parker's poll sees the next byte). Not tracked
             // while parked: the sweeper leaves the session alone until the connection runs again.
-            self.session.active.store(0, Ordering::Relaxed);
+            self.client.session.active.store(0, Ordering::Relaxed);
             return Poll::Ready(Step::Park);
         }
         step
@@ -387,7 +336,7 @@ impl Client {
             }
             let mut moved = released;
             if self.io.output_len() > 0 || self.io.flush_pending {
-                match self.io.poll_write_out(cx, &self.broker.stats) {
+                match self.io.poll_write_out(cx, &self.client.broker.stats) {
                     Poll::Ready(Ok(wrote)) => moved |= wrote,
                     Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::WriteZero => {
                         return Poll::Ready(Step::End(End::Closed))
@@ -396,16 +345,16 @@ impl Client {
                     Poll::Pending => {}
                 }
             }
-            if self.undecoded {
+            if self.client.undecoded {
                 if let Some(step) = self.decode_packets() {
                     return Poll::Ready(step);
                 }
             }
             if self.io.output_len() < 4 * WRITE_HIGH_WATER {
-                match self.io.poll_fill(cx, &self.broker.stats) {
+                match self.io.poll_fill(cx, &self.client.broker.stats) {
                     Poll::Ready(Ok(true)) => {
                         moved = true;
-                        self.undecoded = true;
+                        self.client.undecoded = true;
                         if let Some(step) = self.decode_packets() {
                             return Poll::Ready(step);
                         }
@@ -424,15 +373,17 @@ impl Client {
     /// Queues the held answers whose durable position the store has passed, in order; with `cx`, the
     /// task is woken when the next one can go. Returns whether any went.
     fn release_held(&mut self, cx: Option<&mut Context<'_>>) -> bool {
-        let Some(held) = self.extras.as_mut().map(|e| &mut e.held).filter(|h| !h.is_empty()) else { return false };
-        let durable = self.broker.store().map_or(u64::MAX, |s| s.durable());
+        let Some(held) = self.client.extras.as_mut().map(|e| &mut e.held).filter(|h| !h.is_empty()) else {
+            return false;
+        };
+        let durable = self.client.broker.store().map_or(u64::MAX, |s| s.durable());
         let mut released = false;
         while held.front().is_some_and(|(position, _)| *position <= durable) {
             let (_, packet) = held.pop_front().expect("a front");
-            self.io.queue(&packet, self.version);
+            self.io.queue(&packet, self.client.version);
             released = true;
         }
-        if let (Some((position, _)), Some(cx), Some(store)) = (held.front(), cx, self.broker.store()) {
+        if let (Some((position, _)), Some(cx), Some(store)) = (held.front(), cx, self.client.broker.store()) {
             if store.poll_durable(*position, cx).is_ready() {
                 // Synced meanwhile: go round again.
                 cx.waker().wake_by_ref();
@@ -441,45 +392,33 @@ impl Client {
         released
     }
 
-    /// Sends `packet` once the store's durable position reaches `durable` (0: at once), after every
-    /// answer held before it.
-    pub(crate) fn send_after(&mut self, packet: Packet, durable: u64) {
-        let ready = self.broker.store().is_none_or(|s| s.durable() >= durable);
-        if ready && !self.holds_answers() {
-            return self.io.queue(&packet, self.version);
-        }
-        let held = &mut self.extras.get_or_insert_with(Default::default).held;
-        let after = held.back().map_or(0, |(p, _)| *p).max(durable);
-        held.push_back((after, packet));
-    }
-
     /// Decodes and handles the packets in the read buffer. Stops early to end the connection, to wait for
     /// a congested subscriber, or to yield to subscribers after feeding them.
     fn decode_packets(&mut self) -> Option<Step> {
         let mut got_packet = false;
         loop {
-            match decode(self.io.rbuf(), self.version, &self.limits) {
+            match decode(self.io.rbuf(), self.client.version, &self.client.limits) {
                 Ok(Some(packet)) => {
                     got_packet = true;
-                    if let Err(end) = self.handle(packet) {
+                    if let Err(end) = self.client.handle(packet, &mut self.io) {
                         return Some(Step::End(end));
                     }
                 }
                 Ok(None) => break,
                 Err(e) => return Some(Step::End(End::protocol(&e))),
             }
-            if let Some(slow) = self.congested.take() {
+            if let Some(slow) = self.client.congested.take() {
                 // Before the next packet: a subscriber's queue is nearly full.
                 self.touch();
                 self.drain(None);
                 return Some(Step::WaitDrain(slow));
             }
         }
-        self.undecoded = false;
+        self.client.undecoded = false;
         if got_packet {
             self.touch();
         }
-        std::mem::take(&mut self.busy).then_some(Step::Yield)
+        std::mem::take(&mut self.client.busy).then_some(Step::Yield)
     }
 
     /// Moves deliveries from the outbox into the write buffer, within the inflight window.
@@ -488,41 +427,41 @@ impl Client {
     pub(crate) fn drain(&mut self, waker: Option<&Waker>) {
         // Read access is checked again as messages leave the outbox, so an ACL reloaded since they were
         // queued applies to them; nothing to check (and no lock taken) when no ACL is loaded.
-        let read_check = self.broker.read_check(&self.session);
-        let mut state = self.session.state.lock();
-        if self.session.connection.load(Ordering::Acquire) != self.connection_id {
+        let read_check = self.client.broker.read_check(&self.client.session);
+        let mut state = self.client.session.state.lock();
+        if self.client.session.connection.load(Ordering::Acquire) != self.client.connection_id {
             // Taken over: the session's messages belong to the new connection now.
             return;
         }
         if let Some(waker) = waker {
             state.register(waker);
         }
-        if (!state.has_outgoing() && self.retained_backlog.is_none()) || self.holds_answers() {
+        if (!state.has_outgoing() && self.client.retained_backlog.is_none()) || self.client.holds_answers() {
             // Nothing to send, or answers wait for the store (a CONNACK first of all).
             return;
         }
         let now = Instant::now();
-        let send_window = usize::from(self.send_window);
+        let send_window = usize::from(self.client.send_window);
         let limit = self.io.write_limit();
-        let mount_point = self.broker.settings.mount_point(self.io.listener);
+        let mount_point = self.client.broker.settings.mount_point(self.io.listener);
         while self.io.output_len() < limit {
             let Some(mut packet) = state.next_resend(send_window, now) else { break };
             if let (Packet::Publish(p), Some(_)) = (&mut packet, mount_point) {
                 p.topic = crate::settings::unmounted(mount_point, &p.topic).to_owned();
             }
-            if let (Some(max), Packet::Publish(p)) = (self.client_max_packet, &packet) {
-                if mqttd_proto::encoded_len(&packet, self.version) > max.get() as usize {
+            if let (Some(max), Packet::Publish(p)) = (self.client.client_max_packet, &packet) {
+                if mqttd_proto::encoded_len(&packet, self.client.version) > max.get() as usize {
                     // This connection's client takes less than the one it was first sent to [MQTT-3.1.2-25].
                     state.abandon(p.packet_id.expect("a resent PUBLISH has a packet id"));
                     continue;
                 }
             }
-            crate::trace::sent(&self.session.client_id, &packet);
-            self.io.queue(&packet, self.version);
+            crate::trace::sent(&self.client.session.client_id, &packet);
+            self.io.queue(&packet, self.client.version);
         }
         while state.queued() < RETAINED_BATCH && !state.nearly_full() {
-            let Some(delivery) = self.retained_backlog.as_mut().and_then(|b| b.pop_front()) else {
-                self.retained_backlog = None;
+            let Some(delivery) = self.client.retained_backlog.as_mut().and_then(|b| b.pop_front()) else {
+                self.client.retained_backlog = None;
                 break;
             };
             state.enqueue(delivery);
@@ -540,12 +479,17 @@ impl Client {
             let Some(out) = state.next_delivery_where(send_window, now, allowed) else { break };
             if let (Some(packet_id), true) = (out.packet_id, state.durable) {
                 // Resent with this packet id after a restart [MQTT-4.4.0-1].
-                self.broker.persist_sent(&self.session, out.delivery.message.stored.get().copied(), packet_id, false);
+                self.client.broker.persist_sent(
+                    &self.client.session,
+                    out.delivery.message.stored.get().copied(),
+                    packet_id,
+                    false,
+                );
             }
             let mut publish = out.delivery.borrowed(out.packet_id, false, now, &mut scratch);
             publish.topic = crate::settings::unmounted(mount_point, publish.topic);
             let with_alias;
-            let aliases = self.extras.as_mut().and_then(|e| e.aliases.as_mut());
+            let aliases = self.client.extras.as_mut().and_then(|e| e.aliases.as_mut());
             if let Some((alias, known)) = aliases.and_then(|a| a.outgoing(publish.topic)) {
                 // The topic goes once with its alias, then the alias alone [MQTT-3.3.2.3.4].
                 let mut properties = publish.properties.clone();
@@ -556,19 +500,23 @@ impl Client {
                     publish.topic = "";
                 }
             }
-            if self.client_max_packet.is_some_and(|max| publish_len(&publish, self.version) > max.get() as usize) {
-                self.broker.counters.dropped(crate::observe::DropCause::TooLarge);
+            if self
+                .client
+                .client_max_packet
+                .is_some_and(|max| publish_len(&publish, self.client.version) > max.get() as usize)
+            {
+                self.client.broker.counters.dropped(crate::observe::DropCause::TooLarge);
                 // Too large for this client: discard as if delivered [MQTT-3.1.2-25].
                 if let Some(id) = out.packet_id {
                     state.abandon(id);
                 }
                 continue;
             }
-            if let Err(e) = encode_publish(&publish, self.version, self.io.wbuf()) {
+            if let Err(e) = encode_publish(&publish, self.client.version, self.io.wbuf()) {
                 tracing::warn!(peer = %self.io.peer, "cannot encode PUBLISH: {e}");
                 continue;
             }
-            crate::trace::sent_publish(&self.session.client_id, &publish);
+            crate::trace::sent_publish(&self.client.session.client_id, &publish);
             sent += 1;
             sent_bytes += publish.payload.len() as u64;
             let counted = &mut by_qos[publish.qos as usize];
@@ -576,18 +524,18 @@ impl Client {
             counted[1] += publish.payload.len() as u64;
         }
         if sent > 0 {
-            Stats::add(&self.broker.stats.messages_sent, sent);
-            Stats::add(&self.broker.stats.packets_sent, sent);
-            Stats::add(&self.broker.stats.publish_bytes_sent, sent_bytes);
-            self.broker.counters.sent(&by_qos);
-            self.session.made_progress();
-            if self.session.waiting.load(Ordering::SeqCst) > 0
+            Stats::add(&self.client.broker.stats.messages_sent, sent);
+            Stats::add(&self.client.broker.stats.packets_sent, sent);
+            Stats::add(&self.client.broker.stats.publish_bytes_sent, sent_bytes);
+            self.client.broker.counters.sent(&by_qos);
+            self.client.session.made_progress();
+            if self.client.session.waiting.load(Ordering::SeqCst) > 0
                 && state.backlog() <= RELIEVED_BACKLOG
                 && !state.nearly_full()
             {
                 // Publishers waiting on this subscriber may read again. Checked under the `state` lock the
                 // waiters check their condition under, so a waiter is either relieved or notified.
-                self.broker.drained.notify_waiters();
+                self.client.broker.drained.notify_waiters();
             }
         }
     }
@@ -596,7 +544,7 @@ impl Client {
     pub(crate) async fn finish(&mut self, end: End) {
         // What the store made durable is answered; the rest the client sends again.
         self.release_held(None);
-        if self.version.is_v5() {
+        if self.client.version.is_v5() {
             if let Some(code) = end.disconnect_code() {
                 let d = mqttd_proto::Disconnect { reason: code, properties: Default::default() };
                 let mut d = Packet::Disconnect(d);
@@ -604,26 +552,30 @@ impl Client {
                     // A DISCONNECT may say why whatever Request Problem Information asked [MQTT-3.1.2-29].
                     d.properties.reason_string = Some(why.clone());
                 }
-                if self.client_max_packet.is_some_and(|max| encoded_len(&d, self.version) > max.get() as usize) {
+                if self
+                    .client
+                    .client_max_packet
+                    .is_some_and(|max| encoded_len(&d, self.client.version) > max.get() as usize)
+                {
                     // Not past the client's Maximum Packet Size [MQTT-3.1.2-24]: the code alone always fits.
                     if let Packet::Disconnect(d) = &mut d {
                         d.properties.reason_string = None;
                     }
                 }
-                crate::trace::sent(&self.session.client_id, &d);
-                self.io.queue(&d, self.version);
+                crate::trace::sent(&self.client.session.client_id, &d);
+                self.io.queue(&d, self.client.version);
             }
         }
         // Detached before the last bytes go out: a new connection for the client id may be waiting.
         let publish_will = !matches!(end, End::Disconnect { with_will: false } | End::Kicked { with_will: false });
-        let will = self.broker.detach(
-            &self.session,
-            self.connection_id,
+        let will = self.client.broker.detach(
+            &self.client.session,
+            self.client.connection_id,
             publish_will,
-            self.expiry_override.map(Expiry::from_v5),
+            self.client.expiry_override.map(Expiry::from_v5),
         );
         if !matches!(end, End::Io(_) | End::Closed) {
-            self.io.flush(Duration::from_secs(1), &self.broker.stats).await;
+            self.io.flush(Duration::from_secs(1), &self.client.broker.stats).await;
         }
         let _ = self.io.stream.shutdown().await;
         let will = if matches!(end, End::Takeover) && will == WillOutcome::HandedOver {
@@ -633,28 +585,28 @@ impl Client {
         };
         tracing::info!(
             target: crate::log::CONNECTION,
-            client_id = %self.session.client_id,
+            client_id = %self.client.session.client_id,
             peer = %self.io.peer,
-            protocol = %self.version,
+            protocol = %self.client.version,
             "disconnected: {end}; {will}"
         );
-        self.broker.stats.clients_connected.fetch_sub(1, Ordering::Relaxed);
+        self.client.broker.stats.clients_connected.fetch_sub(1, Ordering::Relaxed);
         let reason = end.reason();
-        self.broker.counters.disconnected(self.io.listener, self.version, reason);
-        self.broker.events.record(&self.session.client_id, || EventKind::Disconnected { reason, will });
+        self.client.broker.counters.disconnected(self.io.listener, self.client.version, reason);
+        self.client.broker.events.record(&self.client.session.client_id, || EventKind::Disconnected { reason, will });
     }
 }
 
 #[cfg(test)]
 mod tests {
     /// Memory per idle connection is a tracked figure (bench/README.md): the task's future holds a
-    /// `Client`, every connection has a `Session`. Growing either shows up here before it shows in the
+    /// `Connection`, every connection has a `Session`. Growing either shows up here before it shows in the
     /// benchmark.
     #[test]
     fn an_idle_connection_stays_small() {
-        let client = std::mem::size_of::<super::Client>();
+        let client = std::mem::size_of::<super::Connection>();
         let session = std::mem::size_of::<crate::session::Session>();
-        assert!(client <= 168, "Client grew to {client} bytes");
+        assert!(client <= 168, "Connection grew to {client} bytes");
         // 368: the last 8 are the broker-wide memory count `memory_limit` needs (issue 12).
         assert!(session <= 368, "Session grew to {session} bytes");
         let asleep = std::mem::size_of::<super::Asleep>();

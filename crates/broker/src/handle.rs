@@ -6,38 +6,112 @@ use std::time::{Duration, Instant};
 
 use mqttd_core::{AckError, Delivery, Message, SessionState};
 use mqttd_proto::{
-    encoded_len, reason, Ack, Packet, PacketId, Properties, Publish, QoS, RetainHandling, SubAck, Subscribe, UnsubAck,
-    Unsubscribe,
+    encoded_len, reason, Ack, Limits, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, RetainHandling,
+    SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 
-use crate::broker::Stats;
-use crate::connection::Client;
+use crate::broker::{Broker, Stats};
 use crate::end::End;
+use crate::session::Session;
 use crate::shared::SharedFilter;
+use crate::transport::Transport;
+
+/// A connected client as the server sees it: its session and what CONNECT negotiated, and the packet
+/// handlers. Its bytes are the connection's ([`crate::connection::Connection`]), passed to each handler.
+pub(crate) struct Client {
+    pub broker: Arc<Broker>,
+    pub session: Arc<Session>,
+    pub connection_id: u64,
+    pub version: ProtocolVersion,
+    pub limits: Limits,
+    /// Negotiated keep-alive in seconds; zero disables it.
+    pub keep_alive: u16,
+    /// The client's Receive Maximum: our outgoing QoS 1/2 window.
+    pub send_window: u16,
+    /// The client's Maximum Packet Size (5.0); never 0 [MQTT-3.1.2-24], so the option costs nothing.
+    pub client_max_packet: Option<std::num::NonZeroU32>,
+    /// Session Expiry Interval from CONNECT (5.0), to validate the one in DISCONNECT.
+    pub connect_expiry: u32,
+    /// CONNECT carried the bridge bit (Mosquitto's `try_private`): its 3.x subscriptions get No Local
+    /// and Retain As Published, as Mosquitto gives a bridge's.
+    pub bridge: bool,
+    /// Expiry set by a 5.0 DISCONNECT.
+    pub expiry_override: Option<u32>,
+    /// Retained messages owed to new subscriptions, fed into the outbox as it empties.
+    /// Boxed: most connections never have one, and every idle connection would carry an empty `VecDeque`.
+    #[allow(clippy::box_collection)]
+    pub retained_backlog: Option<Box<std::collections::VecDeque<mqttd_core::Delivery>>>,
+    /// A subscriber with a full queue, still reading, that a message this client published went to.
+    pub congested: Option<Arc<Session>>,
+    /// A subscriber this client publishes to has a long queue: yield before reading more.
+    pub busy: bool,
+    /// Bytes in the read buffer not yet decoded (decoding stopped to wait for a congested subscriber).
+    pub undecoded: bool,
+    /// What few connections need, boxed and absent until needed.
+    pub extras: Option<Box<Extras>>,
+}
+
+/// The parts of a connection most connections never use.
+#[derive(Debug, Default)]
+pub(crate) struct Extras {
+    /// Topic aliases both ways (5.0).
+    pub aliases: Option<crate::alias::TopicAliases>,
+    /// Answers waiting for the durable store (`persistence true`): each goes out, in order, once the
+    /// store's durable position passes its own (a PUBACK once the message is on disk).
+    pub held: std::collections::VecDeque<(u64, Packet)>,
+    /// The 5.0 client sent Request Problem Information 0: no Reason Strings on acknowledgements
+    /// [MQTT-3.1.2-29].
+    pub no_problem_info: bool,
+}
+
+impl Client {
+    /// Whether Reason Strings may go with acknowledgements that refuse (5.0 Request Problem Information,
+    /// 1 unless the client says 0) [MQTT-3.1.2-29].
+    pub(crate) fn problem_info(&self) -> bool {
+        !self.extras.as_ref().is_some_and(|e| e.no_problem_info)
+    }
+
+    /// Whether answers wait for the durable store.
+    pub(crate) fn holds_answers(&self) -> bool {
+        self.extras.as_ref().is_some_and(|e| !e.held.is_empty())
+    }
+
+    /// Sends `packet` once the store's durable position reaches `durable` (0: at once), after every
+    /// answer held before it.
+    pub(crate) fn send_after(&mut self, io: &mut Transport, packet: Packet, durable: u64) {
+        let ready = self.broker.store().is_none_or(|s| s.durable() >= durable);
+        if ready && !self.holds_answers() {
+            return io.queue(&packet, self.version);
+        }
+        let held = &mut self.extras.get_or_insert_with(Default::default).held;
+        let after = held.back().map_or(0, |(p, _)| *p).max(durable);
+        held.push_back((after, packet));
+    }
+}
 
 fn violation(what: &str, code: u8) -> End {
     End::Protocol(what.to_string(), code)
 }
 
 impl Client {
-    pub(crate) fn handle(&mut self, packet: Packet) -> Result<(), End> {
+    pub(crate) fn handle(&mut self, packet: Packet, io: &mut Transport) -> Result<(), End> {
         Stats::add(&self.broker.stats.packets_received, 1);
         crate::trace::received(&self.session.client_id, &packet);
         match packet {
-            Packet::Publish(p) => self.publish(p),
+            Packet::Publish(p) => self.publish(p, io),
             Packet::PubAck(a) => {
                 self.check_reason("PUBACK [MQTT-3.4.2-1]", reason::fits_puback(a.reason))?;
                 self.complete("PUBACK", a.packet_id, SessionState::puback)
             }
-            Packet::PubRec(a) => self.pubrec(a),
-            Packet::PubRel(a) => self.pubrel(a),
+            Packet::PubRec(a) => self.pubrec(a, io),
+            Packet::PubRel(a) => self.pubrel(a, io),
             Packet::PubComp(a) => {
                 self.check_reason("PUBCOMP [MQTT-3.7.2-1]", reason::fits_pubrel(a.reason))?;
                 self.complete("PUBCOMP", a.packet_id, SessionState::pubcomp)
             }
-            Packet::Subscribe(s) => self.subscribe(s),
-            Packet::Unsubscribe(u) => self.unsubscribe(u),
-            Packet::PingReq => self.ack(Packet::PingResp),
+            Packet::Subscribe(s) => self.subscribe(s, io),
+            Packet::Unsubscribe(u) => self.unsubscribe(u, io),
+            Packet::PingReq => self.ack(io, Packet::PingResp),
             Packet::Disconnect(d) => self.disconnect(d),
             Packet::Connect(_) => Err(violation("second CONNECT [MQTT-3.1.0-2]", reason::PROTOCOL_ERROR)),
             Packet::Auth(_) => Err(violation("AUTH without enhanced authentication", reason::PROTOCOL_ERROR)),
@@ -63,12 +137,12 @@ impl Client {
         flow_of(name, done)
     }
 
-    fn ack(&mut self, packet: Packet) -> Result<(), End> {
-        self.ack_after(packet, 0)
+    fn ack(&mut self, io: &mut Transport, packet: Packet) -> Result<(), End> {
+        self.ack_after(io, packet, 0)
     }
 
     /// [`Client::ack`] once the durable store has reached `durable` (what the packet confirms is stored).
-    fn ack_after(&mut self, packet: Packet, durable: u64) -> Result<(), End> {
+    fn ack_after(&mut self, io: &mut Transport, packet: Packet, durable: u64) -> Result<(), End> {
         if let Some(max) = self.client_max_packet.map(std::num::NonZeroU32::get) {
             let size = encoded_len(&packet, self.version);
             if size > max as usize {
@@ -80,7 +154,7 @@ impl Client {
         }
         Stats::add(&self.broker.stats.packets_sent, 1);
         crate::trace::sent(&self.session.client_id, &packet);
-        self.send_after(packet, durable);
+        self.send_after(io, packet, durable);
         Ok(())
     }
 
@@ -110,9 +184,9 @@ impl Client {
         }
     }
 
-    fn publish(&mut self, mut p: Publish) -> Result<(), End> {
+    fn publish(&mut self, mut p: Publish, io: &mut Transport) -> Result<(), End> {
         let s = &self.broker.settings;
-        if p.qos as u8 > s.max_qos(self.io.listener) {
+        if p.qos as u8 > s.max_qos(io.listener) {
             return Err(violation("PUBLISH above the maximum QoS [MQTT-3.2.2-11]", reason::QOS_NOT_SUPPORTED));
         }
         if p.retain && !s.retain_available {
@@ -145,7 +219,7 @@ impl Client {
             if !state.receive_qos2(p.packet_id.expect("QoS 2 has a packet id")) {
                 drop(state);
                 // A resend of a message we already routed: acknowledge again only [MQTT-4.3.3-10].
-                return self.ack(Packet::PubRec(Ack::new(p.packet_id.expect("QoS 2 has a packet id"))));
+                return self.ack(io, Packet::PubRec(Ack::new(p.packet_id.expect("QoS 2 has a packet id"))));
             }
             // Only 5.0 clients were told our Receive Maximum; 3.1.1 has no such limit (ids bound it).
             if self.version.is_v5() && state.incoming_qos2() > usize::from(s.inflight_window()) {
@@ -160,7 +234,7 @@ impl Client {
             }
         }
         let (qos, packet_id) = (p.qos, p.packet_id);
-        let (code, durable) = self.route_publish(p);
+        let (code, durable) = self.route_publish(p, io.listener);
         let durable = durable.max(received);
         if matches!(code, reason::TOPIC_NAME_INVALID | reason::QUOTA_EXCEEDED)
             && (!self.version.is_v5() || qos == QoS::AtMostOnce)
@@ -186,7 +260,7 @@ impl Client {
         match qos {
             QoS::AtMostOnce => Ok(()),
             // Sent once the message is stored wherever it must be [issue 13: nothing acknowledged is lost].
-            QoS::AtLeastOnce => self.ack_after(Packet::PubAck(ack(packet_id)), durable),
+            QoS::AtLeastOnce => self.ack_after(io, Packet::PubAck(ack(packet_id)), durable),
             QoS::ExactlyOnce => {
                 if code >= 0x80 {
                     // A refused QoS 2 message is not awaiting PUBREL.
@@ -196,15 +270,15 @@ impl Client {
                         self.broker.persist_incoming(&self.session, id, false);
                     }
                 }
-                self.ack_after(Packet::PubRec(ack(packet_id)), durable)
+                self.ack_after(io, Packet::PubRec(ack(packet_id)), durable)
             }
         }
     }
 
     /// Checks size, depth, memory and authorization, then routes. Returns the 5.0 reason code for the
     /// acknowledgement, and the durable store's position it waits for.
-    fn route_publish(&mut self, mut p: Publish) -> (u8, u64) {
-        if let Some(mount_point) = self.broker.settings.mount_point(self.io.listener) {
+    fn route_publish(&mut self, mut p: Publish, listener: u16) -> (u8, u64) {
+        if let Some(mount_point) = self.broker.settings.mount_point(listener) {
             p.topic = format!("{mount_point}{}", p.topic);
         }
         let limit = self.broker.settings.message_size_limit;
@@ -251,7 +325,7 @@ impl Client {
         (code, routed.durable)
     }
 
-    fn pubrec(&mut self, a: Ack) -> Result<(), End> {
+    fn pubrec(&mut self, a: Ack, io: &mut Transport) -> Result<(), End> {
         self.check_reason("PUBREC [MQTT-3.5.2-1]", reason::fits_puback(a.reason))?;
         let mut state = self.session.state.lock();
         let stored = state.inflight_stored(a.packet_id).filter(|_| state.durable);
@@ -276,14 +350,14 @@ impl Client {
                     reason: reason::PACKET_IDENTIFIER_NOT_FOUND,
                     properties: Properties::default(),
                 };
-                return self.ack(Packet::PubRel(rel));
+                return self.ack(io, Packet::PubRel(rel));
             }
             Err(AckError::UnknownPacketId(_)) => {}
         }
-        self.ack(Packet::PubRel(Ack::new(a.packet_id)))
+        self.ack(io, Packet::PubRel(Ack::new(a.packet_id)))
     }
 
-    fn pubrel(&mut self, a: Ack) -> Result<(), End> {
+    fn pubrel(&mut self, a: Ack, io: &mut Transport) -> Result<(), End> {
         self.check_reason("PUBREL [MQTT-3.6.2-1]", reason::fits_pubrel(a.reason))?;
         let mut state = self.session.state.lock();
         let known = state.release_qos2(a.packet_id);
@@ -293,17 +367,17 @@ impl Client {
         drop(state);
         let code = if known { reason::SUCCESS } else { self.reason_for_version(reason::PACKET_IDENTIFIER_NOT_FOUND) };
         let pubcomp = Ack { packet_id: a.packet_id, reason: code, properties: Properties::default() };
-        self.ack_after(Packet::PubComp(pubcomp), durable)
+        self.ack_after(io, Packet::PubComp(pubcomp), durable)
     }
 
-    fn subscribe(&mut self, s: Subscribe) -> Result<(), End> {
+    fn subscribe(&mut self, s: Subscribe, io: &mut Transport) -> Result<(), End> {
         if s.properties.subscription_identifiers.len() > 1 {
             return Err(violation("more than one subscription identifier [MQTT-3.8.2.1.2]", reason::PROTOCOL_ERROR));
         }
         // Kept with each subscription and sent with every message it matches [MQTT-3.3.4-3].
         let subscription_id = s.properties.subscription_identifiers.first().copied();
-        let max_qos = QoS::from_u8(self.broker.settings.max_qos(self.io.listener)).unwrap_or(QoS::ExactlyOnce);
-        let mount_point = self.broker.settings.mount_point(self.io.listener).map(str::to_owned);
+        let max_qos = QoS::from_u8(self.broker.settings.max_qos(io.listener)).unwrap_or(QoS::ExactlyOnce);
+        let mount_point = self.broker.settings.mount_point(io.listener).map(str::to_owned);
         let v5 = self.version.is_v5();
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained_for = Vec::new();
@@ -364,7 +438,7 @@ impl Client {
         let durable = self.persist_if_kept();
         let properties = self.problem(reasons.iter().copied().find(|&r| r >= 0x80).unwrap_or(0));
         let suback = SubAck { packet_id: s.packet_id, reasons, properties };
-        self.ack_after(Packet::SubAck(suback), durable)?;
+        self.ack_after(io, Packet::SubAck(suback), durable)?;
         for (filter, granted) in retained_for {
             self.send_retained(&filter, granted, subscription_id);
         }
@@ -421,9 +495,9 @@ impl Client {
         // The connection's poll loop feeds the backlog into the outbox on its next turn.
     }
 
-    fn unsubscribe(&mut self, u: Unsubscribe) -> Result<(), End> {
+    fn unsubscribe(&mut self, u: Unsubscribe, io: &mut Transport) -> Result<(), End> {
         let mut reasons = Vec::with_capacity(u.filters.len());
-        let mount_point = self.broker.settings.mount_point(self.io.listener).map(str::to_owned);
+        let mount_point = self.broker.settings.mount_point(io.listener).map(str::to_owned);
         for filter in u.filters {
             let filter = &mount(mount_point.as_deref(), filter);
             let existed = self.broker.unsubscribe(&self.session, filter);
@@ -435,6 +509,7 @@ impl Client {
         }
         let durable = self.persist_if_kept();
         self.ack_after(
+            io,
             Packet::UnsubAck(UnsubAck { packet_id: u.packet_id, reasons, properties: Properties::default() }),
             durable,
         )

@@ -27,7 +27,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::broker::{Broker, Stats};
 use crate::connect::AtAccept;
-use crate::connection::{Asleep, Client};
+use crate::connection::{Asleep, Connection};
 use crate::transport::Stream;
 
 /// How often sockets that sent no CONNECT within `connect_timeout` are looked for.
@@ -135,9 +135,9 @@ impl Parker {
             return self.await_connect((socket, peer, listener), permit, broker.settings.connect_timeout);
         }
         match crate::connect::connect_at_accept(broker, socket, peer, listener) {
-            AtAccept::Connected(client) => match client.into_asleep(permit) {
+            AtAccept::Connected(conn) => match conn.into_asleep(permit) {
                 Ok(asleep) => self.sleep(broker, asleep),
-                Err((client, permit)) => resume(client, permit),
+                Err((conn, permit)) => resume(conn, permit),
             },
             AtAccept::Done => {}
             AtAccept::NotYet(socket) => {
@@ -198,7 +198,7 @@ impl Parker {
         let Some(broker) = self.broker.upgrade() else { return self.forget(key, &c.socket) };
         let Connecting { socket, peer, listener, permit, deadline, .. } = c;
         match crate::connect::connect_at_accept(&broker, socket, peer, listener) {
-            AtAccept::Connected(client) => match client.into_asleep(permit) {
+            AtAccept::Connected(conn) => match conn.into_asleep(permit) {
                 Ok(asleep) => {
                     let parked = Arc::new(Parked { parker: self.clone(), slot: key, conn: Mutex::new(Some(asleep)) });
                     if let Some(e) = self.entries.lock().get_mut(key) {
@@ -207,9 +207,9 @@ impl Parker {
                     self.parked(&broker, parked);
                 }
                 // Packets came with the CONNECT, or the session has messages to send: it needs a task.
-                Err((client, permit)) => {
-                    self.forget_key(key, client.io.socket_fd());
-                    resume(client, permit);
+                Err((conn, permit)) => {
+                    self.forget_key(key, conn.io.socket_fd());
+                    resume(conn, permit);
                 }
             },
             AtAccept::Done => {
@@ -280,25 +280,25 @@ impl Parker {
     }
 
     /// Parks `client`, whose task is about to end. On failure the client goes on in a new task.
-    pub(crate) fn park(broker: &Arc<Broker>, mut client: Client, permit: OwnedSemaphorePermit) {
-        let Some(parker) = broker.parker.get().cloned() else { return resume(client, permit) };
-        let stream = std::mem::replace(&mut client.io.stream, Stream::Parked(None));
+    pub(crate) fn park(broker: &Arc<Broker>, mut conn: Connection, permit: OwnedSemaphorePermit) {
+        let Some(parker) = broker.parker.get().cloned() else { return resume(conn, permit) };
+        let stream = std::mem::replace(&mut conn.io.stream, Stream::Parked(None));
         let std = match stream {
             Stream::Tcp(tcp) => tcp.into_std(),
             other => {
-                client.io.stream = other;
-                return resume(client, permit);
+                conn.io.stream = other;
+                return resume(conn, permit);
             }
         };
         let std = match std {
             Ok(s) => s,
             // The socket is gone with its registration: the task ends the connection on its first read.
-            Err(_) => return resume(client, permit),
+            Err(_) => return resume(conn, permit),
         };
-        client.io.stream = Stream::Parked(Some(std));
-        match client.into_asleep(permit) {
+        conn.io.stream = Stream::Parked(Some(std));
+        match conn.into_asleep(permit) {
             Ok(asleep) => parker.sleep(broker, asleep),
-            Err((client, permit)) => resume(client, permit),
+            Err((conn, permit)) => resume(conn, permit),
         }
     }
 
@@ -311,8 +311,8 @@ impl Parker {
             let fd = asleep.socket.as_raw_fd();
             if self.registry.register(&mut SourceFd(&fd), Token(slot), Interest::READABLE).is_err() {
                 drop(entries);
-                let (client, permit) = asleep.wake_up(broker.clone());
-                return resume(client, permit);
+                let (conn, permit) = asleep.wake_up(broker.clone());
+                return resume(conn, permit);
             }
             let parked = Arc::new(Parked { parker: self.clone(), slot, conn: Mutex::new(Some(asleep)) });
             entry.insert(Entry::Parked(parked.clone()));
@@ -356,8 +356,8 @@ impl Parker {
         // The broker is gone only when the process ends: its connections go with it.
         let Some(broker) = self.broker.upgrade() else { return };
         broker.stats.clients_parked.fetch_sub(1, Ordering::Relaxed);
-        let (client, permit) = asleep.wake_up(broker);
-        drop(self.runtime.spawn(crate::server::serve(client, permit)));
+        let (conn, permit) = asleep.wake_up(broker);
+        drop(self.runtime.spawn(crate::server::serve(conn, permit)));
     }
 }
 
@@ -398,8 +398,8 @@ async fn watch_sockets(parker: Arc<Parker>, mut poll: AsyncFd<Poll>, mut shutdow
 }
 
 /// Gives a client a task again (when parking did not happen).
-fn resume(client: Client, permit: OwnedSemaphorePermit) {
-    tokio::spawn(crate::server::serve(client, permit));
+fn resume(conn: Connection, permit: OwnedSemaphorePermit) {
+    tokio::spawn(crate::server::serve(conn, permit));
 }
 
 /// A plain-TCP socket whose CONNECT needs more than one read and write: it gets a connection task, with

@@ -13,7 +13,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::broker::{Broker, KEEP_ALIVE_SWEEP};
-use crate::connection::{Client, Stop};
+use crate::connection::{Connection, Stop};
 use crate::end::End;
 use crate::tls::{CertUsername, TlsListener};
 use crate::transport::Stream;
@@ -360,7 +360,7 @@ pub(crate) fn spawn_connection(
     tokio::spawn(connection_task(broker.clone(), stream, (peer, index, wrapping.clone()), read, permit));
 }
 
-/// The task of one connection. Its future holds a `Client` and little else: what only the handshakes need
+/// The task of one connection. Its future holds a `Connection` and little else: what only the handshakes need
 /// is boxed and gone once they are done (memory per idle connection is a tracked figure: tokio allocates
 /// a task as a 128-byte-aligned cell of 96 bytes plus the future, so up to 416 bytes of future make a
 /// 512-byte task in release builds).
@@ -378,37 +378,37 @@ fn connection_task(
             let (stream, cert_username) = wrap_within(&broker, stream, peer, index, wrapping).await?;
             crate::connect::connect(broker, stream, (peer, index, cert_username), read).await
         });
-        // `let else`, not `if let`: the `Option<Client>` must not live on beside `client` in the future.
-        let Some(mut client) = connecting.await else { return drop(permit) };
+        // `let else`, not `if let`: the `Option<Connection>` must not live on beside `conn` in the future.
+        let Some(mut conn) = connecting.await else { return drop(permit) };
         // The same as `serve`, written out: awaiting `serve(client, permit)` here makes this future 512
         // bytes instead of 288 (a 640-byte task instead of 384).
-        match client.run().await {
-            Stop::End(end) => Box::pin(client.finish(end)).await,
-            Stop::Park => return park(client, permit),
+        match conn.run().await {
+            Stop::End(end) => Box::pin(conn.finish(end)).await,
+            Stop::Park => return park(conn, permit),
         }
         drop(permit);
     }
 }
 
 /// The task of a connection coming back from the parker (`park.rs`): its socket registers with tokio again.
-pub(crate) async fn serve(mut client: Client, permit: tokio::sync::OwnedSemaphorePermit) {
-    if let Stream::Parked(parked) = &mut client.io.stream {
+pub(crate) async fn serve(mut conn: Connection, permit: tokio::sync::OwnedSemaphorePermit) {
+    if let Stream::Parked(parked) = &mut conn.io.stream {
         match parked.take().map(TcpStream::from_std) {
-            Some(Ok(tcp)) => client.io.stream = Stream::Tcp(tcp),
-            Some(Err(e)) => return Box::pin(client.finish(End::Io(e))).await,
-            None => return Box::pin(client.finish(End::Closed)).await,
+            Some(Ok(tcp)) => conn.io.stream = Stream::Tcp(tcp),
+            Some(Err(e)) => return Box::pin(conn.finish(End::Io(e))).await,
+            None => return Box::pin(conn.finish(End::Closed)).await,
         }
     }
-    match client.run().await {
-        Stop::End(end) => Box::pin(client.finish(end)).await,
-        Stop::Park => return park(client, permit),
+    match conn.run().await {
+        Stop::End(end) => Box::pin(conn.finish(end)).await,
+        Stop::Park => return park(conn, permit),
     }
     drop(permit);
 }
 
 /// Hands a quiet connection to the parker; its task ends.
-fn park(client: Client, permit: tokio::sync::OwnedSemaphorePermit) {
-    crate::park::Parker::park(&client.broker.clone(), client, permit);
+fn park(conn: Connection, permit: tokio::sync::OwnedSemaphorePermit) {
+    crate::park::Parker::park(&conn.client.broker.clone(), conn, permit);
 }
 
 /// [`wrap`] within the connect timeout; logs why when it fails.
