@@ -10,6 +10,7 @@ use mqttd_core::{Delivery, Enqueued, Match, MemoryUse, Message, Retained, TopicT
 use mqttd_proto::{QoS, SubscriptionOptions};
 use parking_lot::{Mutex, RwLock};
 
+use crate::backpressure::{CONGESTED_BACKLOG, WAIT_BACKLOG};
 use crate::security::{Security, SecuritySet};
 use crate::session::Session;
 use crate::settings::Settings;
@@ -42,15 +43,6 @@ impl Stats {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 }
-
-/// Memory queued for an online subscriber (`SessionState::backlog`: entries plus their share of the
-/// messages) above which its publishers yield before reading more.
-pub const CONGESTED_BACKLOG: usize = 16 * 1024;
-/// Memory queued for an online subscriber above which its publishers wait for it, whatever the configured
-/// queue limits (`max_queued_messages 0` included): memory stays bounded under overload.
-pub const WAIT_BACKLOG: usize = 2 * CONGESTED_BACKLOG;
-/// Memory queued below which waiting publishers resume (hysteresis: they do not wake for every message).
-pub const RELIEVED_BACKLOG: usize = CONGESTED_BACKLOG / 2;
 
 /// How often [`Broker::sweep_keep_alive`] runs: keep-alive ends come at most this late.
 pub const KEEP_ALIVE_SWEEP: std::time::Duration = std::time::Duration::from_millis(250);

@@ -6,18 +6,18 @@
 //! nothing to do parks (`park.rs`) and its task ends (memory per connection is a tracked figure, see
 //! bench/README.md).
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use mqttd_proto::{decode, encode_publish, encoded_len, publish_len, Limits, Packet, Properties, ProtocolVersion};
+use mqttd_proto::{decode, encode_publish, encoded_len, publish_len, Packet, Properties};
 use tokio::io::AsyncWriteExt;
 
-use crate::broker::{Broker, Stats, RELIEVED_BACKLOG};
+use crate::backpressure::RELIEVED_BACKLOG;
+use crate::broker::{Broker, Stats};
 use crate::end::{grace, interruption, End};
-use crate::handle::{Client, Extras};
+use crate::handle::Client;
 use crate::observe::EventKind;
 use crate::session::{clock, Expiry, Session, WillOutcome};
 use crate::transport::{Stream, Transport, WRITE_HIGH_WATER};
@@ -77,96 +77,6 @@ pub(crate) enum Stop {
     End(End),
     /// Quiet and holding nothing: park the connection (`park.rs`).
     Park,
-}
-
-/// What a parked connection keeps of its [`Connection`] (`park.rs`): the socket, the session and what CONNECT
-/// negotiated; no buffers (it parks holding none), no transport state, so it stays small.
-pub(crate) struct Asleep {
-    pub socket: std::net::TcpStream,
-    session: Arc<Session>,
-    connection_id: u64,
-    peer: SocketAddr,
-    listener: u16,
-    version: ProtocolVersion,
-    limits: Limits,
-    keep_alive: u16,
-    send_window: u16,
-    client_max_packet: Option<std::num::NonZeroU32>,
-    connect_expiry: u32,
-    bridge: bool,
-    expiry_override: Option<u32>,
-    extras: Option<Box<Extras>>,
-    permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl Connection {
-    /// The client as it parks: its socket must have left tokio already ([`Stream::Parked`]) and the
-    /// client must hold nothing else ([`Connection::holds_nothing`]); otherwise it comes back unchanged.
-    #[allow(clippy::result_large_err)] // Once per park, moved straight into a task or the parker.
-    pub(crate) fn into_asleep(
-        mut self,
-        permit: tokio::sync::OwnedSemaphorePermit,
-    ) -> Result<Asleep, (Connection, tokio::sync::OwnedSemaphorePermit)> {
-        if !self.holds_nothing() {
-            return Err((self, permit));
-        }
-        let Stream::Parked(Some(socket)) = std::mem::replace(&mut self.io.stream, Stream::Parked(None)) else {
-            return Err((self, permit));
-        };
-        Ok(Asleep {
-            socket,
-            session: self.client.session,
-            connection_id: self.client.connection_id,
-            peer: self.io.peer,
-            listener: self.io.listener,
-            version: self.client.version,
-            limits: self.client.limits,
-            keep_alive: self.client.keep_alive,
-            send_window: self.client.send_window,
-            client_max_packet: self.client.client_max_packet,
-            connect_expiry: self.client.connect_expiry,
-            bridge: self.client.bridge,
-            expiry_override: self.client.expiry_override,
-            extras: self.client.extras,
-            permit,
-        })
-    }
-}
-
-impl Asleep {
-    pub(crate) fn session(&self) -> Arc<Session> {
-        self.session.clone()
-    }
-
-    /// Whether the connection must end now, as a running one asks ([`Connection::interrupted`]).
-    pub(crate) fn interrupted(&self, broker: &Broker) -> bool {
-        interruption(broker, &self.session, self.connection_id, self.keep_alive).is_some()
-    }
-
-    /// The client again, its socket still outside tokio (the task it runs in registers it).
-    pub(crate) fn wake_up(self, broker: Arc<Broker>) -> (Connection, tokio::sync::OwnedSemaphorePermit) {
-        let io = Transport::new(Stream::Parked(Some(self.socket)), self.peer, usize::from(self.listener));
-        let client = Client {
-            broker,
-            session: self.session,
-            connection_id: self.connection_id,
-            version: self.version,
-            limits: self.limits,
-            keep_alive: self.keep_alive,
-            send_window: self.send_window,
-            client_max_packet: self.client_max_packet,
-            connect_expiry: self.connect_expiry,
-            bridge: self.bridge,
-            expiry_override: self.expiry_override,
-            retained_backlog: None,
-            congested: None,
-            busy: false,
-            undecoded: false,
-            extras: self.extras,
-        };
-        let client = Connection { io, client };
-        (client, self.permit)
-    }
 }
 
 /// What the poll function asks the connection task to do next.
@@ -609,7 +519,5 @@ mod tests {
         assert!(client <= 168, "Connection grew to {client} bytes");
         // 368: the last 8 are the broker-wide memory count `memory_limit` needs (issue 12).
         assert!(session <= 368, "Session grew to {session} bytes");
-        let asleep = std::mem::size_of::<super::Asleep>();
-        assert!(asleep <= 104, "Asleep grew to {asleep} bytes");
     }
 }

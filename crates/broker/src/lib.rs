@@ -5,6 +5,8 @@
 //! authorization point ([`Broker::may_read_with`]), every publish and will another ([`Broker::may_write`]).
 
 mod alias;
+mod asleep;
+mod backpressure;
 pub mod bridge;
 pub mod broker;
 pub mod config;

@@ -25,9 +25,10 @@ use slab::Slab;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
+use crate::asleep::Asleep;
 use crate::broker::{Broker, Stats};
 use crate::connect::AtAccept;
-use crate::connection::{Asleep, Connection};
+use crate::connection::Connection;
 use crate::transport::Stream;
 
 /// How often sockets that sent no CONNECT within `connect_timeout` are looked for.
@@ -135,7 +136,7 @@ impl Parker {
             return self.await_connect((socket, peer, listener), permit, broker.settings.connect_timeout);
         }
         match crate::connect::connect_at_accept(broker, socket, peer, listener) {
-            AtAccept::Connected(conn) => match conn.into_asleep(permit) {
+            AtAccept::Connected(conn) => match Asleep::from_connection(conn, permit) {
                 Ok(asleep) => self.sleep(broker, asleep),
                 Err((conn, permit)) => resume(conn, permit),
             },
@@ -198,7 +199,7 @@ impl Parker {
         let Some(broker) = self.broker.upgrade() else { return self.forget(key, &c.socket) };
         let Connecting { socket, peer, listener, permit, deadline, .. } = c;
         match crate::connect::connect_at_accept(&broker, socket, peer, listener) {
-            AtAccept::Connected(conn) => match conn.into_asleep(permit) {
+            AtAccept::Connected(conn) => match Asleep::from_connection(conn, permit) {
                 Ok(asleep) => {
                     let parked = Arc::new(Parked { parker: self.clone(), slot: key, conn: Mutex::new(Some(asleep)) });
                     if let Some(e) = self.entries.lock().get_mut(key) {
@@ -296,7 +297,7 @@ impl Parker {
             Err(_) => return resume(conn, permit),
         };
         conn.io.stream = Stream::Parked(Some(std));
-        match conn.into_asleep(permit) {
+        match Asleep::from_connection(conn, permit) {
             Ok(asleep) => parker.sleep(broker, asleep),
             Err((conn, permit)) => resume(conn, permit),
         }
