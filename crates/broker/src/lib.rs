@@ -15,6 +15,7 @@ pub mod connection;
 mod end;
 mod handle;
 pub mod http;
+mod listener;
 pub mod log;
 pub mod observe;
 mod park;
