@@ -105,6 +105,14 @@ pub struct ClientIdentity {
     pub listener: u16,
 }
 
+/// The connections without a task (`park.rs`), as the broker keeps them: for the connection layer, which
+/// gets its parker back with [`Any`](std::any::Any), and to close the sockets still waiting for their
+/// CONNECT at shutdown.
+pub(crate) trait Parking: std::any::Any + Send + Sync + std::fmt::Debug {
+    /// Shutdown: sockets still waiting for their CONNECT close now.
+    fn close_connecting(&self);
+}
+
 /// The broker core shared by every connection task.
 #[derive(Debug)]
 pub struct Broker {
@@ -144,7 +152,8 @@ pub struct Broker {
     /// [`Retained::bytes`], copied out under the retained write lock so publishers need not take it.
     retained_bytes: AtomicUsize,
     /// Where plain-TCP connections wait without a task (`park.rs`); set by `Server` when parking is on.
-    pub(crate) parker: std::sync::OnceLock<Arc<crate::park::Parker>>,
+    /// A trait object: the parker holds connections, which sit above the broker.
+    pub(crate) parker: std::sync::OnceLock<Arc<dyn Parking>>,
     /// Who published each retained message, for `check_retain_source` (Mosquitto keeps it with the
     /// message). A weak reference tells a stale entry (the message was replaced or cleared) from the
     /// current one; stale entries are pruned as the map grows past the store. A mutex: written only by
@@ -189,7 +198,9 @@ impl Broker {
     /// Tells every connection to end (each sees the flag when woken; one attaching later sees it at once).
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
-        crate::park::Parker::close_connecting(self);
+        if let Some(parker) = self.parker.get() {
+            parker.close_connecting();
+        }
         self.wake_sessions(|_| true);
     }
 

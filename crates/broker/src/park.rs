@@ -29,7 +29,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::asleep::Asleep;
-use crate::broker::{Broker, Stats};
+use crate::broker::{Broker, Parking, Stats};
 use crate::connect::AtAccept;
 use crate::connection::{Connection, Stop};
 use crate::end::End;
@@ -84,6 +84,12 @@ struct Parked {
     slot: usize,
     /// Taken by the first wake.
     conn: Mutex<Option<Asleep>>,
+}
+
+impl Parking for Parker {
+    fn close_connecting(&self) {
+        self.sweep_connecting(true);
+    }
 }
 
 impl Wake for Parked {
@@ -278,16 +284,15 @@ impl Parker {
         }
     }
 
-    /// Shutdown: sockets still waiting for their CONNECT close now.
-    pub(crate) fn close_connecting(broker: &Broker) {
-        if let Some(p) = broker.parker.get() {
-            p.sweep_connecting(true);
-        }
+    /// The broker's parker, when parking is on.
+    pub(crate) fn of(broker: &Broker) -> Option<Arc<Parker>> {
+        let parker: Arc<dyn std::any::Any + Send + Sync> = broker.parker.get()?.clone();
+        parker.downcast().ok()
     }
 
     /// Parks `client`, whose task is about to end. On failure the client goes on in a new task.
     pub(crate) fn park(broker: &Arc<Broker>, mut conn: Connection, permit: OwnedSemaphorePermit) {
-        let Some(parker) = broker.parker.get().cloned() else { return resume(conn, permit) };
+        let Some(parker) = Parker::of(broker) else { return resume(conn, permit) };
         let stream = std::mem::replace(&mut conn.io.stream, Stream::Parked(None));
         let std = match stream {
             Stream::Tcp(tcp) => tcp.into_std(),

@@ -186,7 +186,7 @@ async fn accept_loop(
         Err(e) => return tracing::error!("cannot accept on listener {index}: {e}"),
     };
     let plain = wrapping.tls.is_none() && !wrapping.websockets;
-    let parker = if plain { broker.parker.get().cloned() } else { None };
+    let parker = if plain { crate::park::Parker::of(&broker) } else { None };
     let mut accepted = Vec::new();
     loop {
         let failed = tokio::select! {
