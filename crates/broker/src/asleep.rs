@@ -4,12 +4,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use mqttd_proto::{Limits, ProtocolVersion};
-
 use crate::broker::Broker;
 use crate::connection::Connection;
 use crate::end::interruption;
-use crate::handle::{Client, Extras};
+use crate::handle::{Client, Extras, Negotiated};
 use crate::session::Session;
 use crate::transport::{Stream, Transport};
 
@@ -21,14 +19,7 @@ pub(crate) struct Asleep {
     connection_id: u64,
     peer: SocketAddr,
     listener: u16,
-    version: ProtocolVersion,
-    limits: Limits,
-    keep_alive: u16,
-    send_window: u16,
-    client_max_packet: Option<std::num::NonZeroU32>,
-    connect_expiry: u32,
-    bridge: bool,
-    expiry_override: Option<u32>,
+    negotiated: Negotiated,
     extras: Option<Box<Extras>>,
     permit: tokio::sync::OwnedSemaphorePermit,
 }
@@ -41,7 +32,7 @@ impl Asleep {
         mut conn: Connection,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<Asleep, (Connection, tokio::sync::OwnedSemaphorePermit)> {
-        if !conn.holds_nothing() {
+        if !conn.holds_nothing() || conn.client.expiry_override.is_some() {
             return Err((conn, permit));
         }
         let Stream::Parked(Some(socket)) = std::mem::replace(&mut conn.io.stream, Stream::Parked(None)) else {
@@ -53,14 +44,7 @@ impl Asleep {
             connection_id: conn.client.connection_id,
             peer: conn.io.peer,
             listener: conn.io.listener,
-            version: conn.client.version,
-            limits: conn.client.limits,
-            keep_alive: conn.client.keep_alive,
-            send_window: conn.client.send_window,
-            client_max_packet: conn.client.client_max_packet,
-            connect_expiry: conn.client.connect_expiry,
-            bridge: conn.client.bridge,
-            expiry_override: conn.client.expiry_override,
+            negotiated: conn.client.negotiated,
             extras: conn.client.extras,
             permit,
         })
@@ -72,7 +56,7 @@ impl Asleep {
 
     /// Whether the connection must end now, as a running one asks ([`Connection::interrupted`]).
     pub(crate) fn interrupted(&self, broker: &Broker) -> bool {
-        interruption(broker, &self.session, self.connection_id, self.keep_alive).is_some()
+        interruption(broker, &self.session, self.connection_id, self.negotiated.keep_alive).is_some()
     }
 
     /// The client again, its socket still outside tokio (the task it runs in registers it).
@@ -82,14 +66,9 @@ impl Asleep {
             broker,
             session: self.session,
             connection_id: self.connection_id,
-            version: self.version,
-            limits: self.limits,
-            keep_alive: self.keep_alive,
-            send_window: self.send_window,
-            client_max_packet: self.client_max_packet,
-            connect_expiry: self.connect_expiry,
-            bridge: self.bridge,
-            expiry_override: self.expiry_override,
+            negotiated: self.negotiated,
+            // Only a DISCONNECT sets it, and a connection that received one ends: it never parks.
+            expiry_override: None,
             retained_backlog: None,
             congested: None,
             busy: false,

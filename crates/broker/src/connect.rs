@@ -16,7 +16,7 @@ use crate::alias::TopicAliases;
 use crate::broker::{Broker, ClientIdentity, Stats};
 use crate::connection::Connection;
 use crate::end::End;
-use crate::handle::{Client, Extras};
+use crate::handle::{Client, Extras, Negotiated};
 use crate::observe::{ConnectionInfo, EventKind};
 use crate::session::{Attach, Expiry};
 use crate::tls::CertUsername;
@@ -558,13 +558,15 @@ fn attach(broker: &Arc<Broker>, mut io: Transport, c: Connect, limits: Limits, c
         broker: broker.clone(),
         session,
         connection_id,
-        version,
-        limits,
-        keep_alive,
-        send_window: c.properties.receive_maximum.unwrap_or(u16::MAX).min(s.inflight_window()),
-        client_max_packet: c.properties.maximum_packet_size.and_then(std::num::NonZeroU32::new),
-        connect_expiry: c.properties.session_expiry_interval.unwrap_or(0),
-        bridge: c.bridge,
+        negotiated: Negotiated {
+            version,
+            limits,
+            keep_alive,
+            send_window: c.properties.receive_maximum.unwrap_or(u16::MAX).min(s.inflight_window()),
+            client_max_packet: c.properties.maximum_packet_size.and_then(std::num::NonZeroU32::new),
+            connect_expiry: c.properties.session_expiry_interval.unwrap_or(0),
+            bridge: c.bridge,
+        },
         expiry_override: None,
         retained_backlog: None,
         congested: None,

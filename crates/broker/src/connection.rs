@@ -153,7 +153,7 @@ impl Connection {
     /// parked connection runs (its deadline may have passed while it was parked).
     pub(crate) fn connected(&self) {
         Stats::add(&self.client.broker.stats.clients_connected, 1);
-        self.client.broker.counters.connected(self.io.listener, self.client.version);
+        self.client.broker.counters.connected(self.io.listener, self.client.negotiated.version);
         self.touch();
         if self.can_park() {
             // Most connections are quiet after CONNECT for a while (or for good): one that sends nothing
@@ -200,12 +200,12 @@ impl Connection {
 
     /// The keep-alive allowance: 1.5 times the keep-alive [MQTT-3.1.2-24].
     fn grace(&self) -> Duration {
-        grace(self.client.keep_alive)
+        grace(self.client.negotiated.keep_alive)
     }
 
     /// Restarts the keep-alive clock: a control packet arrived [MQTT-3.1.2-24].
     fn touch(&self) {
-        if self.client.keep_alive > 0
+        if self.client.negotiated.keep_alive > 0
             && self.client.session.connection.load(Ordering::Relaxed) == self.client.connection_id
         {
             let deadline = clock() + self.grace().as_nanos() as u64;
@@ -216,7 +216,12 @@ impl Connection {
     /// Why the connection must end now, if it must: shutdown, takeover, or keep-alive expired. Checked
     /// after [`Connection::drain`] registered the task's waker, so a wake-up that came before is not lost.
     fn interrupted(&self) -> Option<End> {
-        interruption(&self.client.broker, &self.client.session, self.client.connection_id, self.client.keep_alive)
+        interruption(
+            &self.client.broker,
+            &self.client.session,
+            self.client.connection_id,
+            self.client.negotiated.keep_alive,
+        )
     }
 
     /// One turn of the connection: outbox to write buffer, write, read, handle packets; until nothing
@@ -290,7 +295,7 @@ impl Connection {
         let mut released = false;
         while held.front().is_some_and(|(position, _)| *position <= durable) {
             let (_, packet) = held.pop_front().expect("a front");
-            self.io.queue(&packet, self.client.version);
+            self.io.queue(&packet, self.client.negotiated.version);
             released = true;
         }
         if let (Some((position, _)), Some(cx), Some(store)) = (held.front(), cx, self.client.broker.store()) {
@@ -307,7 +312,7 @@ impl Connection {
     fn decode_packets(&mut self) -> Option<Step> {
         let mut got_packet = false;
         loop {
-            match decode(self.io.rbuf(), self.client.version, &self.client.limits) {
+            match decode(self.io.rbuf(), self.client.negotiated.version, &self.client.negotiated.limits) {
                 Ok(Some(packet)) => {
                     got_packet = true;
                     if let Err(end) = self.client.handle(packet, &mut self.io) {
@@ -351,7 +356,7 @@ impl Connection {
             return;
         }
         let now = Instant::now();
-        let send_window = usize::from(self.client.send_window);
+        let send_window = usize::from(self.client.negotiated.send_window);
         let limit = self.io.write_limit();
         let mount_point = self.client.broker.settings.mount_point(self.io.listener);
         while self.io.output_len() < limit {
@@ -359,15 +364,15 @@ impl Connection {
             if let (Packet::Publish(p), Some(_)) = (&mut packet, mount_point) {
                 p.topic = crate::settings::unmounted(mount_point, &p.topic).to_owned();
             }
-            if let (Some(max), Packet::Publish(p)) = (self.client.client_max_packet, &packet) {
-                if mqttd_proto::encoded_len(&packet, self.client.version) > max.get() as usize {
+            if let (Some(max), Packet::Publish(p)) = (self.client.negotiated.client_max_packet, &packet) {
+                if mqttd_proto::encoded_len(&packet, self.client.negotiated.version) > max.get() as usize {
                     // This connection's client takes less than the one it was first sent to [MQTT-3.1.2-25].
                     state.abandon(p.packet_id.expect("a resent PUBLISH has a packet id"));
                     continue;
                 }
             }
             crate::trace::sent(&self.client.session.client_id, &packet);
-            self.io.queue(&packet, self.client.version);
+            self.io.queue(&packet, self.client.negotiated.version);
         }
         while state.queued() < RETAINED_BATCH && !state.nearly_full() {
             let Some(delivery) = self.client.retained_backlog.as_mut().and_then(|b| b.pop_front()) else {
@@ -412,8 +417,9 @@ impl Connection {
             }
             if self
                 .client
+                .negotiated
                 .client_max_packet
-                .is_some_and(|max| publish_len(&publish, self.client.version) > max.get() as usize)
+                .is_some_and(|max| publish_len(&publish, self.client.negotiated.version) > max.get() as usize)
             {
                 self.client.broker.counters.dropped(crate::observe::DropCause::TooLarge);
                 // Too large for this client: discard as if delivered [MQTT-3.1.2-25].
@@ -422,7 +428,7 @@ impl Connection {
                 }
                 continue;
             }
-            if let Err(e) = encode_publish(&publish, self.client.version, self.io.wbuf()) {
+            if let Err(e) = encode_publish(&publish, self.client.negotiated.version, self.io.wbuf()) {
                 tracing::warn!(peer = %self.io.peer, "cannot encode PUBLISH: {e}");
                 continue;
             }
@@ -454,7 +460,7 @@ impl Connection {
     pub(crate) async fn finish(&mut self, end: End) {
         // What the store made durable is answered; the rest the client sends again.
         self.release_held(None);
-        if self.client.version.is_v5() {
+        if self.client.negotiated.version.is_v5() {
             if let Some(code) = end.disconnect_code() {
                 let d = mqttd_proto::Disconnect { reason: code, properties: Default::default() };
                 let mut d = Packet::Disconnect(d);
@@ -464,8 +470,9 @@ impl Connection {
                 }
                 if self
                     .client
+                    .negotiated
                     .client_max_packet
-                    .is_some_and(|max| encoded_len(&d, self.client.version) > max.get() as usize)
+                    .is_some_and(|max| encoded_len(&d, self.client.negotiated.version) > max.get() as usize)
                 {
                     // Not past the client's Maximum Packet Size [MQTT-3.1.2-24]: the code alone always fits.
                     if let Packet::Disconnect(d) = &mut d {
@@ -473,7 +480,7 @@ impl Connection {
                     }
                 }
                 crate::trace::sent(&self.client.session.client_id, &d);
-                self.io.queue(&d, self.client.version);
+                self.io.queue(&d, self.client.negotiated.version);
             }
         }
         // Detached before the last bytes go out: a new connection for the client id may be waiting.
@@ -497,12 +504,12 @@ impl Connection {
             target: crate::log::CONNECTION,
             client_id = %self.client.session.client_id,
             peer = %self.io.peer,
-            protocol = %self.client.version,
+            protocol = %self.client.negotiated.version,
             "disconnected: {end}; {will}"
         );
         self.client.broker.stats.clients_connected.fetch_sub(1, Ordering::Relaxed);
         let reason = end.reason();
-        self.client.broker.counters.disconnected(self.io.listener, self.client.version, reason);
+        self.client.broker.counters.disconnected(self.io.listener, self.client.negotiated.version, reason);
         self.client.broker.events.record(&self.client.session.client_id, || EventKind::Disconnected { reason, will });
     }
 }

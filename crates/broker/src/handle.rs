@@ -16,12 +16,10 @@ use crate::session::Session;
 use crate::shared::SharedFilter;
 use crate::transport::Transport;
 
-/// A connected client as the server sees it: its session and what CONNECT negotiated, and the packet
-/// handlers. Its bytes are the connection's ([`crate::connection::Connection`]), passed to each handler.
-pub(crate) struct Client {
-    pub broker: Arc<Broker>,
-    pub session: Arc<Session>,
-    pub connection_id: u64,
+/// What CONNECT negotiated, for the connection's lifetime: kept alike while it runs ([`Client`]) and
+/// while it is parked (`asleep.rs`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Negotiated {
     pub version: ProtocolVersion,
     pub limits: Limits,
     /// Negotiated keep-alive in seconds; zero disables it.
@@ -35,6 +33,16 @@ pub(crate) struct Client {
     /// CONNECT carried the bridge bit (Mosquitto's `try_private`): its 3.x subscriptions get No Local
     /// and Retain As Published, as Mosquitto gives a bridge's.
     pub bridge: bool,
+}
+
+/// A connected client as the server sees it: its session and what CONNECT negotiated, and the packet
+/// handlers. Its bytes are the connection's ([`crate::connection::Connection`]), passed to each handler.
+pub(crate) struct Client {
+    pub broker: Arc<Broker>,
+    pub session: Arc<Session>,
+    pub connection_id: u64,
+    /// What CONNECT negotiated.
+    pub negotiated: Negotiated,
     /// Expiry set by a 5.0 DISCONNECT.
     pub expiry_override: Option<u32>,
     /// Retained messages owed to new subscriptions, fed into the outbox as it empties.
@@ -81,7 +89,7 @@ impl Client {
     pub(crate) fn send_after(&mut self, io: &mut Transport, packet: Packet, durable: u64) {
         let ready = self.broker.store().is_none_or(|s| s.durable() >= durable);
         if ready && !self.holds_answers() {
-            return io.queue(&packet, self.version);
+            return io.queue(&packet, self.negotiated.version);
         }
         let held = &mut self.extras.get_or_insert_with(Default::default).held;
         let after = held.back().map_or(0, |(p, _)| *p).max(durable);
@@ -143,8 +151,8 @@ impl Client {
 
     /// [`Client::ack`] once the durable store has reached `durable` (what the packet confirms is stored).
     fn ack_after(&mut self, io: &mut Transport, packet: Packet, durable: u64) -> Result<(), End> {
-        if let Some(max) = self.client_max_packet.map(std::num::NonZeroU32::get) {
-            let size = encoded_len(&packet, self.version);
+        if let Some(max) = self.negotiated.client_max_packet.map(std::num::NonZeroU32::get) {
+            let size = encoded_len(&packet, self.negotiated.version);
             if size > max as usize {
                 let name = packet.name();
                 let what =
@@ -160,7 +168,7 @@ impl Client {
 
     /// A 5.0 acknowledgement must carry a reason code its packet may carry; 3.x ones carry none.
     fn check_reason(&self, packet: &str, fits: bool) -> Result<(), End> {
-        if fits || !self.version.is_v5() {
+        if fits || !self.negotiated.version.is_v5() {
             return Ok(());
         }
         Err(End::Protocol(format!("a reason code that {packet} cannot carry"), reason::PROTOCOL_ERROR))
@@ -170,14 +178,14 @@ impl Client {
     /// when the client allows them (5.0 Request Problem Information), none otherwise [MQTT-3.1.2-29].
     fn problem(&self, code: u8) -> Properties {
         let mut properties = Properties::default();
-        if code >= 0x80 && self.problem_info() && self.version.is_v5() {
+        if code >= 0x80 && self.problem_info() && self.negotiated.version.is_v5() {
             properties.reason_string = Some(reason::name(code).to_owned());
         }
         properties
     }
 
     fn reason_for_version(&self, code: u8) -> u8 {
-        if self.version.is_v5() {
+        if self.negotiated.version.is_v5() {
             code
         } else {
             reason::SUCCESS
@@ -222,7 +230,7 @@ impl Client {
                 return self.ack(io, Packet::PubRec(Ack::new(p.packet_id.expect("QoS 2 has a packet id"))));
             }
             // Only 5.0 clients were told our Receive Maximum; 3.1.1 has no such limit (ids bound it).
-            if self.version.is_v5() && state.incoming_qos2() > usize::from(s.inflight_window()) {
+            if self.negotiated.version.is_v5() && state.incoming_qos2() > usize::from(s.inflight_window()) {
                 return Err(violation(
                     "more QoS 2 messages than Receive Maximum [MQTT-3.3.4-7]",
                     reason::RECEIVE_MAXIMUM_EXCEEDED,
@@ -237,7 +245,7 @@ impl Client {
         let (code, durable) = self.route_publish(p, io.listener);
         let durable = durable.max(received);
         if matches!(code, reason::TOPIC_NAME_INVALID | reason::QUOTA_EXCEEDED)
-            && (!self.version.is_v5() || qos == QoS::AtMostOnce)
+            && (!self.negotiated.version.is_v5() || qos == QoS::AtMostOnce)
         {
             // No acknowledgement can carry the refusal: 5.0 DISCONNECT with the code, 3.x closes.
             if let (QoS::ExactlyOnce, Some(id)) = (qos, packet_id) {
@@ -344,7 +352,7 @@ impl Client {
             Ok(false) => return Ok(()),
             Err(e @ AckError::WrongFlow(_)) => return flow_of::<()>("PUBREC", Err(e)),
             Err(AckError::UnknownPacketId(_)) if a.reason >= 0x80 => return Ok(()),
-            Err(AckError::UnknownPacketId(_)) if self.version.is_v5() => {
+            Err(AckError::UnknownPacketId(_)) if self.negotiated.version.is_v5() => {
                 let rel = Ack {
                     packet_id: a.packet_id,
                     reason: reason::PACKET_IDENTIFIER_NOT_FOUND,
@@ -378,7 +386,7 @@ impl Client {
         let subscription_id = s.properties.subscription_identifiers.first().copied();
         let max_qos = QoS::from_u8(self.broker.settings.max_qos(io.listener)).unwrap_or(QoS::ExactlyOnce);
         let mount_point = self.broker.settings.mount_point(io.listener).map(str::to_owned);
-        let v5 = self.version.is_v5();
+        let v5 = self.negotiated.version.is_v5();
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained_for = Vec::new();
         for (filter, mut options) in s.filters {
@@ -403,7 +411,7 @@ impl Client {
             if !v5 {
                 // A bridge (bridge bit in CONNECT) does not get its own messages back and sees the RETAIN
                 // flag as published, as Mosquitto treats bridges; 3.x has no options of its own.
-                let bridge = self.bridge;
+                let bridge = self.negotiated.bridge;
                 options = mqttd_proto::SubscriptionOptions {
                     qos: options.qos,
                     no_local: bridge,
@@ -504,7 +512,7 @@ impl Client {
             tracing::info!(target: crate::log::UNSUBSCRIBE, "{} {filter}", self.session.client_id);
             reasons.push(if existed { reason::SUCCESS } else { reason::NO_SUBSCRIPTION_EXISTED });
         }
-        if !self.version.is_v5() {
+        if !self.negotiated.version.is_v5() {
             reasons.clear();
         }
         let durable = self.persist_if_kept();
@@ -517,7 +525,7 @@ impl Client {
 
     fn disconnect(&mut self, d: mqttd_proto::Disconnect) -> Result<(), End> {
         if let Some(seconds) = d.properties.session_expiry_interval {
-            if self.connect_expiry == 0 && seconds != 0 {
+            if self.negotiated.connect_expiry == 0 && seconds != 0 {
                 // [MQTT-3.14.2-2]
                 return Err(violation("DISCONNECT sets a session expiry after CONNECT set 0", reason::PROTOCOL_ERROR));
             }
