@@ -6,6 +6,7 @@
 
 mod alias;
 mod asleep;
+mod at_accept;
 mod backpressure;
 pub mod bridge;
 pub mod broker;

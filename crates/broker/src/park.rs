@@ -29,8 +29,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::asleep::Asleep;
+use crate::at_accept::AtAccept;
 use crate::broker::{Broker, Parking, Stats};
-use crate::connect::AtAccept;
 use crate::connection::{Connection, Stop};
 use crate::end::End;
 use crate::listener::Wrapping;
@@ -146,7 +146,7 @@ impl Parker {
         if !data_first {
             return self.await_connect((socket, peer, listener), permit, broker.settings.connect_timeout);
         }
-        match crate::connect::connect_at_accept(broker, socket, peer, listener) {
+        match crate::at_accept::connect_at_accept(broker, socket, peer, listener) {
             AtAccept::Connected(conn) => match Asleep::from_connection(conn, permit) {
                 Ok(asleep) => self.sleep(broker, asleep),
                 Err((conn, permit)) => resume(conn, permit),
@@ -209,7 +209,7 @@ impl Parker {
     fn answer(self: &Arc<Self>, key: usize, c: Connecting) {
         let Some(broker) = self.broker.upgrade() else { return self.forget(key, &c.socket) };
         let Connecting { socket, peer, listener, permit, deadline, .. } = c;
-        match crate::connect::connect_at_accept(&broker, socket, peer, listener) {
+        match crate::at_accept::connect_at_accept(&broker, socket, peer, listener) {
             AtAccept::Connected(conn) => match Asleep::from_connection(conn, permit) {
                 Ok(asleep) => {
                     let parked = Arc::new(Parked { parker: self.clone(), slot: key, conn: Mutex::new(Some(asleep)) });
