@@ -72,7 +72,7 @@ fn sys_writable(topic: &str) -> bool {
 pub struct Routed {
     /// Sessions that queued it.
     pub reached: usize,
-    /// A subscriber's queue is past [`CONGESTED_BACKLOG`]: the publisher should yield to other tasks.
+    /// A subscriber's queue is past `backpressure::CONGESTED_BACKLOG`: the publisher should yield to other tasks.
     pub busy: bool,
     /// An online subscriber whose queue is full while it still reads: the publisher waits for it to catch
     /// up before reading more. A subscriber that stopped reading ([`Session::progressing`] false) never

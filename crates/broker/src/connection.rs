@@ -1,6 +1,7 @@
-//! The task of a connection while it has work: read the CONNECT (when the parker did not answer it
-//! already), attach the session, then one poll function that, each time the task wakes, moves the outbox
-//! into the write buffer, writes, reads and handles packets. Nothing else is stored per connection: no
+//! A connection while it has work ([`Connection`]: its [`Transport`] and the [`Client`] on it), after the
+//! CONNECT exchange (`connect.rs`): one poll function that, each time the task wakes, moves the outbox
+//! into the write buffer, writes, reads and hands packets to the client's handlers (`handle.rs`); at the
+//! end, the DISCONNECT, the will and the session. Nothing else is stored per connection: no
 //! timer (a sweeper wakes connections past their keep-alive), no notification futures (the outbox keeps
 //! the task's waker; takeover and shutdown wake it through the session). A plain-TCP connection that has
 //! nothing to do parks (`park.rs`) and its task ends (memory per connection is a tracked figure, see

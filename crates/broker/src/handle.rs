@@ -1,5 +1,7 @@
-//! Packet handlers of a connected client: one flat `match`, one function per packet. Refusals are
-//! reason codes in acknowledgements; protocol violations end the connection with [`End::Protocol`].
+//! A connected client as the server sees it ([`Client`]: its session, what CONNECT negotiated) and its
+//! packet handlers: one flat `match`, one function per packet. Refusals are reason codes in
+//! acknowledgements; protocol violations end the connection with [`End::Protocol`]. Answers go into the
+//! connection's transport, which each handler is given.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -12,7 +12,7 @@ pub mod bridge;
 pub mod broker;
 pub mod config;
 mod connect;
-pub mod connection;
+mod connection;
 mod end;
 mod handle;
 pub mod http;

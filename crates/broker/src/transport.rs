@@ -1,5 +1,5 @@
 //! The bytes of a connection: the socket under MQTT ([`Stream`]: plain TCP, or TLS and WebSocket behind a
-//! [`ByteStream`]) and its read and write buffers ([`Transport`]), lent by the thread for each turn.
+//! [`ByteStream`]) and its read and write buffers (`Transport`), lent by the thread for each turn.
 //! Knows nothing of packets beyond encoding one into the write buffer.
 
 use std::net::SocketAddr;
