@@ -21,6 +21,7 @@ use crate::observe::{ConnectionInfo, EventKind};
 use crate::session::{Attach, Expiry};
 use crate::tls::CertUsername;
 use crate::transport::{Stream, Transport};
+use crate::violation::ProtocolViolation;
 
 /// A refused CONNECT: the 5.0 reason code (mapped for 3.x) and why, for the log.
 pub(crate) struct Refusal(pub u8, pub String);
@@ -150,10 +151,7 @@ pub(crate) fn connect_limits(limits: &Limits) -> Limits {
 pub(crate) fn not_connect(first: &[u8]) -> Option<End> {
     match first.first() {
         None | Some(0x10) => None,
-        Some(&byte) => Some(misdirected(first).unwrap_or_else(|| {
-            let why = format!("first packet type {:#04x} is not CONNECT [MQTT-3.1.0-1]", byte >> 4 << 4);
-            End::Protocol(why, reason::PROTOCOL_ERROR)
-        })),
+        Some(&byte) => Some(misdirected(first).unwrap_or(End::Protocol(ProtocolViolation::FirstByteNotConnect(byte)))),
     }
 }
 
@@ -165,12 +163,7 @@ async fn first_packet(io: &mut Transport, limits: &Limits, broker: &Broker) -> R
         }
         match decode(io.rbuf(), ProtocolVersion::V3_1_1, limits) {
             Ok(Some(Packet::Connect(c))) => return Ok(c),
-            Ok(Some(other)) => {
-                return Err(End::Protocol(
-                    format!("first packet is {}, not CONNECT [MQTT-3.1.0-1]", other.name()),
-                    reason::PROTOCOL_ERROR,
-                ))
-            }
+            Ok(Some(other)) => return Err(End::Protocol(ProtocolViolation::FirstPacketNotConnect(other.name()))),
             Ok(None) => {}
             Err(e @ DecodeError::UnsupportedProtocol { .. }) => {
                 // [MQTT-3.1.2-2]: CONNACK 0x01 (3.1.1 form, the client's version is unknown), then close.
@@ -180,9 +173,9 @@ async fn first_packet(io: &mut Transport, limits: &Limits, broker: &Broker) -> R
                     properties: Properties::default(),
                 };
                 io.queue(&Packet::ConnAck(ack), ProtocolVersion::V3_1_1);
-                return Err(End::protocol(&e));
+                return Err(End::Protocol(e.into()));
             }
-            Err(e) => return Err(misdirected(io.rbuf()).unwrap_or_else(|| End::protocol(&e))),
+            Err(e) => return Err(misdirected(io.rbuf()).unwrap_or_else(|| End::Protocol(e.into()))),
         }
         match io.fill(&broker.stats).await {
             Ok(true) => {}
@@ -201,7 +194,7 @@ fn misdirected(first: &[u8]) -> Option<End> {
         }
         _ => return None,
     };
-    Some(End::Protocol(why.to_string(), reason::MALFORMED_PACKET))
+    Some(End::Protocol(ProtocolViolation::Misdirected(why)))
 }
 
 /// A unique client id for a client that sent an empty one.

@@ -321,7 +321,7 @@ impl Connection {
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return Some(Step::End(End::protocol(&e))),
+                Err(e) => return Some(Step::End(End::Protocol(e.into()))),
             }
             if let Some(slow) = self.client.congested.take() {
                 // Before the next packet: a subscriber's queue is nearly full.
@@ -465,9 +465,9 @@ impl Connection {
             if let Some(code) = end.disconnect_code() {
                 let d = mqttd_proto::Disconnect { reason: code, properties: Default::default() };
                 let mut d = Packet::Disconnect(d);
-                if let (End::Protocol(why, _), Packet::Disconnect(d)) = (&end, &mut d) {
+                if let (End::Protocol(why), Packet::Disconnect(d)) = (&end, &mut d) {
                     // A DISCONNECT may say why whatever Request Problem Information asked [MQTT-3.1.2-29].
-                    d.properties.reason_string = Some(why.clone());
+                    d.properties.reason_string = Some(why.to_string());
                 }
                 if self
                     .client

@@ -4,11 +4,12 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use mqttd_proto::{reason, DecodeError};
+use mqttd_proto::reason;
 
 use crate::broker::Broker;
 use crate::observe::DisconnectReason;
 use crate::session::Session;
+use crate::violation::ProtocolViolation;
 
 /// Why a connection ended; decides the log line, the will and the 5.0 DISCONNECT we send.
 #[derive(Debug)]
@@ -26,7 +27,7 @@ pub(crate) enum End {
         with_will: bool,
     },
     /// A protocol violation: what, and the 5.0 reason code sent in DISCONNECT.
-    Protocol(String, u8),
+    Protocol(ProtocolViolation),
     Shutdown,
 }
 
@@ -40,7 +41,7 @@ impl std::fmt::Display for End {
             End::Io(e) => write!(f, "socket error: {e}"),
             End::Takeover => f.write_str("session taken over by a new connection"),
             End::Kicked { .. } => f.write_str("disconnected by an operator"),
-            End::Protocol(what, code) => write!(f, "protocol error ({}): {what}", reason::name(*code)),
+            End::Protocol(v) => write!(f, "protocol error ({}): {v}", reason::name(v.code())),
             End::Shutdown => f.write_str("server shutting down"),
         }
     }
@@ -62,16 +63,12 @@ impl End {
         }
     }
 
-    pub(crate) fn protocol(err: &DecodeError) -> End {
-        End::Protocol(err.to_string(), err.reason_code())
-    }
-
     /// The reason code of the DISCONNECT the server sends a 5.0 client, if any.
     pub(crate) fn disconnect_code(&self) -> Option<u8> {
         match self {
             End::Takeover => Some(reason::SESSION_TAKEN_OVER),
             End::Kicked { .. } => Some(reason::ADMINISTRATIVE_ACTION),
-            End::Protocol(_, code) => Some(*code),
+            End::Protocol(v) => Some(v.code()),
             End::Shutdown => Some(reason::SERVER_SHUTTING_DOWN),
             End::KeepAlive(_) => Some(reason::KEEP_ALIVE_TIMEOUT),
             _ => None,
@@ -100,4 +97,15 @@ pub(crate) fn interruption(broker: &Broker, session: &Session, connection_id: u6
         return Some(End::KeepAlive(grace(keep_alive)));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every handler returns `Result<(), End>`: a [`ProtocolViolation`](super::ProtocolViolation) keeps
+    /// `End` as small as the `String` and reason code it replaced.
+    #[test]
+    fn an_end_stays_small() {
+        let end = std::mem::size_of::<super::End>();
+        assert!(end <= 32, "End grew to {end} bytes");
+    }
 }

@@ -17,6 +17,7 @@ use crate::end::End;
 use crate::session::Session;
 use crate::shared::SharedFilter;
 use crate::transport::Transport;
+use crate::violation::ProtocolViolation;
 
 /// What CONNECT negotiated, for the connection's lifetime: kept alike while it runs ([`Client`]) and
 /// while it is parked (`asleep.rs`).
@@ -99,8 +100,8 @@ impl Client {
     }
 }
 
-fn violation(what: &str, code: u8) -> End {
-    End::Protocol(what.to_string(), code)
+fn violation(v: ProtocolViolation) -> End {
+    End::Protocol(v)
 }
 
 impl Client {
@@ -110,22 +111,22 @@ impl Client {
         match packet {
             Packet::Publish(p) => self.publish(p, io),
             Packet::PubAck(a) => {
-                self.check_reason("PUBACK [MQTT-3.4.2-1]", reason::fits_puback(a.reason))?;
+                self.check_reason("PUBACK", reason::fits_puback(a.reason))?;
                 self.complete("PUBACK", a.packet_id, SessionState::puback)
             }
             Packet::PubRec(a) => self.pubrec(a, io),
             Packet::PubRel(a) => self.pubrel(a, io),
             Packet::PubComp(a) => {
-                self.check_reason("PUBCOMP [MQTT-3.7.2-1]", reason::fits_pubrel(a.reason))?;
+                self.check_reason("PUBCOMP", reason::fits_pubrel(a.reason))?;
                 self.complete("PUBCOMP", a.packet_id, SessionState::pubcomp)
             }
             Packet::Subscribe(s) => self.subscribe(s, io),
             Packet::Unsubscribe(u) => self.unsubscribe(u, io),
             Packet::PingReq => self.ack(io, Packet::PingResp),
             Packet::Disconnect(d) => self.disconnect(d),
-            Packet::Connect(_) => Err(violation("second CONNECT [MQTT-3.1.0-2]", reason::PROTOCOL_ERROR)),
-            Packet::Auth(_) => Err(violation("AUTH without enhanced authentication", reason::PROTOCOL_ERROR)),
-            other => Err(End::Protocol(format!("{} is not sent by clients", other.name()), reason::PROTOCOL_ERROR)),
+            Packet::Connect(_) => Err(violation(ProtocolViolation::SecondConnect)),
+            Packet::Auth(_) => Err(violation(ProtocolViolation::AuthWithoutMethod)),
+            other => Err(violation(ProtocolViolation::NotSentByClients(other.name()))),
         }
     }
 
@@ -133,7 +134,7 @@ impl Client {
     /// so is its stored message for this session.
     fn complete(
         &mut self,
-        name: &str,
+        name: &'static str,
         packet_id: PacketId,
         finish: fn(&mut SessionState, PacketId) -> Result<(), AckError>,
     ) -> Result<(), End> {
@@ -156,10 +157,11 @@ impl Client {
         if let Some(max) = self.negotiated.client_max_packet.map(std::num::NonZeroU32::get) {
             let size = encoded_len(&packet, self.negotiated.version);
             if size > max as usize {
-                let name = packet.name();
-                let what =
-                    format!("a {name} of {size} bytes is over the client's Maximum Packet Size {max} [MQTT-3.1.2-24]");
-                return Err(violation(&what, reason::PACKET_TOO_LARGE));
+                return Err(violation(ProtocolViolation::OverClientMaximum {
+                    packet: packet.name(),
+                    size: u32::try_from(size).unwrap_or(u32::MAX),
+                    max,
+                }));
             }
         }
         Stats::add(&self.broker.stats.packets_sent, 1);
@@ -169,11 +171,11 @@ impl Client {
     }
 
     /// A 5.0 acknowledgement must carry a reason code its packet may carry; 3.x ones carry none.
-    fn check_reason(&self, packet: &str, fits: bool) -> Result<(), End> {
+    fn check_reason(&self, packet: &'static str, fits: bool) -> Result<(), End> {
         if fits || !self.negotiated.version.is_v5() {
             return Ok(());
         }
-        Err(End::Protocol(format!("a reason code that {packet} cannot carry"), reason::PROTOCOL_ERROR))
+        Err(violation(ProtocolViolation::ReasonCodeNotAllowed(packet)))
     }
 
     /// Properties of an acknowledgement with reason `code`: a Reason String naming a refusal (>= 0x80)
@@ -197,27 +199,21 @@ impl Client {
     fn publish(&mut self, mut p: Publish, io: &mut Transport) -> Result<(), End> {
         let s = &self.broker.settings;
         if p.qos as u8 > s.max_qos(io.listener) {
-            return Err(violation("PUBLISH above the maximum QoS [MQTT-3.2.2-11]", reason::QOS_NOT_SUPPORTED));
+            return Err(violation(ProtocolViolation::QosNotSupported));
         }
         if p.retain && !s.retain_available {
-            return Err(violation(
-                "retained PUBLISH while retain is unavailable [MQTT-3.2.2-14]",
-                reason::RETAIN_NOT_SUPPORTED,
-            ));
+            return Err(violation(ProtocolViolation::RetainNotSupported));
         }
         if let Some(alias) = p.properties.topic_alias.take() {
             let max = s.max_topic_alias;
             let extras = self.extras.get_or_insert_with(Default::default);
             let aliases = extras.aliases.get_or_insert_with(Default::default);
             if let Err(e) = aliases.incoming(alias, &mut p.topic, max) {
-                return Err(End::Protocol(e.to_string(), reason::TOPIC_ALIAS_INVALID));
+                return Err(violation(ProtocolViolation::TopicAlias(e)));
             }
         }
         if !p.properties.subscription_identifiers.is_empty() {
-            return Err(violation(
-                "subscription identifier in a client PUBLISH [MQTT-3.3.4-6]",
-                reason::PROTOCOL_ERROR,
-            ));
+            return Err(violation(ProtocolViolation::SubscriptionIdInPublish));
         }
         Stats::add(&self.broker.stats.messages_received, 1);
         Stats::add(&self.broker.stats.publish_bytes_received, p.payload.len() as u64);
@@ -233,10 +229,7 @@ impl Client {
             }
             // Only 5.0 clients were told our Receive Maximum; 3.1.1 has no such limit (ids bound it).
             if self.negotiated.version.is_v5() && state.incoming_qos2() > usize::from(s.inflight_window()) {
-                return Err(violation(
-                    "more QoS 2 messages than Receive Maximum [MQTT-3.3.4-7]",
-                    reason::RECEIVE_MAXIMUM_EXCEEDED,
-                ));
+                return Err(violation(ProtocolViolation::ReceiveMaximumExceeded));
             }
             if state.durable {
                 // Its PUBREC waits for this too: a resend after a restart is recognised.
@@ -257,8 +250,12 @@ impl Client {
                     self.broker.persist_incoming(&self.session, id, false);
                 }
             }
-            let what = if code == reason::QUOTA_EXCEEDED { "memory_limit reached" } else { "topic too deep" };
-            return Err(violation(what, code));
+            let refusal = if code == reason::QUOTA_EXCEEDED {
+                ProtocolViolation::MemoryLimit
+            } else {
+                ProtocolViolation::TopicTooDeep
+            };
+            return Err(violation(refusal));
         }
         let code = self.reason_for_version(code);
         let properties = self.problem(code);
@@ -336,7 +333,7 @@ impl Client {
     }
 
     fn pubrec(&mut self, a: Ack, io: &mut Transport) -> Result<(), End> {
-        self.check_reason("PUBREC [MQTT-3.5.2-1]", reason::fits_puback(a.reason))?;
+        self.check_reason("PUBREC", reason::fits_puback(a.reason))?;
         let mut state = self.session.state.lock();
         let stored = state.inflight_stored(a.packet_id).filter(|_| state.durable);
         let outcome = state.pubrec(a.packet_id, a.reason);
@@ -368,7 +365,7 @@ impl Client {
     }
 
     fn pubrel(&mut self, a: Ack, io: &mut Transport) -> Result<(), End> {
-        self.check_reason("PUBREL [MQTT-3.6.2-1]", reason::fits_pubrel(a.reason))?;
+        self.check_reason("PUBREL", reason::fits_pubrel(a.reason))?;
         let mut state = self.session.state.lock();
         let known = state.release_qos2(a.packet_id);
         // PUBCOMP once the release is stored: the client may use the packet id again after it.
@@ -382,7 +379,7 @@ impl Client {
 
     fn subscribe(&mut self, s: Subscribe, io: &mut Transport) -> Result<(), End> {
         if s.properties.subscription_identifiers.len() > 1 {
-            return Err(violation("more than one subscription identifier [MQTT-3.8.2.1.2]", reason::PROTOCOL_ERROR));
+            return Err(violation(ProtocolViolation::SubscriptionIds));
         }
         // Kept with each subscription and sent with every message it matches [MQTT-3.3.4-3].
         let subscription_id = s.properties.subscription_identifiers.first().copied();
@@ -399,7 +396,7 @@ impl Client {
                     continue;
                 }
                 Some(Ok(_)) if options.no_local => {
-                    return Err(violation("No Local on a shared subscription [MQTT-3.8.3-4]", reason::PROTOCOL_ERROR));
+                    return Err(violation(ProtocolViolation::NoLocalOnShared));
                 }
                 Some(Ok(_)) => true,
                 None => false,
@@ -528,8 +525,7 @@ impl Client {
     fn disconnect(&mut self, d: mqttd_proto::Disconnect) -> Result<(), End> {
         if let Some(seconds) = d.properties.session_expiry_interval {
             if self.negotiated.connect_expiry == 0 && seconds != 0 {
-                // [MQTT-3.14.2-2]
-                return Err(violation("DISCONNECT sets a session expiry after CONNECT set 0", reason::PROTOCOL_ERROR));
+                return Err(violation(ProtocolViolation::ExpiryAfterZero));
             }
             self.expiry_override = Some(seconds);
         }
@@ -541,13 +537,10 @@ impl Client {
 /// tolerated (after a reconnect the client may acknowledge what the broker already forgot; Mosquitto
 /// ignores it too); one that does not belong to the delivery's flow is a protocol error [MQTT-4.3.2-1]
 /// [MQTT-4.3.3-1].
-fn flow_of<T>(packet: &str, outcome: Result<T, AckError>) -> Result<(), End> {
+fn flow_of<T>(packet: &'static str, outcome: Result<T, AckError>) -> Result<(), End> {
     match outcome {
         Ok(_) | Err(AckError::UnknownPacketId(_)) => Ok(()),
-        Err(AckError::WrongFlow(id)) => Err(End::Protocol(
-            format!("{packet} for packet id {id}, whose delivery is at another QoS or stage [MQTT-4.3.3-1]"),
-            reason::PROTOCOL_ERROR,
-        )),
+        Err(AckError::WrongFlow(packet_id)) => Err(violation(ProtocolViolation::WrongFlow { packet, packet_id })),
     }
 }
 

@@ -33,6 +33,7 @@ pub mod sys;
 pub mod tls;
 pub mod trace;
 pub mod transport;
+mod violation;
 pub mod ws;
 
 pub use broker::Broker;
