@@ -20,7 +20,6 @@ mod listener;
 pub mod log;
 pub mod observe;
 mod park;
-mod persist;
 pub mod process;
 pub mod security;
 pub mod server;
