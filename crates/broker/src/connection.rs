@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use mqttd_proto::{decode, encode_publish, encoded_len, publish_len, Packet, Properties};
+use mqttd_proto::{decode, encoded_len, Packet};
 use tokio::io::AsyncWriteExt;
 
 use crate::backpressure::RELIEVED_BACKLOG;
@@ -20,6 +20,7 @@ use crate::broker::{Broker, Stats};
 use crate::end::{grace, interruption, End};
 use crate::handle::Client;
 use crate::observe::EventKind;
+use crate::outgoing::Drain;
 use crate::session::{clock, Expiry, Session, WillOutcome};
 use crate::transport::{Stream, Transport, WRITE_HIGH_WATER};
 
@@ -344,117 +345,38 @@ impl Connection {
         // Read access is checked again as messages leave the outbox, so an ACL reloaded since they were
         // queued applies to them; nothing to check (and no lock taken) when no ACL is loaded.
         let read_check = self.client.broker.read_check(&self.client.session);
-        let mut state = self.client.session.state.lock();
-        if self.client.session.connection.load(Ordering::Acquire) != self.client.connection_id {
+        let client = &mut self.client;
+        let mut state = client.session.state.lock();
+        if client.session.connection.load(Ordering::Acquire) != client.connection_id {
             // Taken over: the session's messages belong to the new connection now.
             return;
         }
         if let Some(waker) = waker {
             state.register(waker);
         }
-        if (!state.has_outgoing() && self.client.retained_backlog.is_none()) || self.client.holds_answers() {
+        if (!state.has_outgoing() && client.retained_backlog.is_none()) || client.holds_answers() {
             // Nothing to send, or answers wait for the store (a CONNACK first of all).
             return;
         }
-        let now = Instant::now();
-        let send_window = usize::from(self.client.negotiated.send_window);
-        let limit = self.io.write_limit();
-        let mount_point = self.client.broker.settings.mount_point(self.io.listener);
-        while self.io.output_len() < limit {
-            let Some(mut packet) = state.next_resend(send_window, now) else { break };
-            if let (Packet::Publish(p), Some(_)) = (&mut packet, mount_point) {
-                p.topic = crate::settings::unmounted(mount_point, &p.topic).to_owned();
-            }
-            if let (Some(max), Packet::Publish(p)) = (self.client.negotiated.client_max_packet, &packet) {
-                if mqttd_proto::encoded_len(&packet, self.client.negotiated.version) > max.get() as usize {
-                    // This connection's client takes less than the one it was first sent to [MQTT-3.1.2-25].
-                    state.abandon(p.packet_id.expect("a resent PUBLISH has a packet id"));
-                    continue;
-                }
-            }
-            crate::trace::sent(&self.client.session.client_id, &packet);
-            self.io.queue(&packet, self.client.negotiated.version);
-        }
+        let turn = Drain {
+            broker: &client.broker,
+            session: &client.session,
+            negotiated: client.negotiated,
+            mount_point: client.broker.settings.mount_point(self.io.listener),
+            limit: self.io.write_limit(),
+            now: Instant::now(),
+        };
+        turn.resend(&mut state, &mut self.io);
         while state.queued() < RETAINED_BATCH && !state.nearly_full() {
-            let Some(delivery) = self.client.retained_backlog.as_mut().and_then(|b| b.pop_front()) else {
-                self.client.retained_backlog = None;
+            let Some(delivery) = client.retained_backlog.as_mut().and_then(|b| b.pop_front()) else {
+                client.retained_backlog = None;
                 break;
             };
             state.enqueue(delivery);
         }
-        let mut scratch = Properties::default();
-        let (mut sent, mut sent_bytes) = (0, 0);
-        // Messages and payload bytes by QoS, added to the metrics once per turn.
-        let mut by_qos = [[0u64; 2]; 3];
-        while self.io.output_len() < limit {
-            let allowed = |d: &mqttd_core::Delivery| {
-                read_check
-                    .as_ref()
-                    .is_none_or(|(security, id)| crate::broker::may_read_as(security, id, &d.message.topic))
-            };
-            let Some(out) = state.next_delivery_where(send_window, now, allowed) else { break };
-            if let (Some(packet_id), true) = (out.packet_id, state.durable) {
-                // Resent with this packet id after a restart [MQTT-4.4.0-1].
-                self.client.broker.persist_sent(
-                    &self.client.session,
-                    out.delivery.message.stored.get().copied(),
-                    packet_id,
-                    false,
-                );
-            }
-            let mut publish = out.delivery.borrowed(out.packet_id, false, now, &mut scratch);
-            publish.topic = crate::settings::unmounted(mount_point, publish.topic);
-            let with_alias;
-            let aliases = self.client.extras.as_mut().and_then(|e| e.aliases.as_mut());
-            if let Some((alias, known)) = aliases.and_then(|a| a.outgoing(publish.topic)) {
-                // The topic goes once with its alias, then the alias alone [MQTT-3.3.2.3.4].
-                let mut properties = publish.properties.clone();
-                properties.topic_alias = Some(alias);
-                with_alias = properties;
-                publish.properties = &with_alias;
-                if known {
-                    publish.topic = "";
-                }
-            }
-            if self
-                .client
-                .negotiated
-                .client_max_packet
-                .is_some_and(|max| publish_len(&publish, self.client.negotiated.version) > max.get() as usize)
-            {
-                self.client.broker.counters.dropped(crate::observe::DropCause::TooLarge);
-                // Too large for this client: discard as if delivered [MQTT-3.1.2-25].
-                if let Some(id) = out.packet_id {
-                    state.abandon(id);
-                }
-                continue;
-            }
-            if let Err(e) = encode_publish(&publish, self.client.negotiated.version, self.io.wbuf()) {
-                tracing::warn!(peer = %self.io.peer, "cannot encode PUBLISH: {e}");
-                continue;
-            }
-            crate::trace::sent_publish(&self.client.session.client_id, &publish);
-            sent += 1;
-            sent_bytes += publish.payload.len() as u64;
-            let counted = &mut by_qos[publish.qos as usize];
-            counted[0] += 1;
-            counted[1] += publish.payload.len() as u64;
-        }
-        if sent > 0 {
-            Stats::add(&self.client.broker.stats.messages_sent, sent);
-            Stats::add(&self.client.broker.stats.packets_sent, sent);
-            Stats::add(&self.client.broker.stats.publish_bytes_sent, sent_bytes);
-            self.client.broker.counters.sent(&by_qos);
-            self.client.session.made_progress();
-            if self.client.session.waiting.load(Ordering::SeqCst) > 0
-                && state.backlog() <= RELIEVED_BACKLOG
-                && !state.nearly_full()
-            {
-                // Publishers waiting on this subscriber may read again. Checked under the `state` lock the
-                // waiters check their condition under, so a waiter is either relieved or notified.
-                self.client.broker.drained.notify_waiters();
-            }
-        }
+        let aliases = client.extras.as_mut().and_then(|e| e.aliases.as_mut());
+        let sent = turn.deliver(&mut state, &mut self.io, aliases, read_check.as_ref());
+        turn.count(&state, &sent);
     }
 
     /// Ends the connection: a 5.0 DISCONNECT when the server ends it, the will, the session, one log line.

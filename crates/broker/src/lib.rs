@@ -19,6 +19,7 @@ pub mod http;
 mod listener;
 pub mod log;
 pub mod observe;
+mod outgoing;
 mod park;
 pub mod process;
 pub mod security;
