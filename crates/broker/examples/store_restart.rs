@@ -8,19 +8,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use mqttd_broker::store::{Record, Store, StoredMessage, StoredSession};
+use mqttd_broker::store::{RawMessage, Record, Store, StoredMessage, StoredSession};
 use mqttd_broker::{Broker, Settings};
 use mqttd_proto::{Properties, QoS, SubscriptionOptions};
 
-fn message(topic: String, qos: QoS) -> StoredMessage {
-    StoredMessage {
+fn message(topic: String, qos: QoS) -> RawMessage {
+    RawMessage::encode(&StoredMessage {
         topic,
         payload: Bytes::from_static(&[b'x'; 64]),
         qos,
         retain: false,
         properties: Properties::default(),
         expires_at_ms: 0,
-    }
+    })
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -50,11 +50,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 subscriptions: vec![(format!("queues/{s}/#"), options, None)],
             };
             store.append(&Record::Session(session));
+            let number = s as u64 + 1;
+            store.append(&Record::Name { session: number, client_id: client_id.clone() });
             for _ in 0..queued {
                 id += 1;
                 store.append(&Record::Message { id, message: message(format!("queues/{s}/m"), QoS::AtLeastOnce) });
                 end = store.append(&Record::Enqueue {
-                    client_id: client_id.clone(),
+                    session: number,
                     id,
                     qos: QoS::AtLeastOnce,
                     retain: false,

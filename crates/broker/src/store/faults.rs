@@ -10,7 +10,7 @@ use mqttd_proto::{Properties, QoS};
 use parking_lot::Mutex;
 use proptest::prelude::*;
 
-use super::{LogFile, Record, Store, StoredMessage};
+use super::{LogFile, RawMessage, Record, Store, StoredMessage};
 
 /// What a disk holds: bytes a sync made durable, and bytes written since; and how many bytes fit on it.
 #[derive(Debug)]
@@ -65,14 +65,14 @@ impl LogFile for Faulty {
 }
 
 fn retained(topic: u8, value: usize) -> Record {
-    Record::Retained(StoredMessage {
+    Record::Retained(RawMessage::encode(&StoredMessage {
         topic: format!("t/{topic}"),
         payload: Bytes::from(value.to_string()),
         qos: QoS::AtLeastOnce,
         retain: true,
         properties: Properties::default(),
         expires_at_ms: 0,
-    })
+    }))
 }
 
 /// Appends `ops` (topic, whether to wait until durable, as the broker waits before a PUBACK), crashes
@@ -112,7 +112,7 @@ fn crash_keeps_what_was_durable(ops: &[(u8, bool)], torn: f64, lying: bool) -> R
     let Some(upto) = durable_upto else { return Ok(()) };
     for topic in 0..8u8 {
         let Some(last) = ops[..=upto].iter().rposition(|&(t, _)| t == topic) else { continue };
-        let got = replayed.retained.get(&format!("t/{topic}")).map(|m| m.payload.clone());
+        let got = replayed.retained.get(&format!("t/{topic}")).and_then(RawMessage::decode).map(|m| m.payload);
         let value: Option<usize> = got.and_then(|p| std::str::from_utf8(&p).ok()?.parse().ok());
         match value {
             Some(v) if v >= last && ops.get(v).is_some_and(|&(t, _)| t == topic) => {}

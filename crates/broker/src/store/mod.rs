@@ -25,7 +25,6 @@ mod replay;
 pub mod restore;
 mod writer;
 
-use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -35,7 +34,7 @@ use std::task::{Context, Poll, Waker};
 
 use parking_lot::{Condvar, Mutex};
 
-pub use record::{Damage, Record, StoredMessage, StoredSession};
+pub use record::{Damage, RawMessage, Record, StoredMessage, StoredSession};
 use replay::replay;
 pub use replay::{Queued, Replayed};
 use writer::{rewrite, Writer};
@@ -74,6 +73,8 @@ struct Pending {
     stop: bool,
     /// The outcome of a rewrite while running, for the writer to take: the rewritten file's length.
     rewritten: Option<std::io::Result<u64>>,
+    /// Session numbers named ([`Record::Name`]) since the last rewrite started.
+    named: std::collections::HashSet<u64, foldhash::fast::RandomState>,
 }
 
 /// The log being written.
@@ -88,6 +89,8 @@ pub struct Store {
     /// Tasks waiting for `durable` to pass a position; woken after every sync.
     waiting: Mutex<Vec<Waker>>,
     next_message: AtomicU64,
+    /// A session's number in the log is this plus the broker's id for it: above every number in the log.
+    session_base: u64,
     /// The log is rewritten with only the live state once it grows past this, or past four times its
     /// size after the last rewrite, whichever is larger.
     compact_at_least: u64,
@@ -176,6 +179,7 @@ impl Store {
             durable: AtomicU64::new(live),
             waiting: Mutex::new(Vec::new()),
             next_message: AtomicU64::new(next),
+            session_base: replayed.last_session + 1,
             compact_at_least,
             synced_records: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
@@ -191,7 +195,7 @@ impl Store {
             path = %path.display(),
             retained = replayed.retained.len(),
             sessions = replayed.sessions.len(),
-            queued = replayed.queues.values().map(BTreeMap::len).sum::<usize>(),
+            queued = replayed.queued(),
             bytes = live,
             "durable store opened"
         );
@@ -205,6 +209,27 @@ impl Store {
         record.encode(&mut pending.bytes);
         pending.end += (pending.bytes.len() - before) as u64;
         self.records_pending.fetch_add(1, Ordering::Relaxed);
+        let end = pending.end;
+        drop(pending);
+        self.appended.notify_one();
+        end
+    }
+
+    /// Appends a record of session `session_id` (the broker's id for it, numbered in the log from
+    /// `session_base`), after a [`Record::Name`] binding its number to `client_id` if it has none since the
+    /// last rewrite began; returns the log position once it is written.
+    pub fn append_for(&self, session_id: u64, client_id: &str, record: impl FnOnce(u64) -> Record) -> u64 {
+        let session = self.session_base + session_id;
+        let mut pending = self.pending.lock();
+        let before = pending.bytes.len();
+        let mut records = 1;
+        if pending.named.insert(session) {
+            Record::Name { session, client_id: client_id.to_owned() }.encode(&mut pending.bytes);
+            records += 1;
+        }
+        record(session).encode(&mut pending.bytes);
+        pending.end += (pending.bytes.len() - before) as u64;
+        self.records_pending.fetch_add(records, Ordering::Relaxed);
         let end = pending.end;
         drop(pending);
         self.appended.notify_one();
@@ -280,8 +305,16 @@ mod tests {
         }
     }
 
-    fn enqueue(client: &str, id: u64) -> Record {
-        Record::Enqueue { client_id: client.into(), id, qos: QoS::AtLeastOnce, retain: false, subscription_ids: vec![] }
+    fn raw(m: StoredMessage) -> RawMessage {
+        RawMessage::encode(&m)
+    }
+
+    fn enqueue(session: u64, id: u64) -> Record {
+        Record::Enqueue { session, id, qos: QoS::AtLeastOnce, retain: false, subscription_ids: vec![] }
+    }
+
+    fn name(session: u64, client: &str) -> Record {
+        Record::Name { session, client_id: client.into() }
     }
 
     #[test]
@@ -290,28 +323,31 @@ mod tests {
         let path = dir.path().join("mqttd.db");
         let (store, _) = Store::open(&path, false).expect("opens");
         for r in [
-            Record::Retained(message("kept")),
-            Record::Retained(message("gone")),
-            Record::Retained(StoredMessage { payload: Bytes::new(), ..message("gone") }),
-            Record::Message { id: 1, message: message("q") },
-            Record::Message { id: 2, message: message("q") },
-            enqueue("a", 1),
-            enqueue("a", 2),
-            enqueue("b", 1),
-            Record::Ack { client_id: "a".into(), id: 1 },
+            Record::Retained(raw(message("kept"))),
+            Record::Retained(raw(message("gone"))),
+            Record::Retained(raw(StoredMessage { payload: Bytes::new(), ..message("gone") })),
+            Record::Message { id: 1, message: raw(message("q")) },
+            Record::Message { id: 2, message: raw(message("q")) },
+            name(1, "a"),
+            name(2, "b"),
+            enqueue(1, 1),
+            enqueue(1, 2),
+            enqueue(2, 1),
+            Record::Ack { session: 1, id: 1 },
             Record::SessionEnd { client_id: "b".into() },
+            name(3, "c"),
         ] {
             store.append(&r);
         }
-        let end = store.append(&enqueue("c", 2));
+        let end = store.append(&enqueue(3, 2));
         futures_lite_block_on(&store, end);
         store.close();
         let (_, replayed) = Store::open(&path, false).expect("reopens");
         assert_eq!(replayed.retained.keys().collect::<Vec<_>>(), vec!["kept"]);
-        let a: Vec<u64> = replayed.queues["a"].values().map(|q| q.id).collect();
-        assert_eq!(a, vec![2]);
-        assert!(replayed.queues.get("b").is_none_or(BTreeMap::is_empty));
-        assert_eq!(replayed.queues["c"].values().map(|q| q.id).collect::<Vec<_>>(), vec![2]);
+        let ids = |client: &str| replayed.queue(client).map(|q| q.values().map(|q| q.id).collect::<Vec<_>>());
+        assert_eq!(ids("a"), Some(vec![2]));
+        assert!(ids("b").is_none_or(|q| q.is_empty()));
+        assert_eq!(ids("c"), Some(vec![2]));
         // Compacted: message 1 is referenced by no queue any more.
         let (_, again) = Store::open(&path, false).expect("reopens");
         assert!(!again.messages.contains_key(&1));
@@ -323,9 +359,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("mqttd.db");
         let mut bytes = Vec::new();
-        Record::Retained(message("one")).encode(&mut bytes);
+        Record::Retained(raw(message("one"))).encode(&mut bytes);
         let first = bytes.len();
-        Record::Retained(message("two")).encode(&mut bytes);
+        Record::Retained(raw(message("two"))).encode(&mut bytes);
         std::fs::write(&path, &bytes[..bytes.len() - 3]).expect("writes");
         let (store, replayed) = Store::open(&path, false).expect("a torn tail is cut off");
         store.close();
@@ -352,7 +388,7 @@ mod tests {
         let mut end = 0;
         for i in 0..5_000u32 {
             let m = StoredMessage { payload: Bytes::from(i.to_string()), ..message("same/topic") };
-            end = store.append(&Record::Retained(m));
+            end = store.append(&Record::Retained(raw(m)));
         }
         futures_lite_block_on(&store, end);
         // The rewrite runs beside the writer, which puts it in place when it is done.
@@ -364,7 +400,40 @@ mod tests {
         }
         store.close();
         let (_, replayed) = Store::open(&path, false).expect("reopens");
-        assert_eq!(replayed.retained["same/topic"].payload, Bytes::from("4999"));
+        assert_eq!(replayed.retained["same/topic"].decode().expect("a message").payload, Bytes::from("4999"));
+    }
+
+    /// A session's queue records name it by number: a rewrite while running keeps the numbers the
+    /// running store goes on using, so records appended before, during and after rewrites all land in the
+    /// right queue.
+    #[test]
+    fn queue_records_by_session_number_survive_rewrites_while_running() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("mqttd.db");
+        let (store, _) = Store::open_compacting_at(&path, 16 << 10).expect("opens");
+        let (mut end, mut expected) = (0, Vec::new());
+        for i in 0..4_000u64 {
+            let m = StoredMessage { payload: Bytes::from(i.to_string()), ..message("same/topic") };
+            end = store.append(&Record::Retained(raw(m)));
+            if i % 10 == 0 {
+                let id = store.message_id();
+                store.append(&Record::Message { id, message: raw(message("q")) });
+                end = store.append_for(7, "a", |session| enqueue(session, id));
+                expected.push(id);
+            }
+            if i % 20 == 5 {
+                // The oldest is acknowledged.
+                let id = expected.remove(0);
+                end = store.append_for(7, "a", |session| Record::Ack { session, id });
+            }
+        }
+        futures_lite_block_on(&store, end);
+        store.close();
+        let (_, replayed) = Store::open(&path, false).expect("reopens");
+        let queue: Vec<u64> = replayed.queue("a").expect("a queue").values().map(|q| q.id).collect();
+        assert_eq!(queue, expected);
+        let size = std::fs::metadata(&path).expect("the log").len();
+        assert!(size < end / 4, "rewritten while running: {size} bytes of {end}");
     }
 
     /// Waits for `position` on a thread without a runtime (the writer runs on its own thread).

@@ -183,12 +183,17 @@ impl Writer {
         let spawned = std::thread::Builder::new().name("mqttd-rewrite".into()).spawn(move || {
             let result = replay(&store.path, frozen)
                 .map_err(|e| std::io::Error::other(e.to_string()))
-                .and_then(|replayed| write_aside(&store.path, &replayed));
+                .and_then(|replayed| write_aside(&store.path, &replayed, store.session_base));
             store.pending.lock().rewritten = Some(result);
             store.appended.notify_one();
         });
         match spawned {
-            Ok(_) => self.rewriting = Some((frozen, Vec::new())),
+            Ok(_) => {
+                self.rewriting = Some((frozen, Vec::new()));
+                // Sessions name themselves again from here on (the set would otherwise only grow); the
+                // rewrite keeps the names they had.
+                self.store.pending.lock().named.clear();
+            }
             Err(e) => tracing::warn!("durable store: cannot start a rewrite: {e}"),
         }
     }
@@ -242,10 +247,11 @@ fn aside(path: &Path) -> std::path::PathBuf {
     path.with_extension("compacting")
 }
 
-/// Writes the records of `replayed` only beside the log and syncs them; returns their length.
-fn write_aside(path: &Path, replayed: &Replayed) -> std::io::Result<u64> {
+/// Writes the records of `replayed` only beside the log and syncs them (session numbers from `keep_from`
+/// on kept, see [`Replayed::records`]); returns their length.
+fn write_aside(path: &Path, replayed: &Replayed, keep_from: u64) -> std::io::Result<u64> {
     let mut live = Vec::new();
-    for record in replayed.records() {
+    for record in replayed.records(keep_from) {
         record.encode(&mut live);
     }
     let tmp = aside(path);
@@ -263,7 +269,8 @@ fn write_aside(path: &Path, replayed: &Replayed) -> std::io::Result<u64> {
 /// Replaces the log at `path` with the records of `replayed` only (written aside, synced, renamed over it,
 /// the directory synced); returns its size.
 pub(super) fn rewrite(path: &Path, replayed: &Replayed) -> std::io::Result<u64> {
-    let n = write_aside(path, replayed)?;
+    // At startup no session has a number yet: each client keeps its latest.
+    let n = write_aside(path, replayed, u64::MAX)?;
     std::fs::rename(aside(path), path)?;
     sync_dir(path)?;
     Ok(n)
