@@ -77,28 +77,25 @@ impl RawMessage {
         }
     }
 
-    /// The parts of the message for the broker: topic, payload (sharing these bytes), QoS, retain flag,
-    /// properties and expiry.
-    pub fn parts(&self) -> Option<(String, Bytes, QoS, bool, Properties, u64)> {
+    /// The parts of the message for the broker: topic (`topic` if given, as a retained message's key),
+    /// payload (sharing these bytes), QoS, retain flag, properties (`None`: none) and expiry.
+    pub fn parts(&self, topic: Option<String>) -> Option<MessageParts> {
         match Compact::read(&self.0)? {
             Some(c) => {
                 let start = self.0.len() - c.payload.len();
-                Some((
-                    c.topic.to_owned(),
-                    self.0.slice(start..),
-                    c.qos,
-                    c.retain,
-                    Properties::default(),
-                    c.expires_at_ms,
-                ))
+                let topic = topic.unwrap_or_else(|| c.topic.to_owned());
+                Some((topic, self.0.slice(start..), c.qos, c.retain, None, c.expires_at_ms))
             }
             None => {
                 let m = self.decode()?;
-                Some((m.topic, m.payload, m.qos, m.retain, m.properties, m.expires_at_ms))
+                Some((m.topic, m.payload, m.qos, m.retain, Some(m.properties), m.expires_at_ms))
             }
         }
     }
 }
+
+/// Topic, payload, QoS, retain flag, properties and expiry (ms since the epoch, 0: none) of a message.
+pub type MessageParts = (String, Bytes, QoS, bool, Option<Properties>, u64);
 
 /// A message without properties in its compact form: `[expires: u64][flags: u8][topic: u16 + bytes]
 /// [payload: u32 + bytes]`; flags hold the QoS and retain (0x80); 0x40 says the PUBLISH packet follows.
@@ -584,7 +581,7 @@ mod tests {
             let raw = RawMessage::encode(&m);
             assert_eq!(raw.decode().as_ref(), Some(&m));
             assert_eq!(raw.topic(), Some(("x/y".to_owned(), false)));
-            let (topic, payload, ..) = raw.parts().expect("parts");
+            let (topic, payload, ..) = raw.parts(None).expect("parts");
             assert_eq!((topic.as_str(), payload), ("x/y", m.payload.clone()));
         }
     }

@@ -270,10 +270,33 @@ pub(super) fn replay(path: &Path, limit: u64) -> Result<Replayed, StoreError> {
         Err(e) => return Err(io(e)),
     };
     let file_len = file.metadata().map_err(io)?.len().min(limit);
-    let mut file = file.take(file_len);
-    let mut replayed = Replayed::default();
+    // One thread reads, checks and decodes records, this one applies them: two cores' worth at startup.
+    let (records, batches) = std::sync::mpsc::sync_channel::<Vec<Record>>(8);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || read_records(file.take(file_len), file_len, path, &records));
+        let mut replayed = Replayed::default();
+        for batch in batches {
+            for record in batch {
+                replayed.apply(record);
+            }
+        }
+        replayed.intact_len = reader.join().expect("the reader does not panic")?;
+        Ok(replayed)
+    })
+}
+
+/// Reads the records of `file` (`file_len` bytes) in batches into `records`; returns where the last whole
+/// one ends (a torn or damaged last record is cut off, damage before the end stops the start).
+fn read_records(
+    mut file: impl Read,
+    file_len: u64,
+    path: &Path,
+    records: &std::sync::mpsc::SyncSender<Vec<Record>>,
+) -> Result<u64, StoreError> {
+    let io = |cause| StoreError::Io { path: path.to_path_buf(), cause };
     // Read in chunks, record by record: memory follows the live state, not the size of the log.
     let mut buf: Vec<u8> = Vec::new();
+    let mut batch = Vec::with_capacity(BATCH);
     let (mut start, mut at, mut eof) = (0usize, 0u64, false);
     loop {
         if start == buf.len() && eof {
@@ -281,10 +304,14 @@ pub(super) fn replay(path: &Path, limit: u64) -> Result<Replayed, StoreError> {
         }
         match Record::decode(&buf[start..]) {
             Ok((record, used)) => {
-                replayed.apply(record);
+                batch.push(record);
+                if batch.len() == BATCH
+                    && records.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).is_err()
+                {
+                    break;
+                }
                 start += used;
                 at += used as u64;
-                replayed.intact_len = at;
             }
             Err(Damage::Torn) if !eof => {
                 buf.drain(..start);
@@ -309,8 +336,12 @@ pub(super) fn replay(path: &Path, limit: u64) -> Result<Replayed, StoreError> {
             }
         }
     }
-    Ok(replayed)
+    let _ = records.send(batch);
+    Ok(at)
 }
+
+/// Records handed from the reading thread to the applying one at a time.
+const BATCH: usize = 4096;
 
 /// How much of the log [`replay`] reads at a time.
 const REPLAY_CHUNK: usize = 1 << 20;

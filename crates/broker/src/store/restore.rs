@@ -1,6 +1,7 @@
 //! The broker's side of the durable store: what each state change appends (retained messages, sessions,
 //! queued messages and their acknowledgements), and the state rebuilt from the log at startup.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -138,21 +139,41 @@ impl Broker {
             std::mem::take(&mut replayed.sessions),
             std::mem::take(&mut replayed.messages),
         );
+        // Retained messages are rebuilt beside the sessions (nothing here reads them before both are done).
+        std::thread::scope(|scope| {
+            scope.spawn(|| self.restore_retained(retained, now, instant));
+            self.restore_sessions(replayed, sessions, messages, now, instant);
+        });
+    }
+
+    fn restore_retained(&self, retained: impl IntoIterator<Item = (String, RawMessage)>, now: u64, instant: Instant) {
+        let retained = retained.into_iter();
         let mut retained_store = self.retained.write();
-        for m in retained.into_values() {
-            if let Some(message) = live_message(&m, now, instant) {
+        retained_store.reserve(retained.size_hint().0);
+        for (topic, m) in retained {
+            if let Some(message) = live_message(&m, Some(topic), now, instant) {
                 retained_store.set(Arc::new(message));
             }
         }
-        drop(retained_store);
-        let shared: std::collections::HashMap<u64, Arc<Message>> = messages
-            .into_iter()
-            .filter_map(|(id, m)| {
-                let message = live_message(&m, now, instant)?;
+    }
+
+    fn restore_sessions(
+        self: &Arc<Self>,
+        mut replayed: Replayed,
+        sessions: std::collections::BTreeMap<String, StoredSession>,
+        messages: impl IntoIterator<Item = (u64, RawMessage)>,
+        now: u64,
+        instant: Instant,
+    ) {
+        let messages = messages.into_iter();
+        let mut shared: HashMap<u64, Arc<Message>, foldhash::fast::RandomState> = HashMap::default();
+        shared.reserve(messages.size_hint().0);
+        for (id, m) in messages {
+            if let Some(message) = live_message(&m, None, now, instant) {
                 let _ = message.stored.set(id);
-                Some((id, Arc::new(message)))
-            })
-            .collect();
+                shared.insert(id, Arc::new(message));
+            }
+        }
         let mut restored = Vec::with_capacity(sessions.len());
         for stored in sessions.into_values() {
             let queue: Vec<(Delivery, Option<(u16, bool)>)> = replayed
@@ -191,8 +212,8 @@ impl Broker {
 }
 
 /// A stored message as the broker holds it (its payload sharing the stored bytes); `None` once expired.
-fn live_message(m: &RawMessage, now_ms: u64, now: Instant) -> Option<Message> {
-    let (topic, payload, qos, retain, properties, expires_at_ms) = m.parts()?;
+fn live_message(m: &RawMessage, topic: Option<String>, now_ms: u64, now: Instant) -> Option<Message> {
+    let (topic, payload, qos, retain, properties, expires_at_ms) = m.parts(topic)?;
     let expires_at = match expires_at_ms {
         0 => None,
         at if at <= now_ms => return None,
@@ -203,7 +224,7 @@ fn live_message(m: &RawMessage, now_ms: u64, now: Instant) -> Option<Message> {
         payload,
         qos,
         retain,
-        properties: Message::store_properties(properties),
+        properties: properties.and_then(Message::store_properties),
         expires_at,
         origin: 0,
         stored: Default::default(),
