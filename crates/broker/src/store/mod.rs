@@ -19,6 +19,7 @@
 
 #[cfg(test)]
 mod faults;
+mod message;
 pub mod mosquitto;
 mod record;
 mod replay;
@@ -34,7 +35,8 @@ use std::task::{Context, Poll, Waker};
 
 use parking_lot::{Condvar, Mutex};
 
-pub use record::{Damage, RawMessage, Record, StoredMessage, StoredSession};
+pub use message::{MessageParts, RawMessage, StoredMessage};
+pub use record::{Damage, Record, StoredSession};
 use replay::replay;
 pub use replay::{Queued, Replayed};
 use writer::{rewrite, Writer};

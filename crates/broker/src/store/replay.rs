@@ -8,7 +8,8 @@ use std::path::Path;
 
 use foldhash::fast::RandomState;
 
-use super::record::{self, Damage, RawMessage, Record, StoredSession};
+use super::message::RawMessage;
+use super::record::{self, Damage, Record, StoredSession};
 use super::{sync_dir, StoreError};
 
 /// Hash maps of replay, keyed by numbers and topics: foldhash, several times faster than SipHash there.
