@@ -115,3 +115,70 @@ async fn a_full_disk_refuses_new_publishes_and_keeps_what_was_acknowledged() {
     refused.publish("q/later", b"ok", QoS::AtLeastOnce, false).await;
     assert_eq!(mqttd.log().matches("disk full").count(), 1, "logged once:\n{}", mqttd.log());
 }
+
+/// A bridge acknowledges a message from the remote only once it is durable here: one received while the
+/// disk was full is not acknowledged, so after a crash the remote sends it again and it reaches the
+/// persistent subscriber (acknowledged at once, it would be lost with the records never written).
+#[tokio::test]
+async fn a_bridge_acknowledges_what_the_remote_sends_only_once_it_is_on_disk() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let disk = dir.path().join("disk");
+    let Some(_tmpfs) = Tmpfs::mount(&disk, "4m") else { return };
+    let (remote_dir, local_dir) = (dir.path().join("remote"), dir.path().join("local"));
+    for d in [&remote_dir, &local_dir] {
+        std::fs::create_dir_all(d).expect("a directory");
+    }
+    let remote = Mqttd::start(&remote_dir, "allow_anonymous true\n");
+    let settings = format!(
+        "allow_anonymous true\npersistence true\npersistence_location {}\nconnection edge\naddress 127.0.0.1:{}\n\
+         remote_clientid edge\nrestart_timeout 1\ncleansession false\ntopic cmd/# in 1\n",
+        disk.join("data").display(),
+        remote.port
+    );
+    let local = Mqttd::start(&local_dir, &settings);
+    let mut keeper = mqttd_testkit::connect("keeper", V4);
+    keeper.clean_start = false;
+    let (mut sub, _) = Peer::connect_with(local.addr(), keeper.clone()).await;
+    assert_eq!(sub.subscribe("cmd/#", QoS::AtLeastOnce).await, vec![1]);
+    sub.disconnect().await;
+    let mut watch = Peer::connect(local.addr(), "watch", V4).await;
+    assert_eq!(watch.subscribe("cmd/#", QoS::AtLeastOnce).await, vec![1]);
+    let mut remote_pub = Peer::connect(remote.addr(), "remote-pub", V4).await;
+    // The bridge is up once a message goes through it.
+    let mut through = false;
+    for _ in 0..50 {
+        remote_pub.publish("cmd/first", b"1", QoS::AtLeastOnce, false).await;
+        if let Some(Packet::Publish(p)) = watch.recv_within(Duration::from_millis(200)).await {
+            if let Some(id) = p.packet_id {
+                watch.send(&Packet::PubAck(mqttd_proto::Ack::new(id))).await;
+            }
+            through = true;
+            break;
+        }
+    }
+    assert!(through, "the bridge never carried a message:\n{}", local.log());
+
+    fill(&disk.join("filler"));
+    // Bigger than what is left of the log's last page.
+    remote_pub.publish("cmd/held", &[b'2'; 64 << 10], QoS::AtLeastOnce, false).await;
+    // Routed here (the online subscriber has it), but not on disk.
+    loop {
+        let p = watch.recv_publish().await;
+        if p.topic == "cmd/held" {
+            break;
+        }
+    }
+    local.wait_for_log("disk full", 1);
+    drop(local); // SIGKILL: what was not written is gone
+    std::fs::remove_file(disk.join("filler")).expect("frees the space");
+    let local = Mqttd::start(&local_dir, &settings);
+
+    let (mut sub, ack) = Peer::connect_with(local.addr(), keeper).await;
+    assert!(ack.session_present, "the session survived");
+    let mut got = Vec::new();
+    while !got.iter().any(|t| t == "cmd/held") {
+        let p = sub.recv_publish().await;
+        got.push(p.topic);
+    }
+    assert!(got.iter().all(|t| t.starts_with("cmd/")), "{got:?}");
+}
