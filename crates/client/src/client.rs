@@ -1,8 +1,9 @@
 //! [`Client`]: one MQTT connection, driven by the caller's `async` calls (no background task).
 //!
 //! While a call waits for its acknowledgement, the client keeps answering the broker: it acknowledges
-//! incoming QoS 1 and 2 messages (queueing them for [`Client::recv`]), answers PUBREL, and sends PINGREQ
-//! when the keep-alive interval passes without traffic.
+//! incoming QoS 1 and 2 messages (queueing them for [`Client::recv`]; with `ConnectOptions::manual_acks`
+//! the caller does, with [`Client::ack`]), answers PUBREL, and sends PINGREQ when the keep-alive interval
+//! passes without traffic.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
