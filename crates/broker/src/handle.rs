@@ -250,10 +250,10 @@ impl Client {
                     self.broker.persist_incoming(&self.session, id, false);
                 }
             }
-            let refusal = if code == reason::QUOTA_EXCEEDED {
-                ProtocolViolation::MemoryLimit
-            } else {
-                ProtocolViolation::TopicTooDeep
+            let refusal = match code {
+                reason::QUOTA_EXCEEDED if self.broker.store().is_some_and(|s| s.full()) => ProtocolViolation::StoreFull,
+                reason::QUOTA_EXCEEDED => ProtocolViolation::MemoryLimit,
+                _ => ProtocolViolation::TopicTooDeep,
             };
             return Err(violation(refusal));
         }
@@ -297,6 +297,12 @@ impl Client {
             let max = self.broker.settings.max_topic_levels;
             tracing::info!(client_id = %self.session.client_id, max, "publish refused: topic deeper than max_topic_levels");
             return (reason::TOPIC_NAME_INVALID, 0);
+        }
+        if (p.qos != QoS::AtMostOnce || p.retain) && self.broker.store().is_some_and(|s| s.full()) {
+            // Nothing new is acknowledged or retained while the disk is full (the store logged it once);
+            // what was acknowledged before is safe and still delivered [issue 13].
+            tracing::debug!(client_id = %self.session.client_id, "publish refused: durable store full");
+            return (reason::QUOTA_EXCEEDED, 0);
         }
         if self.broker.over_memory_limit() {
             let in_use = self.broker.memory_in_use();

@@ -37,6 +37,8 @@ pub(crate) enum ProtocolViolation {
     ReceiveMaximumExceeded,
     /// A PUBLISH refused for `memory_limit` that no acknowledgement can carry (QoS 0, or 3.x).
     MemoryLimit,
+    /// A PUBLISH refused while the durable store's disk is full, that no acknowledgement can carry.
+    StoreFull,
     /// A PUBLISH refused for `max_topic_levels` that no acknowledgement can carry (QoS 0, or 3.x).
     TopicTooDeep,
     SubscriptionIds,
@@ -61,7 +63,7 @@ impl ProtocolViolation {
             RetainNotSupported => reason::RETAIN_NOT_SUPPORTED,
             TopicAlias(_) => reason::TOPIC_ALIAS_INVALID,
             ReceiveMaximumExceeded => reason::RECEIVE_MAXIMUM_EXCEEDED,
-            MemoryLimit => reason::QUOTA_EXCEEDED,
+            MemoryLimit | StoreFull => reason::QUOTA_EXCEEDED,
             TopicTooDeep => reason::TOPIC_NAME_INVALID,
             FirstByteNotConnect(_)
             | FirstPacketNotConnect(_)
@@ -99,7 +101,7 @@ impl ProtocolViolation {
             ExpiryAfterZero => "MQTT-3.14.2-2",
             WrongFlow { .. } => "MQTT-4.3.3-1",
             Decode(_) | Misdirected(_) | AuthWithoutMethod | NotSentByClients(_) | TopicAlias(_) | MemoryLimit
-            | TopicTooDeep => return None,
+            | StoreFull | TopicTooDeep => return None,
         })
     }
 
@@ -124,6 +126,7 @@ impl ProtocolViolation {
             SubscriptionIdInPublish => f.write_str("subscription identifier in a client PUBLISH"),
             ReceiveMaximumExceeded => f.write_str("more QoS 2 messages than Receive Maximum"),
             MemoryLimit => f.write_str("memory_limit reached"),
+            StoreFull => f.write_str("durable store full"),
             TopicTooDeep => f.write_str("topic too deep"),
             SubscriptionIds => f.write_str("more than one subscription identifier"),
             NoLocalOnShared => f.write_str("No Local on a shared subscription"),

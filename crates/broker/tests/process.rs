@@ -11,6 +11,8 @@ mod auth;
 mod bridge;
 #[path = "process/clients.rs"]
 mod clients;
+#[path = "process/full_disk.rs"]
+mod full_disk;
 #[path = "process/listeners.rs"]
 mod listeners;
 #[path = "process/mosquitto_import.rs"]

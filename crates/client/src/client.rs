@@ -1,8 +1,9 @@
 //! [`Client`]: one MQTT connection, driven by the caller's `async` calls (no background task).
 //!
 //! While a call waits for its acknowledgement, the client keeps answering the broker: it acknowledges
-//! incoming QoS 1 and 2 messages (queueing them for [`Client::recv`]), answers PUBREL, and sends PINGREQ
-//! when the keep-alive interval passes without traffic.
+//! incoming QoS 1 and 2 messages (queueing them for [`Client::recv`]; with `ConnectOptions::manual_acks`
+//! the caller does, with [`Client::ack`]), answers PUBREL, and sends PINGREQ when the keep-alive interval
+//! passes without traffic.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
@@ -50,6 +51,10 @@ pub struct Client {
     awaiting_release: HashSet<u16>,
     /// `ConnectOptions::trace`.
     trace: Option<crate::options::PacketTrace>,
+    /// `ConnectOptions::manual_acks`, and the inbound QoS 2 packet ids returned by `recv` and not yet
+    /// acknowledged by the caller (a resend of one of these is not acknowledged for it).
+    manual_acks: bool,
+    unacknowledged: HashSet<u16>,
 }
 
 impl std::fmt::Debug for Client {
@@ -82,6 +87,8 @@ impl Client {
             incoming: VecDeque::new(),
             awaiting_release: HashSet::new(),
             trace: options.trace.clone(),
+            manual_acks: options.manual_acks,
+            unacknowledged: HashSet::new(),
         };
         client.send(&Packet::Connect(Box::new(options.connect_packet())), "sending CONNECT").await?;
         let packet = match tokio::time::timeout(options.connect_timeout, client.read_packet("waiting for CONNACK"))
@@ -217,6 +224,19 @@ impl Client {
         }
     }
 
+    /// Acknowledges a message [`Client::recv`] returned (with `ConnectOptions::manual_acks`): PUBACK for
+    /// QoS 1, PUBREC for QoS 2 (PUBCOMP follows PUBREL as usual), nothing for QoS 0.
+    pub async fn ack(&mut self, qos: QoS, packet_id: Option<PacketId>) -> Result<()> {
+        match (qos, packet_id) {
+            (QoS::AtLeastOnce, Some(id)) => self.send(&Packet::PubAck(Ack::new(id)), "sending PUBACK").await,
+            (QoS::ExactlyOnce, Some(id)) => {
+                self.unacknowledged.remove(&id.get());
+                self.send(&Packet::PubRec(Ack::new(id)), "sending PUBREC").await
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Sends DISCONNECT (with `reason` and properties in 5.0) and closes the connection.
     pub async fn disconnect(mut self, reason: u8, properties: Properties) -> Result<()> {
         let (reason, properties) = if self.version.is_v5() { (reason, properties) } else { (0, Properties::default()) };
@@ -280,6 +300,17 @@ impl Client {
     async fn on_publish(&mut self, publish: Publish) -> Result<()> {
         match (publish.qos, publish.packet_id) {
             (QoS::AtMostOnce, _) => self.incoming.push_back(publish),
+            // Acknowledged by the caller ([`Client::ack`]); a QoS 2 message is still delivered once, and a
+            // resend of one the caller already acknowledged is acknowledged again.
+            (QoS::AtLeastOnce, Some(_)) if self.manual_acks => self.incoming.push_back(publish),
+            (QoS::ExactlyOnce, Some(id)) if self.manual_acks => {
+                if self.awaiting_release.insert(id.get()) {
+                    self.unacknowledged.insert(id.get());
+                    self.incoming.push_back(publish);
+                } else if !self.unacknowledged.contains(&id.get()) {
+                    self.send(&Packet::PubRec(Ack::new(id)), "sending PUBREC").await?;
+                }
+            }
             (QoS::AtLeastOnce, Some(id)) => {
                 self.incoming.push_back(publish);
                 self.send(&Packet::PubAck(Ack::new(id)), "sending PUBACK").await?;

@@ -37,6 +37,10 @@ pub struct ConnectOptions {
     pub bind_address: Option<std::net::IpAddr>,
     /// Called with every packet sent and received (mosquitto_sub `-d`); `None`: no trace.
     pub trace: Option<PacketTrace>,
+    /// The caller acknowledges each QoS 1/2 message [`Client::recv`] returns, with [`Client::ack`], once
+    /// it has done with it what the acknowledgement promises (a bridge: routed and durable); otherwise the
+    /// client acknowledges it as it arrives.
+    pub manual_acks: bool,
 }
 
 /// Whether a traced packet was sent or received.
@@ -80,6 +84,7 @@ impl ConnectOptions {
             bridge: false,
             bind_address: None,
             trace: None,
+            manual_acks: false,
         }
     }
 

@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use foldhash::fast::RandomState;
 use std::time::Instant;
 
 use mqttd_proto::topic;
@@ -11,7 +13,8 @@ use crate::message::Message;
 /// The retained message store.
 #[derive(Debug, Default)]
 pub struct Retained {
-    messages: HashMap<String, Arc<Message>>,
+    /// foldhash, as the topic tree: a restart inserts every retained message at once.
+    messages: HashMap<String, Arc<Message>, RandomState>,
     /// Sum of [`Message::cost`] over `messages`.
     bytes: usize,
 }
@@ -30,6 +33,11 @@ impl Retained {
             self.bytes -= old.map_or(0, |m| m.cost());
             true
         }
+    }
+
+    /// Makes room for `additional` more messages (a restart, which knows how many it brings back).
+    pub fn reserve(&mut self, additional: usize) {
+        self.messages.reserve(additional);
     }
 
     /// Bytes held by the retained messages (by [`Message::cost`]).

@@ -1,6 +1,7 @@
 //! One bridge's task: keeps its local session, connects to the remote broker (again after a failure, as
 //! `restart_timeout` and `start_type` say) and moves messages both ways while connected.
 
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::Poll;
@@ -21,6 +22,10 @@ use crate::Broker;
 /// Deliveries sent to the remote before waiting for their acknowledgement: one, since the client waits
 /// for each flow to complete.
 const WINDOW: usize = 1;
+
+/// A message from the remote not yet acknowledged to it: the store position it waits for, its QoS and
+/// packet id.
+type Owed = (u64, QoS, Option<mqttd_proto::PacketId>);
 
 /// Why a connected link ended without an error.
 enum Ended {
@@ -213,6 +218,9 @@ impl Link {
         let idle = Duration::from_secs(self.config.idle_timeout);
         let lazy = self.config.start_type == StartType::Lazy;
         let mut last_activity = tokio::time::Instant::now();
+        // Messages from the remote routed here, acknowledged to it only once what they changed is durable
+        // [issue 13: nothing acknowledged is lost]; the remote resends the others after a crash.
+        let mut owed: VecDeque<Owed> = VecDeque::new();
         loop {
             if self.broker.shutting_down() {
                 return Ok(Ended::Shutdown);
@@ -221,11 +229,16 @@ impl Link {
                 last_activity = tokio::time::Instant::now();
             }
             let idle_at = last_activity + idle;
+            let next_owed = owed.front().map_or(0, |(position, ..)| *position);
             tokio::select! {
                 received = client.recv() => {
-                    self.route_in(received?);
+                    let publish = received?;
+                    let (qos, packet_id) = (publish.qos, publish.packet_id);
+                    owed.push_back((self.route_in(publish), qos, packet_id));
+                    self.ack_durable(client, &mut owed).await?;
                     last_activity = tokio::time::Instant::now();
                 }
+                () = self.durable(next_owed), if !owed.is_empty() => self.ack_durable(client, &mut owed).await?,
                 () = self.outbox_ready() => {}
                 () = tokio::time::sleep_until(idle_at), if lazy => return Ok(Ended::Idle),
             }
@@ -287,11 +300,12 @@ impl Link {
 
     /// A message from the remote, published here on its remapped topic by the bridge's session (so No
     /// Local keeps it from going back out).
-    fn route_in(&self, publish: Publish) {
-        let Some((topic, _)) = topics::incoming(&self.config.topics, &publish.topic) else { return };
+    /// Returns the durable store's position its acknowledgement to the remote waits for (0: none).
+    fn route_in(&self, publish: Publish) -> u64 {
+        let Some((topic, _)) = topics::incoming(&self.config.topics, &publish.topic) else { return 0 };
         if !self.broker.may_write_session(&self.session, &topic) {
             tracing::info!(client_id = %self.session.client_id, %topic, "bridge publish denied");
-            return;
+            return 0;
         }
         let mut properties = publish.properties;
         properties.topic_alias = None;
@@ -307,7 +321,18 @@ impl Link {
             origin: self.session.id,
             stored: Default::default(),
         };
-        self.broker.route(Arc::new(message));
+        self.broker.route(Arc::new(message)).durable
+    }
+
+    /// Acknowledges to the remote, in order, the messages received whose durable position the store has
+    /// passed (all of them without a store).
+    async fn ack_durable(&self, client: &mut Client, owed: &mut VecDeque<Owed>) -> Result<(), Error> {
+        let durable = self.broker.store().map_or(u64::MAX, |s| s.durable());
+        while let Some(&(_, qos, packet_id)) = owed.front().filter(|(position, ..)| *position <= durable) {
+            client.ack(qos, packet_id).await?;
+            owed.pop_front();
+        }
+        Ok(())
     }
 
     /// Publishes the bridge state here, retained, as Mosquitto does.
@@ -329,6 +354,12 @@ impl Link {
                 self.broker.deliver(&self.session, delivery);
             }
         }
+    }
+
+    /// Until the store's durable position reaches `position` (at once without a store).
+    async fn durable(&self, position: u64) {
+        let Some(store) = self.broker.store() else { return };
+        poll_fn(|cx| store.poll_durable(position, cx)).await
     }
 
     /// Resolves when the outbox has something to send, or shutdown begins.

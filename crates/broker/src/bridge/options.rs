@@ -37,6 +37,8 @@ pub(super) fn connect_options(config: &BridgeConfig, host: &str, port: u16, brid
         ..Properties::default()
     };
     o.bind_address = config.bind_address;
+    // Messages from the remote are acknowledged once routed here and durable (`Link::exchange`).
+    o.manual_acks = true;
     o.connect_timeout = Duration::from_secs(u64::from(config.keepalive).clamp(5, 30));
     let tls = &config.tls;
     if tls.enabled() {

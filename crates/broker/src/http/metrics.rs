@@ -216,4 +216,11 @@ fn store_families(out: &mut String, store: &crate::store::Store) {
         "Bytes appended to the durable store's log since the start (compaction does not lower it).",
         &one(store.durable()),
     );
+    family(
+        out,
+        "store_full",
+        "gauge",
+        "1 while the disk is full: the store retries its write and new QoS 1/2 publishes are refused.",
+        &one(u64::from(store.full())),
+    );
 }

@@ -3,33 +3,43 @@
 //!
 //! Connection tasks never touch the disk: they append records to a buffer ([`Store::append`], which
 //! returns the log position after the record) and acknowledge only once [`Store::durable`] has passed that
-//! position. One writer thread takes whatever was appended while its previous sync ran, writes it and
-//! syncs it (`fdatasync`): at low load the added latency is one sync, under load one sync covers many
-//! records. A failed write or sync stops the broker (an fsync is never retried: its data may be gone).
+//! position. One writer thread (`writer.rs`) takes whatever was appended while its previous sync ran,
+//! writes it and syncs it (`fdatasync`): at low load the added latency is one sync, under load one sync
+//! covers many records. A failed sync stops the broker (an fsync is never retried: its data may be gone).
+//! A write refused for want of space (ENOSPC, EDQUOT, EFBIG) is not a failed sync: the file is cut back to
+//! its last whole record, the batch stays in memory, the store is [`Store::full`] (the broker refuses new
+//! QoS 1/2 publishes) and the write is tried again until it succeeds.
 //!
-//! At startup the log is read and replayed into [`Replayed`] (a torn record at the end is cut off and
-//! logged; damage elsewhere stops the start, naming the file and the offset), then rewritten with the live
-//! state only when most of its records are dead. The writer rewrites it the same way while running once it has grown to four times that
-//! (and at least 64 MiB), so the log stays proportional to what is stored. Positions are counted in
-//! bytes appended since the start, not file offsets: a rewrite does not move them.
+//! At startup the log is read and replayed into [`Replayed`] (`replay.rs`; a torn record at the end is cut
+//! off and logged; damage elsewhere stops the start, naming the file and the offset), then rewritten with
+//! the live state only when most of its records are dead. While running, once the log has grown to four
+//! times its live size (and at least 64 MiB), a second thread rewrites the part written so far and the
+//! writer appends what came since, so the log stays proportional to what is stored without stalling syncs.
+//! Positions are counted in bytes appended since the start, not file offsets: a rewrite does not move them.
 
 #[cfg(test)]
 mod faults;
+mod message;
 pub mod mosquitto;
 mod record;
+mod replay;
 pub mod restore;
+mod writer;
 
-use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use parking_lot::{Condvar, Mutex};
 
-pub use record::{Damage, Record, StoredMessage, StoredSession};
+pub use message::{MessageParts, RawMessage, StoredMessage};
+pub use record::{Damage, Record, StoredSession};
+use replay::replay;
+pub use replay::{Queued, Replayed};
+use writer::{rewrite, Writer};
 
 /// Where the writer puts the log's bytes: the log file, or in tests a disk that loses what was not synced
 /// (`faults.rs`).
@@ -38,6 +48,8 @@ pub trait LogFile: Send {
     fn append(&mut self, bytes: &[u8]) -> std::io::Result<()>;
     /// Makes everything appended durable (`fdatasync`).
     fn sync(&mut self) -> std::io::Result<()>;
+    /// Cuts the file back to `len` bytes (what a write refused for want of space left of itself).
+    fn truncate(&mut self, len: u64) -> std::io::Result<()>;
 }
 
 impl LogFile for File {
@@ -48,6 +60,11 @@ impl LogFile for File {
     fn sync(&mut self) -> std::io::Result<()> {
         self.sync_data()
     }
+
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        // Appends go to the end whatever the file position (O_APPEND).
+        self.set_len(len)
+    }
 }
 
 /// Appended records not yet written, and where the log will end once they are.
@@ -56,6 +73,10 @@ struct Pending {
     bytes: Vec<u8>,
     end: u64,
     stop: bool,
+    /// The outcome of a rewrite while running, for the writer to take: the rewritten file's length.
+    rewritten: Option<std::io::Result<u64>>,
+    /// Session numbers named ([`Record::Name`]) since the last rewrite started.
+    named: std::collections::HashSet<u64, foldhash::fast::RandomState>,
 }
 
 /// The log being written.
@@ -63,13 +84,15 @@ struct Pending {
 pub struct Store {
     path: PathBuf,
     pending: Mutex<Pending>,
-    /// Signals the writer that records were appended (or that it is to stop).
+    /// Signals the writer that records were appended, that a rewrite finished, or that it is to stop.
     appended: Condvar,
     /// Log position up to which everything is on stable storage.
     durable: AtomicU64,
     /// Tasks waiting for `durable` to pass a position; woken after every sync.
     waiting: Mutex<Vec<Waker>>,
     next_message: AtomicU64,
+    /// A session's number in the log is this plus the broker's id for it: above every number in the log.
+    session_base: u64,
     /// The log is rewritten with only the live state once it grows past this, or past four times its
     /// size after the last rewrite, whichever is larger.
     compact_at_least: u64,
@@ -77,6 +100,9 @@ pub struct Store {
     pub synced_records: AtomicU64,
     pub syncs: AtomicU64,
     records_pending: AtomicU64,
+    /// The last write was refused for want of space and is being retried: new QoS 1/2 publishes are
+    /// refused meanwhile.
+    full: AtomicBool,
 }
 
 /// Why the store cannot open.
@@ -89,156 +115,6 @@ pub enum StoreError {
          `mqttd --recover` to move it aside and keep the records before the damage, or restore it from a backup"
     )]
     Damaged { path: PathBuf, offset: u64, why: &'static str },
-}
-
-/// What the log held: the live durable state.
-#[derive(Debug, Default)]
-pub struct Replayed {
-    pub retained: BTreeMap<String, StoredMessage>,
-    pub sessions: BTreeMap<String, StoredSession>,
-    pub messages: HashMap<u64, StoredMessage>,
-    /// Each session's queue, in the order its messages were queued: by sequence number.
-    pub queues: HashMap<String, BTreeMap<u64, Queued>>,
-    /// Each session's incoming QoS 2 packet ids awaiting PUBREL.
-    pub incoming: HashMap<String, std::collections::BTreeSet<u16>>,
-    index: HashMap<(String, u64), u64>,
-    /// How many queue entries hold each message: one no queue holds is let go at once, so replaying a long
-    /// log holds memory for the live state only.
-    refs: HashMap<u64, usize>,
-    sequence: u64,
-    /// Records read, and where the last whole one ends (a torn or damaged tail after it is cut off).
-    records_read: usize,
-    intact_len: u64,
-}
-
-/// A message queued for a session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Queued {
-    pub id: u64,
-    pub qos: mqttd_proto::QoS,
-    pub retain: bool,
-    pub subscription_ids: Vec<u32>,
-    /// The packet id it was sent with, and whether its PUBREC came (in flight when the broker stopped).
-    pub sent: Option<(u16, bool)>,
-}
-
-impl Replayed {
-    /// Whether most of the records read are still live (then the log is kept as it is at startup, not
-    /// rewritten): live entries against records read.
-    fn mostly_live(&self) -> bool {
-        let queued: usize = self.queues.values().map(BTreeMap::len).sum();
-        let incoming: usize = self.incoming.values().map(|ids| ids.len()).sum();
-        let live = self.retained.len() + self.sessions.len() + self.messages.len() + queued + incoming;
-        2 * live >= self.records_read
-    }
-
-    fn apply(&mut self, record: Record) {
-        self.records_read += 1;
-        match record {
-            Record::Retained(m) if m.payload.is_empty() => {
-                self.retained.remove(&m.topic);
-            }
-            Record::Retained(m) => {
-                self.retained.insert(m.topic.clone(), m);
-            }
-            Record::Session(s) => {
-                self.sessions.insert(s.client_id.clone(), s);
-            }
-            Record::SessionEnd { client_id } => {
-                self.sessions.remove(&client_id);
-                self.incoming.remove(&client_id);
-                if let Some(queue) = self.queues.remove(&client_id) {
-                    for q in queue.values() {
-                        self.index.remove(&(client_id.clone(), q.id));
-                        self.release(q.id);
-                    }
-                }
-            }
-            Record::Message { id, message } => {
-                self.messages.insert(id, message);
-            }
-            Record::Enqueue { client_id, id, qos, retain, subscription_ids } => {
-                self.sequence += 1;
-                let seq = self.sequence;
-                match self.index.insert((client_id.clone(), id), seq) {
-                    Some(old) => {
-                        self.queues.entry(client_id.clone()).or_default().remove(&old);
-                    }
-                    None => *self.refs.entry(id).or_default() += 1,
-                }
-                let queued = Queued { id, qos, retain, subscription_ids, sent: None };
-                self.queues.entry(client_id).or_default().insert(seq, queued);
-            }
-            Record::Incoming { client_id, packet_id, pending: true } => {
-                self.incoming.entry(client_id).or_default().insert(packet_id);
-            }
-            Record::Incoming { client_id, packet_id, pending: false } => {
-                if let Some(ids) = self.incoming.get_mut(&client_id) {
-                    ids.remove(&packet_id);
-                }
-            }
-            Record::Sent { client_id, id, packet_id, released } => {
-                let seq = self.index.get(&(client_id.clone(), id));
-                let entry = seq.and_then(|seq| self.queues.get_mut(&client_id)?.get_mut(seq));
-                if let Some(q) = entry {
-                    q.sent = Some((packet_id, released));
-                }
-            }
-            Record::Ack { client_id, id } => {
-                if let Some(seq) = self.index.remove(&(client_id.clone(), id)) {
-                    if let Some(queue) = self.queues.get_mut(&client_id) {
-                        queue.remove(&seq);
-                    }
-                    self.release(id);
-                }
-            }
-        }
-    }
-
-    /// A queue entry of message `id` is gone: the message goes with its last one.
-    fn release(&mut self, id: u64) {
-        if let Some(n) = self.refs.get_mut(&id) {
-            *n -= 1;
-            if *n == 0 {
-                self.refs.remove(&id);
-                self.messages.remove(&id);
-            }
-        }
-    }
-
-    /// The records that rebuild this state, messages only where some queue holds them.
-    fn records(&self) -> Vec<Record> {
-        let mut out: Vec<Record> = self.retained.values().cloned().map(Record::Retained).collect();
-        out.extend(self.sessions.values().cloned().map(Record::Session));
-        for (client_id, ids) in &self.incoming {
-            out.extend(ids.iter().map(|&packet_id| Record::Incoming {
-                client_id: client_id.clone(),
-                packet_id,
-                pending: true,
-            }));
-        }
-        let mut written = std::collections::HashSet::new();
-        let mut queued: Vec<(u64, &String, &Queued)> =
-            self.queues.iter().flat_map(|(c, q)| q.iter().map(move |(seq, e)| (*seq, c, e))).collect();
-        queued.sort_unstable_by_key(|(seq, ..)| *seq);
-        for (_, client_id, q) in queued {
-            let Some(message) = self.messages.get(&q.id) else { continue };
-            if written.insert(q.id) {
-                out.push(Record::Message { id: q.id, message: message.clone() });
-            }
-            out.push(Record::Enqueue {
-                client_id: client_id.clone(),
-                id: q.id,
-                qos: q.qos,
-                retain: q.retain,
-                subscription_ids: q.subscription_ids.clone(),
-            });
-            if let Some((packet_id, released)) = q.sent {
-                out.push(Record::Sent { client_id: client_id.clone(), id: q.id, packet_id, released });
-            }
-        }
-        out
-    }
 }
 
 impl Store {
@@ -283,7 +159,7 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let replayed = replay(path)?;
+        let replayed = replay(path, u64::MAX)?;
         let live = if replayed.mostly_live() {
             // Kept as it is (writing it again would cost more than the dead records it would drop), but
             // for a torn or damaged tail, which is cut off.
@@ -300,26 +176,28 @@ impl Store {
         let next = replayed.messages.keys().max().copied().unwrap_or(0) + 1;
         let store = Arc::new(Store {
             path: path.to_path_buf(),
-            pending: Mutex::new(Pending { bytes: Vec::new(), end: live, stop: false }),
+            pending: Mutex::new(Pending { end: live, ..Pending::default() }),
             appended: Condvar::new(),
             durable: AtomicU64::new(live),
             waiting: Mutex::new(Vec::new()),
             next_message: AtomicU64::new(next),
+            session_base: replayed.last_session + 1,
             compact_at_least,
             synced_records: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
             records_pending: AtomicU64::new(0),
+            full: AtomicBool::new(false),
         });
         let writer = store.clone();
         std::thread::Builder::new()
             .name("mqttd-store".into())
-            .spawn(move || writer.write_loop(file, live))
+            .spawn(move || Writer::new(writer, file, live).run())
             .map_err(io)?;
         tracing::info!(
             path = %path.display(),
             retained = replayed.retained.len(),
             sessions = replayed.sessions.len(),
-            queued = replayed.queues.values().map(BTreeMap::len).sum::<usize>(),
+            queued = replayed.queued(),
             bytes = live,
             "durable store opened"
         );
@@ -333,6 +211,27 @@ impl Store {
         record.encode(&mut pending.bytes);
         pending.end += (pending.bytes.len() - before) as u64;
         self.records_pending.fetch_add(1, Ordering::Relaxed);
+        let end = pending.end;
+        drop(pending);
+        self.appended.notify_one();
+        end
+    }
+
+    /// Appends a record of session `session_id` (the broker's id for it, numbered in the log from
+    /// `session_base`), after a [`Record::Name`] binding its number to `client_id` if it has none since the
+    /// last rewrite began; returns the log position once it is written.
+    pub fn append_for(&self, session_id: u64, client_id: &str, record: impl FnOnce(u64) -> Record) -> u64 {
+        let session = self.session_base + session_id;
+        let mut pending = self.pending.lock();
+        let before = pending.bytes.len();
+        let mut records = 1;
+        if pending.named.insert(session) {
+            Record::Name { session, client_id: client_id.to_owned() }.encode(&mut pending.bytes);
+            records += 1;
+        }
+        record(session).encode(&mut pending.bytes);
+        pending.end += (pending.bytes.len() - before) as u64;
+        self.records_pending.fetch_add(records, Ordering::Relaxed);
         let end = pending.end;
         drop(pending);
         self.appended.notify_one();
@@ -362,139 +261,21 @@ impl Store {
         Poll::Pending
     }
 
+    /// Whether the disk is full: the last write was refused for want of space and waits to be retried.
+    /// Everything acknowledged is safe; what was appended since stays in memory, its answers held.
+    pub fn full(&self) -> bool {
+        self.full.load(Ordering::Relaxed)
+    }
+
     /// Writes what remains and stops the writer (at shutdown).
     pub fn close(&self) {
         self.pending.lock().stop = true;
         self.appended.notify_one();
     }
-
-    fn write_loop(&self, mut file: Box<dyn LogFile>, mut live: u64) {
-        let mut size = live;
-        loop {
-            let (bytes, end, records) = {
-                let mut pending = self.pending.lock();
-                while pending.bytes.is_empty() && !pending.stop {
-                    self.appended.wait(&mut pending);
-                }
-                if pending.bytes.is_empty() {
-                    return;
-                }
-                let records = self.records_pending.swap(0, Ordering::Relaxed);
-                (std::mem::take(&mut pending.bytes), pending.end, records)
-            };
-            if let Err(e) = file.append(&bytes).and_then(|()| file.sync()) {
-                // Never retried: after a failed fsync the kernel may have dropped the data it could not
-                // write, and a later successful fsync would say nothing about it.
-                tracing::error!(path = %self.path.display(), "durable store write failed, stopping: {e}");
-                std::process::exit(1);
-            }
-            size += bytes.len() as u64;
-            if size > self.compact_at_least.max(4 * live) {
-                // Everything appended so far is in the file: its replay is the whole live state.
-                let compacted = replay(&self.path)
-                    .map_err(|e| std::io::Error::other(e.to_string()))
-                    .and_then(|replayed| rewrite(&self.path, &replayed))
-                    .and_then(|n| OpenOptions::new().append(true).open(&self.path).map(|f| (n, f)));
-                match compacted {
-                    Ok((n, f)) => {
-                        tracing::debug!(path = %self.path.display(), from = size, to = n, "durable store compacted");
-                        (live, size, file) = (n, n, Box::new(f));
-                    }
-                    Err(e) => {
-                        tracing::error!(path = %self.path.display(), "durable store compaction failed, stopping: {e}");
-                        std::process::exit(1);
-                    }
-                }
-            }
-            self.synced_records.fetch_add(records, Ordering::Relaxed);
-            self.syncs.fetch_add(1, Ordering::Relaxed);
-            self.durable.store(end, Ordering::Release);
-            let wakers = std::mem::take(&mut *self.waiting.lock());
-            for w in wakers {
-                w.wake();
-            }
-        }
-    }
 }
 
 /// A log grows to at least this before it is rewritten while running.
 const COMPACT_AT_LEAST: u64 = 64 << 20;
-
-/// Replaces the log at `path` with the records of `replayed` only (written aside, synced, renamed over it,
-/// the directory synced); returns its size.
-fn rewrite(path: &Path, replayed: &Replayed) -> std::io::Result<u64> {
-    let mut live = Vec::new();
-    for record in replayed.records() {
-        record.encode(&mut live);
-    }
-    let tmp = path.with_extension("compacting");
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(&live)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    sync_dir(path)?;
-    Ok(live.len() as u64)
-}
-
-/// Reads the log at `path` (none: empty) into the live state it describes.
-fn replay(path: &Path) -> Result<Replayed, StoreError> {
-    let io = |cause| StoreError::Io { path: path.to_path_buf(), cause };
-    let mut file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // A new log: written first with nothing in it, so that it exists from now on.
-            File::create(path).map_err(io)?;
-            sync_dir(path).map_err(io)?;
-            return Ok(Replayed::default());
-        }
-        Err(e) => return Err(io(e)),
-    };
-    let file_len = file.metadata().map_err(io)?.len();
-    let mut replayed = Replayed::default();
-    // Read in chunks, record by record: memory follows the live state, not the size of the log.
-    let mut buf: Vec<u8> = Vec::new();
-    let (mut start, mut at, mut eof) = (0usize, 0u64, false);
-    loop {
-        if start == buf.len() && eof {
-            break;
-        }
-        match Record::decode(&buf[start..]) {
-            Ok((record, used)) => {
-                replayed.apply(record);
-                start += used;
-                at += used as u64;
-                replayed.intact_len = at;
-            }
-            Err(Damage::Torn) if !eof => {
-                buf.drain(..start);
-                start = 0;
-                let declared = buf.get(..4).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
-                let want = (record::HEADER + declared).saturating_sub(buf.len()).max(REPLAY_CHUNK);
-                let read = (&mut file).take(want as u64).read_to_end(&mut buf).map_err(io)?;
-                eof = read == 0;
-            }
-            Err(Damage::Torn) => {
-                tracing::warn!(path = %path.display(), offset = at, "torn record at the end of the log cut off");
-                break;
-            }
-            Err(Damage::Corrupt(why)) => {
-                let declared = u32::from_le_bytes(buf[start..start + 4].try_into().expect("a header")) as u64;
-                if at + record::HEADER as u64 + declared < file_len {
-                    return Err(StoreError::Damaged { path: path.to_path_buf(), offset: at, why });
-                }
-                // A write torn by a crash can leave a length that fits but bytes that never reached the disk.
-                tracing::warn!(path = %path.display(), offset = at, "damaged last record cut off: {why}");
-                break;
-            }
-        }
-    }
-    Ok(replayed)
-}
-
-/// How much of the log [`replay`] reads at a time.
-const REPLAY_CHUNK: usize = 1 << 20;
 
 /// Makes a rename in the directory of `path` durable.
 fn sync_dir(path: &Path) -> std::io::Result<()> {
@@ -526,8 +307,16 @@ mod tests {
         }
     }
 
-    fn enqueue(client: &str, id: u64) -> Record {
-        Record::Enqueue { client_id: client.into(), id, qos: QoS::AtLeastOnce, retain: false, subscription_ids: vec![] }
+    fn raw(m: StoredMessage) -> RawMessage {
+        RawMessage::encode(&m)
+    }
+
+    fn enqueue(session: u64, id: u64) -> Record {
+        Record::Enqueue { session, id, qos: QoS::AtLeastOnce, retain: false, subscription_ids: vec![] }
+    }
+
+    fn name(session: u64, client: &str) -> Record {
+        Record::Name { session, client_id: client.into() }
     }
 
     #[test]
@@ -536,28 +325,31 @@ mod tests {
         let path = dir.path().join("mqttd.db");
         let (store, _) = Store::open(&path, false).expect("opens");
         for r in [
-            Record::Retained(message("kept")),
-            Record::Retained(message("gone")),
-            Record::Retained(StoredMessage { payload: Bytes::new(), ..message("gone") }),
-            Record::Message { id: 1, message: message("q") },
-            Record::Message { id: 2, message: message("q") },
-            enqueue("a", 1),
-            enqueue("a", 2),
-            enqueue("b", 1),
-            Record::Ack { client_id: "a".into(), id: 1 },
+            Record::Retained(raw(message("kept"))),
+            Record::Retained(raw(message("gone"))),
+            Record::Retained(raw(StoredMessage { payload: Bytes::new(), ..message("gone") })),
+            Record::Message { id: 1, message: raw(message("q")) },
+            Record::Message { id: 2, message: raw(message("q")) },
+            name(1, "a"),
+            name(2, "b"),
+            enqueue(1, 1),
+            enqueue(1, 2),
+            enqueue(2, 1),
+            Record::Ack { session: 1, id: 1 },
             Record::SessionEnd { client_id: "b".into() },
+            name(3, "c"),
         ] {
             store.append(&r);
         }
-        let end = store.append(&enqueue("c", 2));
+        let end = store.append(&enqueue(3, 2));
         futures_lite_block_on(&store, end);
         store.close();
         let (_, replayed) = Store::open(&path, false).expect("reopens");
         assert_eq!(replayed.retained.keys().collect::<Vec<_>>(), vec!["kept"]);
-        let a: Vec<u64> = replayed.queues["a"].values().map(|q| q.id).collect();
-        assert_eq!(a, vec![2]);
-        assert!(replayed.queues.get("b").is_none_or(BTreeMap::is_empty));
-        assert_eq!(replayed.queues["c"].values().map(|q| q.id).collect::<Vec<_>>(), vec![2]);
+        let ids = |client: &str| replayed.queue(client).map(|q| q.values().map(|q| q.id).collect::<Vec<_>>());
+        assert_eq!(ids("a"), Some(vec![2]));
+        assert!(ids("b").is_none_or(|q| q.is_empty()));
+        assert_eq!(ids("c"), Some(vec![2]));
         // Compacted: message 1 is referenced by no queue any more.
         let (_, again) = Store::open(&path, false).expect("reopens");
         assert!(!again.messages.contains_key(&1));
@@ -569,9 +361,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("mqttd.db");
         let mut bytes = Vec::new();
-        Record::Retained(message("one")).encode(&mut bytes);
+        Record::Retained(raw(message("one"))).encode(&mut bytes);
         let first = bytes.len();
-        Record::Retained(message("two")).encode(&mut bytes);
+        Record::Retained(raw(message("two"))).encode(&mut bytes);
         std::fs::write(&path, &bytes[..bytes.len() - 3]).expect("writes");
         let (store, replayed) = Store::open(&path, false).expect("a torn tail is cut off");
         store.close();
@@ -598,14 +390,52 @@ mod tests {
         let mut end = 0;
         for i in 0..5_000u32 {
             let m = StoredMessage { payload: Bytes::from(i.to_string()), ..message("same/topic") };
-            end = store.append(&Record::Retained(m));
+            end = store.append(&Record::Retained(raw(m)));
+        }
+        futures_lite_block_on(&store, end);
+        // The rewrite runs beside the writer, which puts it in place when it is done.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let size = || std::fs::metadata(&path).expect("the log").len();
+        while size() >= 64 << 10 {
+            assert!(std::time::Instant::now() < deadline, "the log was rewritten: {} bytes for {end} appended", size());
+            std::thread::yield_now();
+        }
+        store.close();
+        let (_, replayed) = Store::open(&path, false).expect("reopens");
+        assert_eq!(replayed.retained["same/topic"].decode().expect("a message").payload, Bytes::from("4999"));
+    }
+
+    /// A session's queue records name it by number: a rewrite while running keeps the numbers the
+    /// running store goes on using, so records appended before, during and after rewrites all land in the
+    /// right queue.
+    #[test]
+    fn queue_records_by_session_number_survive_rewrites_while_running() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("mqttd.db");
+        let (store, _) = Store::open_compacting_at(&path, 16 << 10).expect("opens");
+        let (mut end, mut expected) = (0, Vec::new());
+        for i in 0..4_000u64 {
+            let m = StoredMessage { payload: Bytes::from(i.to_string()), ..message("same/topic") };
+            end = store.append(&Record::Retained(raw(m)));
+            if i % 10 == 0 {
+                let id = store.message_id();
+                store.append(&Record::Message { id, message: raw(message("q")) });
+                end = store.append_for(7, "a", |session| enqueue(session, id));
+                expected.push(id);
+            }
+            if i % 20 == 5 {
+                // The oldest is acknowledged.
+                let id = expected.remove(0);
+                end = store.append_for(7, "a", |session| Record::Ack { session, id });
+            }
         }
         futures_lite_block_on(&store, end);
         store.close();
-        let size = std::fs::metadata(&path).expect("the log").len();
-        assert!(size < 64 << 10, "the log was rewritten: {size} bytes for {end} appended");
         let (_, replayed) = Store::open(&path, false).expect("reopens");
-        assert_eq!(replayed.retained["same/topic"].payload, Bytes::from("4999"));
+        let queue: Vec<u64> = replayed.queue("a").expect("a queue").values().map(|q| q.id).collect();
+        assert_eq!(queue, expected);
+        let size = std::fs::metadata(&path).expect("the log").len();
+        assert!(size < end / 4, "rewritten while running: {size} bytes of {end}");
     }
 
     /// Waits for `position` on a thread without a runtime (the writer runs on its own thread).

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use mqttd_proto::QoS;
 
-use super::{now_ms, Record, Replayed, Store, StoreError, StoredMessage, StoredSession};
+use super::{now_ms, RawMessage, Record, Replayed, Store, StoreError, StoredMessage, StoredSession};
 use crate::config::Config;
 pub use chunks::Bad;
 use chunks::{Chunks, Client, ClientMsg, Msg, Subscription};
@@ -139,7 +139,7 @@ fn replay(chunks: Chunks, now_ms: u64, listener_ports: &[u16]) -> (Replayed, Sum
             continue;
         }
         summary.retained += 1;
-        replayed.apply(Record::Retained(StoredMessage { retain: true, ..m.message.clone() }));
+        replayed.apply(Record::Retained(RawMessage::encode(&StoredMessage { retain: true, ..m.message.clone() })));
     }
     let sessions = sessions(chunks.clients, chunks.subs, now_ms, listener_ports, &mut summary);
     summary.sessions = sessions.len();
@@ -210,7 +210,7 @@ fn sessions(
 /// packet id it was sent with if it was in flight.
 fn queue(replayed: &mut Replayed, m: ClientMsg, message: &StoredMessage) {
     if !replayed.messages.contains_key(&m.store_id) {
-        replayed.apply(Record::Message { id: m.store_id, message: message.clone() });
+        replayed.apply(Record::Message { id: m.store_id, message: RawMessage::encode(message) });
     }
     let ClientMsg { store_id: id, client_id, qos, retain, subscription_ids, .. } = m;
     // Mosquitto's states (`enum mosquitto_msg_state`): 3 and 5 wait for PUBACK and PUBREC; 6 and 9 are
@@ -221,10 +221,11 @@ fn queue(replayed: &mut Replayed, m: ClientMsg, message: &StoredMessage) {
         6 | 9 => Some(true),
         _ => None,
     };
-    replayed.apply(Record::Enqueue { client_id: client_id.clone(), id, qos, retain, subscription_ids });
+    let session = replayed.name(&client_id);
+    replayed.apply(Record::Enqueue { session, id, qos, retain, subscription_ids });
     if let Some(released) = sent.filter(|_| m.packet_id != 0 && qos != QoS::AtMostOnce) {
         // Resent with DUP and the same packet id after the restart [MQTT-4.4.0-1].
-        replayed.apply(Record::Sent { client_id, id, packet_id: m.packet_id, released });
+        replayed.apply(Record::Sent { session, id, packet_id: m.packet_id, released });
     }
 }
 

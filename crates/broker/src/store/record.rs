@@ -1,25 +1,18 @@
-//! The records of the durable store and their bytes. A message is kept as the MQTT 5.0 PUBLISH packet that
-//! carries it and a subscription as the SUBSCRIBE packet that makes it, through the broker's own codec, so
-//! the store needs no second format for topics, payloads and properties.
+//! The records of the durable store and their bytes. A message without properties is kept as its expiry,
+//! flags, topic and payload ([`RawMessage`], read without the MQTT codec); one with properties as the MQTT
+//! 5.0 PUBLISH packet that carries it, and a subscription as the SUBSCRIBE packet that makes it, through the
+//! broker's own codec. The records of a session's queue name it by a number bound to its client id by a
+//! [`Record::Name`] earlier in the log, so that they are small and fixed-size.
 //!
 //! Framing: `[len: u32][crc32: u32][kind: u8][body]`, little-endian; `len` and the CRC cover kind and body.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use mqttd_proto::{
-    decode, encode, Limits, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, Subscribe, SubscriptionOptions,
-};
+use bytes::{Buf, BufMut, BytesMut};
+use mqttd_proto::{Packet, PacketId, Properties, QoS, Subscribe, SubscriptionOptions};
 
-/// A message as stored: what the broker's [`mqttd_core::Message`] holds that must survive, with its
-/// expiry as wall-clock time (milliseconds since the Unix epoch; 0: none).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredMessage {
-    pub topic: String,
-    pub payload: Bytes,
-    pub qos: QoS,
-    pub retain: bool,
-    pub properties: Properties,
-    pub expires_at_ms: u64,
-}
+use super::message::{
+    get_message, get_packet, get_str, get_u32, get_u64, get_u8, put_message, put_packet, put_str, raw_message,
+    RawMessage, StoredMessage,
+};
 
 /// A session as stored: enough to rebuild it after a restart, disconnected at that moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,24 +30,29 @@ pub struct StoredSession {
 }
 
 /// One change of durable state.
+// `Session` is much larger than the rest (a will's properties), but rare; the others are what a busy
+// store appends, and each is encoded at once, never kept in bulk.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     /// A retained message set, or cleared (empty payload).
-    Retained(StoredMessage),
+    Retained(RawMessage),
     /// A session created or changed (the whole of it).
     Session(StoredSession),
     /// A session ended: it, its subscriptions and its queue are gone.
     SessionEnd { client_id: String },
     /// A message queued for persistent sessions, stored once under `id`.
-    Message { id: u64, message: StoredMessage },
+    Message { id: u64, message: RawMessage },
+    /// From here on, the queue records of session number `session` are those of `client_id`.
+    Name { session: u64, client_id: String },
     /// Message `id` queued for a session, at `qos`, with the flags of that delivery.
-    Enqueue { client_id: String, id: u64, qos: QoS, retain: bool, subscription_ids: Vec<u32> },
+    Enqueue { session: u64, id: u64, qos: QoS, retain: bool, subscription_ids: Vec<u32> },
     /// The session's delivery of message `id` is complete (acknowledged, or handed to another session).
-    Ack { client_id: String, id: u64 },
+    Ack { session: u64, id: u64 },
     /// An incoming QoS 2 packet id of a session: received and awaiting PUBREL (`pending`), or released.
-    Incoming { client_id: String, packet_id: u16, pending: bool },
+    Incoming { session: u64, packet_id: u16, pending: bool },
     /// Message `id` was sent to the session with `packet_id` (`released`: its PUBREC came, PUBREL is owed).
-    Sent { client_id: String, id: u64, packet_id: u16, released: bool },
+    Sent { session: u64, id: u64, packet_id: u16, released: bool },
 }
 
 /// Why bytes are not a record.
@@ -74,6 +72,7 @@ const ENQUEUE: u8 = 5;
 const ACK: u8 = 6;
 const INCOMING: u8 = 7;
 const SENT: u8 = 8;
+const NAME: u8 = 9;
 
 /// The framing header: length and CRC.
 pub const HEADER: usize = 8;
@@ -87,7 +86,7 @@ impl Record {
         match self {
             Record::Retained(m) => {
                 body.put_u8(RETAINED);
-                put_message(&mut body, m);
+                body.put_slice(&m.0);
             }
             Record::Session(s) => {
                 body.put_u8(SESSION);
@@ -100,11 +99,16 @@ impl Record {
             Record::Message { id, message } => {
                 body.put_u8(MESSAGE);
                 body.put_u64_le(*id);
-                put_message(&mut body, message);
+                body.put_slice(&message.0);
             }
-            Record::Enqueue { client_id, id, qos, retain, subscription_ids } => {
-                body.put_u8(ENQUEUE);
+            Record::Name { session, client_id } => {
+                body.put_u8(NAME);
+                body.put_u64_le(*session);
                 put_str(&mut body, client_id);
+            }
+            Record::Enqueue { session, id, qos, retain, subscription_ids } => {
+                body.put_u8(ENQUEUE);
+                body.put_u64_le(*session);
                 body.put_u64_le(*id);
                 body.put_u8(*qos as u8 | if *retain { 0x80 } else { 0 });
                 body.put_u32_le(subscription_ids.len() as u32);
@@ -112,20 +116,20 @@ impl Record {
                     body.put_u32_le(*s);
                 }
             }
-            Record::Ack { client_id, id } => {
+            Record::Ack { session, id } => {
                 body.put_u8(ACK);
-                put_str(&mut body, client_id);
+                body.put_u64_le(*session);
                 body.put_u64_le(*id);
             }
-            Record::Incoming { client_id, packet_id, pending } => {
+            Record::Incoming { session, packet_id, pending } => {
                 body.put_u8(INCOMING);
-                put_str(&mut body, client_id);
+                body.put_u64_le(*session);
                 body.put_u16_le(*packet_id);
                 body.put_u8(u8::from(*pending));
             }
-            Record::Sent { client_id, id, packet_id, released } => {
+            Record::Sent { session, id, packet_id, released } => {
                 body.put_u8(SENT);
-                put_str(&mut body, client_id);
+                body.put_u64_le(*session);
                 body.put_u64_le(*id);
                 body.put_u16_le(*packet_id);
                 body.put_u8(u8::from(*released));
@@ -149,122 +153,77 @@ impl Record {
         if crc32fast::hash(body) != crc {
             return Err(Damage::Corrupt("checksum mismatch"));
         }
-        // One copy out of the log's buffer; packets inside are decoded in place from it.
-        let mut b = BytesMut::from(body);
-        let record = read_record(&mut b).ok_or(Damage::Corrupt("undecodable record"))?;
+        let record = read_record(body).ok_or(Damage::Corrupt("undecodable record"))?;
         Ok((record, HEADER + len))
+    }
+
+    /// The topic a retained record sets or clears (true: clears), read without decoding the rest.
+    pub fn retained_topic(raw: &RawMessage) -> Option<(String, bool)> {
+        raw.topic()
     }
 }
 
-fn read_record(b: &mut BytesMut) -> Option<Record> {
-    let record = match get_u8(b)? {
-        RETAINED => Record::Retained(get_message(b)?),
-        SESSION => Record::Session(get_session(b)?),
-        SESSION_END => Record::SessionEnd { client_id: get_str(b)? },
+/// Reads a record's body in place: fixed fields directly, a message's bytes copied once (so that a message
+/// kept does not hold the buffer it was read from), a session through its own reader.
+fn read_record(body: &[u8]) -> Option<Record> {
+    let (&kind, rest) = body.split_first()?;
+    let mut b = rest;
+    let record = match kind {
+        RETAINED => Record::Retained(raw_message(&mut b)?),
+        SESSION => {
+            let mut b = BytesMut::from(rest);
+            let session = get_session(&mut b)?;
+            return b.is_empty().then_some(Record::Session(session));
+        }
+        SESSION_END => Record::SessionEnd { client_id: take_str(&mut b)? },
         MESSAGE => {
-            let id = get_u64(b)?;
-            Record::Message { id, message: get_message(b)? }
+            let id = take_u64(&mut b)?;
+            Record::Message { id, message: raw_message(&mut b)? }
+        }
+        NAME => {
+            let session = take_u64(&mut b)?;
+            Record::Name { session, client_id: take_str(&mut b)? }
         }
         ENQUEUE => {
-            let client_id = get_str(b)?;
-            let id = get_u64(b)?;
-            let flags = get_u8(b)?;
+            let (session, id) = (take_u64(&mut b)?, take_u64(&mut b)?);
+            let flags = take::<1>(&mut b)?[0];
             let qos = QoS::from_u8(flags & 0x03)?;
-            let n = get_u32(b)? as usize;
-            let subscription_ids = (0..n.min(b.remaining() / 4)).map(|_| get_u32(b)).collect::<Option<Vec<_>>>()?;
-            Record::Enqueue { client_id, id, qos, retain: flags & 0x80 != 0, subscription_ids }
+            let n = u32::from_le_bytes(take(&mut b)?) as usize;
+            let subscription_ids =
+                (0..n.min(b.len() / 4)).map(|_| take(&mut b).map(u32::from_le_bytes)).collect::<Option<Vec<_>>>()?;
+            Record::Enqueue { session, id, qos, retain: flags & 0x80 != 0, subscription_ids }
         }
-        ACK => Record::Ack { client_id: get_str(b)?, id: get_u64(b)? },
+        ACK => Record::Ack { session: take_u64(&mut b)?, id: take_u64(&mut b)? },
         INCOMING => {
-            let client_id = get_str(b)?;
-            let packet_id = (b.remaining() >= 2).then(|| b.get_u16_le())?;
-            Record::Incoming { client_id, packet_id, pending: get_u8(b)? != 0 }
+            let session = take_u64(&mut b)?;
+            let packet_id = u16::from_le_bytes(take(&mut b)?);
+            Record::Incoming { session, packet_id, pending: take::<1>(&mut b)?[0] != 0 }
         }
         SENT => {
-            let client_id = get_str(b)?;
-            let id = get_u64(b)?;
-            let packet_id = (b.remaining() >= 2).then(|| b.get_u16_le())?;
-            Record::Sent { client_id, id, packet_id, released: get_u8(b)? != 0 }
+            let (session, id) = (take_u64(&mut b)?, take_u64(&mut b)?);
+            let packet_id = u16::from_le_bytes(take(&mut b)?);
+            Record::Sent { session, id, packet_id, released: take::<1>(&mut b)?[0] != 0 }
         }
         _ => return None,
     };
     b.is_empty().then_some(record)
 }
 
-fn put_str(b: &mut BytesMut, s: &str) {
-    b.put_u32_le(s.len() as u32);
-    b.put_slice(s.as_bytes());
+fn take<const N: usize>(b: &mut &[u8]) -> Option<[u8; N]> {
+    let (head, rest) = b.split_first_chunk::<N>()?;
+    *b = rest;
+    Some(*head)
 }
 
-fn get_str(b: &mut BytesMut) -> Option<String> {
-    let n = get_u32(b)? as usize;
-    if b.remaining() < n {
-        return None;
-    }
-    String::from_utf8(b.split_to(n).to_vec()).ok()
+fn take_u64(b: &mut &[u8]) -> Option<u64> {
+    take(b).map(u64::from_le_bytes)
 }
 
-fn get_u8(b: &mut BytesMut) -> Option<u8> {
-    (b.remaining() >= 1).then(|| b.get_u8())
-}
-
-fn get_u32(b: &mut BytesMut) -> Option<u32> {
-    (b.remaining() >= 4).then(|| b.get_u32_le())
-}
-
-fn get_u64(b: &mut BytesMut) -> Option<u64> {
-    (b.remaining() >= 8).then(|| b.get_u64_le())
-}
-
-/// A message as the v5 PUBLISH that carries it (packet id 1 for QoS 1/2), after its expiry.
-fn put_message(b: &mut BytesMut, m: &StoredMessage) {
-    b.put_u64_le(m.expires_at_ms);
-    let publish = Publish {
-        dup: false,
-        qos: m.qos,
-        retain: m.retain,
-        topic: m.topic.clone(),
-        packet_id: (m.qos != QoS::AtMostOnce).then(|| PacketId::new(1).expect("1 is not 0")),
-        properties: m.properties.clone(),
-        payload: m.payload.clone(),
-    };
-    put_packet(b, &Packet::Publish(publish));
-}
-
-fn get_message(b: &mut BytesMut) -> Option<StoredMessage> {
-    let expires_at_ms = get_u64(b)?;
-    let Packet::Publish(p) = get_packet(b)? else { return None };
-    Some(StoredMessage {
-        topic: p.topic,
-        payload: p.payload,
-        qos: p.qos,
-        retain: p.retain,
-        properties: p.properties,
-        expires_at_ms,
-    })
-}
-
-/// A packet with a length prefix (the packet's own length is in its fixed header, but the decoder wants
-/// a buffer of its own).
-fn put_packet(b: &mut BytesMut, packet: &Packet) {
-    let mut bytes = BytesMut::new();
-    // Our own packets of valid topics and filters: encoding cannot fail but for sizes beyond the protocol's,
-    // which no stored message reaches (they came in as packets).
-    if encode(packet, ProtocolVersion::V5, &mut bytes).is_err() {
-        bytes.clear();
-    }
-    b.put_u32_le(bytes.len() as u32);
-    b.put_slice(&bytes);
-}
-
-fn get_packet(b: &mut BytesMut) -> Option<Packet> {
-    let n = get_u32(b)? as usize;
-    if b.remaining() < n {
-        return None;
-    }
-    let mut bytes = b.split_to(n);
-    let limits = Limits { max_packet_size: mqttd_proto::MAX_VARINT + 5 };
-    decode(&mut bytes, ProtocolVersion::V5, &limits).ok().flatten()
+fn take_str(b: &mut &[u8]) -> Option<String> {
+    let n = u32::from_le_bytes(take(b)?) as usize;
+    let s = std::str::from_utf8(b.get(..n)?).ok()?.to_owned();
+    *b = &b[n..];
+    Some(s)
 }
 
 fn put_session(b: &mut BytesMut, s: &StoredSession) {
@@ -327,6 +286,7 @@ fn get_session(b: &mut BytesMut) -> Option<StoredSession> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn message(topic: &str, qos: QoS) -> StoredMessage {
         let mut properties = Properties::default();
@@ -345,8 +305,12 @@ mod tests {
     fn every_kind() -> Vec<Record> {
         let options = SubscriptionOptions { qos: QoS::ExactlyOnce, no_local: true, ..Default::default() };
         vec![
-            Record::Retained(message("a/b", QoS::AtLeastOnce)),
-            Record::Retained(StoredMessage { payload: Bytes::new(), ..message("a/b", QoS::AtMostOnce) }),
+            Record::Retained(RawMessage::encode(&message("a/b", QoS::AtLeastOnce))),
+            Record::Retained(RawMessage::encode(&StoredMessage {
+                payload: Bytes::new(),
+                properties: Properties::default(),
+                ..message("a/b", QoS::AtMostOnce)
+            })),
             Record::Session(StoredSession {
                 client_id: "c1".into(),
                 username: Some("alice".into()),
@@ -357,17 +321,19 @@ mod tests {
                 subscriptions: vec![("a/#".into(), options, Some(7)), ("$share/g/x".into(), options, None)],
             }),
             Record::SessionEnd { client_id: "c1".into() },
-            Record::Message { id: 42, message: message("q/t", QoS::ExactlyOnce) },
-            Record::Enqueue {
-                client_id: "c2".into(),
-                id: 42,
-                qos: QoS::AtLeastOnce,
-                retain: true,
-                subscription_ids: vec![1, 9],
+            Record::Message { id: 42, message: RawMessage::encode(&message("q/t", QoS::ExactlyOnce)) },
+            Record::Message {
+                id: 43,
+                message: RawMessage::encode(&StoredMessage {
+                    properties: Properties::default(),
+                    ..message("q/u", QoS::AtLeastOnce)
+                }),
             },
-            Record::Ack { client_id: "c2".into(), id: 42 },
-            Record::Incoming { client_id: "c3".into(), packet_id: 65535, pending: true },
-            Record::Sent { client_id: "c2".into(), id: 42, packet_id: 9, released: true },
+            Record::Name { session: 7, client_id: "c2".into() },
+            Record::Enqueue { session: 7, id: 42, qos: QoS::AtLeastOnce, retain: true, subscription_ids: vec![1, 9] },
+            Record::Ack { session: 7, id: 42 },
+            Record::Incoming { session: 8, packet_id: 65535, pending: true },
+            Record::Sent { session: 7, id: 42, packet_id: 9, released: true },
         ]
     }
 
@@ -380,17 +346,29 @@ mod tests {
         }
         let mut at = 0;
         for expected in &records {
-            let (got, used) = Record::decode(&bytes[at..]).expect("decodes");
+            let (got, used) = Record::decode(&bytes[at..]).unwrap_or_else(|e| panic!("{expected:?}: {e:?}"));
             assert_eq!(&got, expected);
             at += used;
         }
         assert_eq!(at, bytes.len());
+        // Messages read back whole, with properties (through the codec) or without (compact).
+        for props in [true, false] {
+            let mut m = message("x/y", QoS::ExactlyOnce);
+            if !props {
+                m.properties = Properties::default();
+            }
+            let raw = RawMessage::encode(&m);
+            assert_eq!(raw.decode().as_ref(), Some(&m));
+            assert_eq!(raw.topic(), Some(("x/y".to_owned(), false)));
+            let (topic, payload, ..) = raw.parts(None).expect("parts");
+            assert_eq!((topic.as_str(), payload), ("x/y", m.payload.clone()));
+        }
     }
 
     #[test]
     fn a_torn_or_damaged_record_is_told_apart() {
         let mut bytes = Vec::new();
-        Record::Ack { client_id: "c".into(), id: 1 }.encode(&mut bytes);
+        Record::Ack { session: 1, id: 1 }.encode(&mut bytes);
         for cut in 0..bytes.len() {
             assert_eq!(Record::decode(&bytes[..cut]), Err(Damage::Torn), "cut at {cut}");
         }

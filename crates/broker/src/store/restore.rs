@@ -1,13 +1,14 @@
 //! The broker's side of the durable store: what each state change appends (retained messages, sessions,
 //! queued messages and their acknowledgements), and the state rebuilt from the log at startup.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mqttd_core::{Delivery, Message};
 use mqttd_proto::Will;
 
-use super::{now_ms, Record, Replayed, Store, StoredMessage, StoredSession};
+use super::{now_ms, RawMessage, Record, Replayed, Store, StoredMessage, StoredSession};
 use crate::broker::Broker;
 use crate::session::{Expiry, Session};
 
@@ -61,7 +62,7 @@ impl Broker {
     /// Appends that `session` is done with stored message `stored` (acknowledged by its client).
     pub(crate) fn persist_ack(&self, session: &Session, stored: Option<u64>) {
         if let (Some(store), Some(id)) = (self.store(), stored) {
-            store.append(&Record::Ack { client_id: session.client_id.to_string(), id });
+            store.append_for(session.id, &session.client_id, |session| Record::Ack { session, id });
         }
     }
 
@@ -76,8 +77,13 @@ impl Broker {
         released: bool,
     ) {
         if let (Some(store), Some(id)) = (self.store(), stored) {
-            let client_id = session.client_id.to_string();
-            store.append(&Record::Sent { client_id, id, packet_id: packet_id.get(), released });
+            let packet_id = packet_id.get();
+            store.append_for(session.id, &session.client_id, |session| Record::Sent {
+                session,
+                id,
+                packet_id,
+                released,
+            });
         }
     }
 
@@ -85,8 +91,8 @@ impl Broker {
     /// released; returns the position to wait for (0: not kept).
     pub(crate) fn persist_incoming(&self, session: &Session, packet_id: mqttd_proto::PacketId, pending: bool) -> u64 {
         match self.store() {
-            Some(store) => store.append(&Record::Incoming {
-                client_id: session.client_id.to_string(),
+            Some(store) => store.append_for(session.id, &session.client_id, |session| Record::Incoming {
+                session,
                 packet_id: packet_id.get(),
                 pending,
             }),
@@ -97,7 +103,7 @@ impl Broker {
     /// Appends a retained message set or cleared; returns the position to wait for.
     pub(crate) fn persist_retained(&self, message: &Message) -> u64 {
         match self.store() {
-            Some(store) => store.append(&Record::Retained(stored_message(message))),
+            Some(store) => store.append(&Record::Retained(raw_message(message))),
             None => 0,
         }
     }
@@ -109,11 +115,11 @@ impl Broker {
         let message = &delivery.message;
         let id = *message.stored.get_or_init(|| {
             let id = store.message_id();
-            store.append(&Record::Message { id, message: stored_message(message) });
+            store.append(&Record::Message { id, message: raw_message(message) });
             id
         });
-        store.append(&Record::Enqueue {
-            client_id: session.client_id.to_string(),
+        store.append_for(session.id, &session.client_id, |session| Record::Enqueue {
+            session,
             id,
             qos: delivery.qos,
             retain: delivery.retain,
@@ -127,27 +133,51 @@ impl Broker {
     pub fn restore(self: &Arc<Self>, replayed: Replayed) {
         let now = now_ms();
         let instant = Instant::now();
-        let Replayed { retained, sessions, messages, mut queues, mut incoming, .. } = replayed;
+        let mut replayed = replayed;
+        let (retained, sessions, messages) = (
+            std::mem::take(&mut replayed.retained),
+            std::mem::take(&mut replayed.sessions),
+            std::mem::take(&mut replayed.messages),
+        );
+        // Retained messages are rebuilt beside the sessions (nothing here reads them before both are done).
+        std::thread::scope(|scope| {
+            scope.spawn(|| self.restore_retained(retained, now, instant));
+            self.restore_sessions(replayed, sessions, messages, now, instant);
+        });
+    }
+
+    fn restore_retained(&self, retained: impl IntoIterator<Item = (String, RawMessage)>, now: u64, instant: Instant) {
+        let retained = retained.into_iter();
         let mut retained_store = self.retained.write();
-        for m in retained.into_values() {
-            if let Some(message) = live_message(m, now, instant) {
+        retained_store.reserve(retained.size_hint().0);
+        for (topic, m) in retained {
+            if let Some(message) = live_message(&m, Some(topic), now, instant) {
                 retained_store.set(Arc::new(message));
             }
         }
-        drop(retained_store);
-        let shared: std::collections::HashMap<u64, Arc<Message>> = messages
-            .into_iter()
-            .filter_map(|(id, m)| {
-                let message = live_message(m, now, instant)?;
+    }
+
+    fn restore_sessions(
+        self: &Arc<Self>,
+        mut replayed: Replayed,
+        sessions: std::collections::BTreeMap<String, StoredSession>,
+        messages: impl IntoIterator<Item = (u64, RawMessage)>,
+        now: u64,
+        instant: Instant,
+    ) {
+        let messages = messages.into_iter();
+        let mut shared: HashMap<u64, Arc<Message>, foldhash::fast::RandomState> = HashMap::default();
+        shared.reserve(messages.size_hint().0);
+        for (id, m) in messages {
+            if let Some(message) = live_message(&m, None, now, instant) {
                 let _ = message.stored.set(id);
-                Some((id, Arc::new(message)))
-            })
-            .collect();
+                shared.insert(id, Arc::new(message));
+            }
+        }
         let mut restored = Vec::with_capacity(sessions.len());
         for stored in sessions.into_values() {
-            let queue: Vec<(Delivery, Option<(u16, bool)>)> = queues
-                .remove(&stored.client_id)
-                .unwrap_or_default()
+            let queue: Vec<(Delivery, Option<(u16, bool)>)> = replayed
+                .take_queue(&stored.client_id)
                 .into_values()
                 .filter_map(|q| {
                     let message = shared.get(&q.id)?.clone();
@@ -163,7 +193,8 @@ impl Broker {
                 })
                 .collect();
             let session = self.restore_session(&stored, queue, now);
-            if let Some(ids) = incoming.remove(&stored.client_id) {
+            let ids = replayed.take_incoming(&stored.client_id);
+            if !ids.is_empty() {
                 // A QoS 2 message received before the restart is not routed again when resent
                 // [MQTT-4.3.3-10].
                 let mut state = session.state.lock();
@@ -180,36 +211,34 @@ impl Broker {
     }
 }
 
-/// A stored message as the broker holds it; `None` once expired.
-fn live_message(m: StoredMessage, now_ms: u64, now: Instant) -> Option<Message> {
-    let expires_at = match m.expires_at_ms {
+/// A stored message as the broker holds it (its payload sharing the stored bytes); `None` once expired.
+fn live_message(m: &RawMessage, topic: Option<String>, now_ms: u64, now: Instant) -> Option<Message> {
+    let (topic, payload, qos, retain, properties, expires_at_ms) = m.parts(topic)?;
+    let expires_at = match expires_at_ms {
         0 => None,
         at if at <= now_ms => return None,
         at => Some(now + Duration::from_millis(at - now_ms)),
     };
     Some(Message {
-        topic: m.topic,
-        payload: m.payload,
-        qos: m.qos,
-        retain: m.retain,
-        properties: Message::store_properties(m.properties),
+        topic,
+        payload,
+        qos,
+        retain,
+        properties: properties.and_then(Message::store_properties),
         expires_at,
         origin: 0,
         stored: Default::default(),
     })
 }
 
-/// A message as stored, its expiry as wall-clock time.
-pub(crate) fn stored_message(m: &Message) -> StoredMessage {
-    let now = Instant::now();
-    StoredMessage {
-        topic: m.topic.clone(),
-        payload: m.payload.clone(),
-        qos: m.qos,
-        retain: m.retain,
-        properties: m.properties().clone(),
-        expires_at_ms: m.expires_at.map_or(0, |at| now_ms() + at.saturating_duration_since(now).as_millis() as u64),
-    }
+/// A message as stored ([`RawMessage`]).
+pub(crate) fn raw_message(m: &Message) -> RawMessage {
+    RawMessage::from_parts(&m.topic, &m.payload, m.qos, m.retain, m.properties(), expires_at_ms(m))
+}
+
+/// When a message expires, as wall-clock time (ms since the epoch; 0: never).
+fn expires_at_ms(m: &Message) -> u64 {
+    m.expires_at.map_or(0, |at| now_ms() + at.saturating_duration_since(Instant::now()).as_millis() as u64)
 }
 
 fn stored_will(will: &Will) -> (StoredMessage, u32) {

@@ -3,6 +3,7 @@
 
 use super::chunks::{CFG, CLIENT, CLIENT_MSG, MSG_STORE, SUB};
 use super::*;
+use std::collections::BTreeMap;
 
 /// Written by `mosquitto` 2.0.11 (Debian) at SIGTERM, listening on port 18839: `keeper` (MQTT 5, Session
 /// Expiry Interval 3600, subscribed to `q/#`, `other/+`, `third` at QoS 1 with Subscription Identifier 7),
@@ -21,10 +22,10 @@ fn parse_at(bytes: &[u8], seconds: u64) -> Result<(Replayed, Summary), Bad> {
 type Entry = (String, QoS, Vec<u32>, Option<(u16, bool)>);
 
 fn queue_of(replayed: &Replayed, client: &str) -> Vec<Entry> {
-    replayed.queues.get(client).map_or_else(Vec::new, |q| {
+    replayed.queue(client).map_or_else(Vec::new, |q| {
         q.values()
             .map(|e| {
-                let m = &replayed.messages[&e.id];
+                let m = replayed.messages[&e.id].decode().expect("a message");
                 (String::from_utf8_lossy(&m.payload).into_owned(), e.qos, e.subscription_ids.clone(), e.sent)
             })
             .collect()
@@ -39,12 +40,12 @@ fn a_file_written_by_mosquitto_2_0_is_imported() {
         Summary { retained: 2, sessions: 2, subscriptions: 4, queued: 6, ..Summary::default() },
         "what the log line reports"
     );
-    let kept1 = &replayed.retained["kept/1"];
+    let kept1 = &replayed.retained["kept/1"].decode().expect("a message");
     assert_eq!(
         (&kept1.payload[..], kept1.qos, kept1.retain, kept1.expires_at_ms),
         (&b"r1"[..], QoS::AtLeastOnce, true, 0)
     );
-    let kept2 = &replayed.retained["kept/2"];
+    let kept2 = &replayed.retained["kept/2"].decode().expect("a message");
     assert_eq!((&kept2.payload[..], kept2.qos), (&b"r2"[..], QoS::ExactlyOnce));
     assert_eq!(kept2.properties.content_type.as_deref(), Some("text/plain"));
     let left = kept2.expires_at_ms / 1000 - WRITTEN_AT;
@@ -74,7 +75,7 @@ fn a_file_written_by_mosquitto_2_0_is_imported() {
     let plain = |p: &str| (p.to_string(), QoS::AtLeastOnce, vec![], None);
     assert_eq!(queue_of(&replayed, "old"), vec![plain("m1"), plain("m2"), plain("m3")]);
     assert_eq!(replayed.messages.len(), 3, "a message queued for two sessions is stored once");
-    let m = replayed.messages.values().next().expect("a message");
+    let m = replayed.messages.values().next().and_then(RawMessage::decode).expect("a message");
     assert_eq!((m.topic.as_str(), &m.properties.user_properties[..]), ("q/x", &[("k".into(), "v".into())][..]));
 }
 
@@ -255,7 +256,7 @@ fn the_first_start_imports_and_leaves_mosquittos_file_alone() {
     std::fs::write(&mosquitto, [&MAGIC[..], b"garbage"].concat()).expect("writes");
     let (store, again) = open(&config).expect("mqttd's log");
     store.close();
-    assert_eq!(again.queues["old"].len(), 3);
+    assert_eq!(again.queue("old").map(BTreeMap::len), Some(3));
 
     // `persistence_file mosquitto.db` (Mosquitto's own setting): imported, mqttd's log beside it.
     let other = tempfile::tempdir().expect("temp dir");
@@ -264,7 +265,7 @@ fn the_first_start_imports_and_leaves_mosquittos_file_alone() {
     config.persistence_file = Some("mosquitto.db".into());
     let (store, replayed) = open(&config).expect("imports");
     store.close();
-    assert_eq!(replayed.queues["old"].len(), 3);
+    assert_eq!(replayed.queue("old").map(BTreeMap::len), Some(3));
     assert!(other.path().join("mqttd.db").exists());
     assert_eq!(std::fs::read(other.path().join("mosquitto.db")).expect("there"), DEBIAN_2_0_11);
 }
