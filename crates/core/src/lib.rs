@@ -4,12 +4,18 @@
 //! Every state change of a session, its queue, its inflight window or the retained store is one method
 //! here, so a persistence layer can record it before the acknowledgement goes out.
 
+mod deadline;
+mod event;
 mod message;
+mod registry;
 mod retained;
 mod session;
 mod tree;
 
+pub use deadline::{DeadlineKey, Deadlines, Time};
+pub use event::{will_delay, ClientIdentity, Event, Expiry, SessionSnapshot, Subscription};
 pub use message::{Delivery, Message};
+pub use registry::{Attach, Attached, Changes, Discard, Emitted, Entry, Registry, WillOutcome};
 pub use retained::Retained;
 pub use session::{AckError, Enqueued, Inflight, InflightState, MemoryUse, Outgoing, QueueLimits, SessionState};
 pub use tree::{Match, TopicTree};
