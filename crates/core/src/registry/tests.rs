@@ -227,7 +227,7 @@ fn replay<'a>(events: impl IntoIterator<Item = &'a Event>) -> Registry {
 fn a_will_fires_exactly_once_across_a_restart() {
     let mut r = Registry::default();
     let mut log: Vec<Event> = Vec::new();
-    let mut record = |c: Changes, log: &mut Vec<Event>| log.extend(c.events.into_iter().map(|e| e.event));
+    let record = |c: Changes, log: &mut Vec<Event>| log.extend(c.events.into_iter().map(|e| e.event));
     record(r.attach(attach("c", 1, false, never(), Some(will(10))), t(0)).0, &mut log);
     record(r.detach("c", 1, t(1_000), true, None).0, &mut log);
     // Crash before the delay has passed: the restarted registry fires it once the delay has passed.
