@@ -29,7 +29,7 @@ use std::task::{Context, Poll, Waker};
 
 use parking_lot::{Condvar, Mutex};
 
-pub use record::{Damage, Record, StoredMessage, StoredSession};
+pub use record::{Damage, Record, StoredMessage};
 
 /// Where the writer puts the log's bytes: the log file, or in tests a disk that loses what was not synced
 /// (`faults.rs`).
@@ -95,7 +95,8 @@ pub enum StoreError {
 #[derive(Debug, Default)]
 pub struct Replayed {
     pub retained: BTreeMap<String, StoredMessage>,
-    pub sessions: BTreeMap<String, StoredSession>,
+    /// The session registry, rebuilt by applying its recorded events.
+    pub sessions: mqttd_core::Registry,
     pub messages: HashMap<u64, StoredMessage>,
     /// Each session's queue, in the order its messages were queued: by sequence number.
     pub queues: HashMap<String, BTreeMap<u64, Queued>>,
@@ -141,11 +142,10 @@ impl Replayed {
             Record::Retained(m) => {
                 self.retained.insert(m.topic.clone(), m);
             }
-            Record::Session(s) => {
-                self.sessions.insert(s.client_id.clone(), s);
-            }
-            Record::SessionEnd { client_id } => {
-                self.sessions.remove(&client_id);
+            Record::Session(event) => {
+                self.sessions.apply(&event);
+                let mqttd_core::Event::SessionEnded { client_id, .. } = event else { return };
+                let client_id = client_id.to_string();
                 self.incoming.remove(&client_id);
                 if let Some(queue) = self.queues.remove(&client_id) {
                     for q in queue.values() {
@@ -209,7 +209,7 @@ impl Replayed {
     /// The records that rebuild this state, messages only where some queue holds them.
     fn records(&self) -> Vec<Record> {
         let mut out: Vec<Record> = self.retained.values().cloned().map(Record::Retained).collect();
-        out.extend(self.sessions.values().cloned().map(Record::Session));
+        out.extend(self.sessions.snapshot().into_iter().map(Record::Session));
         for (client_id, ids) in &self.incoming {
             out.extend(ids.iter().map(|&packet_id| Record::Incoming {
                 client_id: client_id.clone(),
@@ -545,7 +545,7 @@ mod tests {
             enqueue("a", 2),
             enqueue("b", 1),
             Record::Ack { client_id: "a".into(), id: 1 },
-            Record::SessionEnd { client_id: "b".into() },
+            Record::Session(mqttd_core::Event::SessionEnded { client_id: "b".into(), at: Default::default() }),
         ] {
             store.append(&r);
         }

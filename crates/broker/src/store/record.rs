@@ -4,9 +4,12 @@
 //!
 //! Framing: `[len: u32][crc32: u32][kind: u8][body]`, little-endian; `len` and the CRC cover kind and body.
 
+use std::sync::Arc;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use mqttd_core::{ClientIdentity, Event, Expiry, Registry, SessionSnapshot, Subscription, Time};
 use mqttd_proto::{
-    decode, encode, Limits, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, Subscribe, SubscriptionOptions,
+    decode, encode, Limits, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, Subscribe, Will,
 };
 
 /// A message as stored: what the broker's [`mqttd_core::Message`] holds that must survive, with its
@@ -21,30 +24,14 @@ pub struct StoredMessage {
     pub expires_at_ms: u64,
 }
 
-/// A session as stored: enough to rebuild it after a restart, disconnected at that moment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredSession {
-    pub client_id: String,
-    pub username: Option<String>,
-    pub listener: u16,
-    /// Session Expiry Interval in seconds; `u32::MAX`: never; 0: ends with its connection.
-    pub expiry: u32,
-    /// When its connection ended (ms since the epoch); 0 while it was connected.
-    pub disconnected_at_ms: u64,
-    /// The will not yet published, with its Will Delay Interval in seconds.
-    pub will: Option<(StoredMessage, u32)>,
-    pub subscriptions: Vec<(String, SubscriptionOptions, Option<u32>)>,
-}
-
 /// One change of durable state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     /// A retained message set, or cleared (empty payload).
     Retained(StoredMessage),
-    /// A session created or changed (the whole of it).
-    Session(StoredSession),
-    /// A session ended: it, its subscriptions and its queue are gone.
-    SessionEnd { client_id: String },
+    /// A change of the session registry, as `mqttd_core::Registry` decided it; replay applies it
+    /// (`Registry::apply`). A session that ends takes its queue with it.
+    Session(Event),
     /// A message queued for persistent sessions, stored once under `id`.
     Message { id: u64, message: StoredMessage },
     /// Message `id` queued for a session, at `qos`, with the flags of that delivery.
@@ -67,13 +54,22 @@ pub enum Damage {
 }
 
 const RETAINED: u8 = 1;
+/// `Event::SessionSnapshot` (the layout of a whole session, as the store has always written it).
 const SESSION: u8 = 2;
+/// A session ended, as logs written before the registry's events say it: read as `Event::SessionEnded`.
 const SESSION_END: u8 = 3;
 const MESSAGE: u8 = 4;
 const ENQUEUE: u8 = 5;
 const ACK: u8 = 6;
 const INCOMING: u8 = 7;
 const SENT: u8 = 8;
+const SESSION_OPENED: u8 = 9;
+const SESSION_RESUMED: u8 = 10;
+const SESSION_DISCONNECTED: u8 = 11;
+const SUBSCRIBED: u8 = 12;
+const UNSUBSCRIBED: u8 = 13;
+const WILL_FIRED: u8 = 14;
+const SESSION_ENDED: u8 = 15;
 
 /// The framing header: length and CRC.
 pub const HEADER: usize = 8;
@@ -89,14 +85,7 @@ impl Record {
                 body.put_u8(RETAINED);
                 put_message(&mut body, m);
             }
-            Record::Session(s) => {
-                body.put_u8(SESSION);
-                put_session(&mut body, s);
-            }
-            Record::SessionEnd { client_id } => {
-                body.put_u8(SESSION_END);
-                put_str(&mut body, client_id);
-            }
+            Record::Session(event) => put_event(&mut body, event),
             Record::Message { id, message } => {
                 body.put_u8(MESSAGE);
                 body.put_u64_le(*id);
@@ -157,10 +146,12 @@ impl Record {
 }
 
 fn read_record(b: &mut BytesMut) -> Option<Record> {
-    let record = match get_u8(b)? {
+    let kind = get_u8(b)?;
+    let record = match kind {
         RETAINED => Record::Retained(get_message(b)?),
-        SESSION => Record::Session(get_session(b)?),
-        SESSION_END => Record::SessionEnd { client_id: get_str(b)? },
+        SESSION => Record::Session(Event::SessionSnapshot(get_session(b)?)),
+        SESSION_END => Record::Session(Event::SessionEnded { client_id: get_str(b)?.into(), at: Time::default() }),
+        SESSION_OPENED..=SESSION_ENDED => Record::Session(get_event(kind, b)?),
         MESSAGE => {
             let id = get_u64(b)?;
             Record::Message { id, message: get_message(b)? }
@@ -267,61 +258,189 @@ fn get_packet(b: &mut BytesMut) -> Option<Packet> {
     decode(&mut bytes, ProtocolVersion::V5, &limits).ok().flatten()
 }
 
-fn put_session(b: &mut BytesMut, s: &StoredSession) {
-    put_str(b, &s.client_id);
-    match &s.username {
+fn put_event(b: &mut BytesMut, event: &Event) {
+    match event {
+        Event::SessionSnapshot(s) => {
+            b.put_u8(SESSION);
+            put_session(b, s);
+        }
+        Event::SessionOpened { identity, connection, expiry, will, at }
+        | Event::SessionResumed { identity, connection, expiry, will, at } => {
+            let resumed = matches!(event, Event::SessionResumed { .. });
+            b.put_u8(if resumed { SESSION_RESUMED } else { SESSION_OPENED });
+            put_identity(b, identity);
+            b.put_u64_le(*connection);
+            b.put_u32_le(expiry.as_v5());
+            b.put_u64_le(at.as_millis());
+            put_will(b, will.as_ref());
+        }
+        Event::SessionDisconnected { client_id, at, expiry, will_deleted } => {
+            b.put_u8(SESSION_DISCONNECTED);
+            put_str(b, client_id);
+            b.put_u64_le(at.as_millis());
+            b.put_u32_le(expiry.as_v5());
+            b.put_u8(u8::from(*will_deleted));
+        }
+        Event::Subscribed { client_id, filter, subscription } => {
+            b.put_u8(SUBSCRIBED);
+            put_str(b, client_id);
+            put_subscription(b, filter, subscription);
+        }
+        Event::Unsubscribed { client_id, filter } => {
+            b.put_u8(UNSUBSCRIBED);
+            put_str(b, client_id);
+            put_str(b, filter);
+        }
+        Event::WillFired { client_id, will, at } => {
+            b.put_u8(WILL_FIRED);
+            put_str(b, client_id);
+            b.put_u64_le(at.as_millis());
+            put_will(b, Some(will));
+        }
+        Event::SessionEnded { client_id, at } => {
+            b.put_u8(SESSION_ENDED);
+            put_str(b, client_id);
+            b.put_u64_le(at.as_millis());
+        }
+    }
+}
+
+/// The body of a registry event of `kind` (after the kind byte).
+fn get_event(kind: u8, b: &mut BytesMut) -> Option<Event> {
+    let event = match kind {
+        SESSION_OPENED | SESSION_RESUMED => {
+            let identity = get_identity(b)?;
+            let connection = get_u64(b)?;
+            let expiry = Expiry::from_v5(get_u32(b)?);
+            let at = Time::from_millis(get_u64(b)?);
+            let will = get_will(b)?;
+            match kind {
+                SESSION_OPENED => Event::SessionOpened { identity, connection, expiry, will, at },
+                _ => Event::SessionResumed { identity, connection, expiry, will, at },
+            }
+        }
+        SESSION_DISCONNECTED => Event::SessionDisconnected {
+            client_id: get_str(b)?.into(),
+            at: Time::from_millis(get_u64(b)?),
+            expiry: Expiry::from_v5(get_u32(b)?),
+            will_deleted: get_u8(b)? != 0,
+        },
+        SUBSCRIBED => {
+            let client_id = get_str(b)?.into();
+            let (filter, subscription) = get_subscription(b)?;
+            Event::Subscribed { client_id, filter, subscription }
+        }
+        UNSUBSCRIBED => Event::Unsubscribed { client_id: get_str(b)?.into(), filter: get_str(b)? },
+        WILL_FIRED => {
+            let client_id = get_str(b)?.into();
+            let at = Time::from_millis(get_u64(b)?);
+            Event::WillFired { client_id, at, will: get_will(b)?? }
+        }
+        SESSION_ENDED => Event::SessionEnded { client_id: get_str(b)?.into(), at: Time::from_millis(get_u64(b)?) },
+        _ => return None,
+    };
+    Some(event)
+}
+
+fn put_identity(b: &mut BytesMut, identity: &ClientIdentity) {
+    put_str(b, &identity.client_id);
+    match &identity.username {
         Some(u) => {
             b.put_u8(1);
             put_str(b, u);
         }
         None => b.put_u8(0),
     }
-    b.put_u16_le(s.listener);
-    b.put_u32_le(s.expiry);
-    b.put_u64_le(s.disconnected_at_ms);
-    match &s.will {
-        Some((will, delay)) => {
-            b.put_u8(1);
-            b.put_u32_le(*delay);
-            put_message(b, will);
-        }
-        None => b.put_u8(0),
+    b.put_u16_le(identity.listener);
+}
+
+fn get_identity(b: &mut BytesMut) -> Option<ClientIdentity> {
+    let client_id: Arc<str> = get_str(b)?.into();
+    let username = match get_u8(b)? {
+        0 => None,
+        _ => Some(get_str(b)?.into()),
+    };
+    let listener = (b.remaining() >= 2).then(|| b.get_u16_le())?;
+    Some(ClientIdentity { client_id, username, listener })
+}
+
+/// A will as its Will Delay Interval and the v5 PUBLISH of its message (the delay taken out of its
+/// properties), after a presence byte.
+fn put_will(b: &mut BytesMut, will: Option<&Will>) {
+    let Some(will) = will else { return b.put_u8(0) };
+    let mut properties = will.properties.clone();
+    let delay = properties.will_delay_interval.take().unwrap_or(0);
+    let message = StoredMessage {
+        topic: will.topic.clone(),
+        payload: will.payload.clone(),
+        qos: will.qos,
+        retain: will.retain,
+        properties,
+        expires_at_ms: 0,
+    };
+    b.put_u8(1);
+    b.put_u32_le(delay);
+    put_message(b, &message);
+}
+
+/// `Some(None)`: no will; `None`: undecodable.
+fn get_will(b: &mut BytesMut) -> Option<Option<Will>> {
+    if get_u8(b)? == 0 {
+        return Some(None);
     }
+    let delay = get_u32(b)?;
+    let m = get_message(b)?;
+    let mut properties = m.properties;
+    properties.will_delay_interval = Some(delay).filter(|&d| d > 0);
+    Some(Some(Will { topic: m.topic, payload: m.payload, qos: m.qos, retain: m.retain, properties }))
+}
+
+/// A subscription as the SUBSCRIBE packet that makes it.
+fn put_subscription(b: &mut BytesMut, filter: &str, s: &Subscription) {
+    let subscribe = Subscribe {
+        packet_id: PacketId::new(1).expect("1 is not 0"),
+        filters: vec![(filter.to_owned(), s.options)],
+        properties: Properties {
+            subscription_identifiers: s.identifier.into_iter().collect(),
+            ..Properties::default()
+        },
+    };
+    put_packet(b, &Packet::Subscribe(subscribe));
+}
+
+fn get_subscription(b: &mut BytesMut) -> Option<(String, Subscription)> {
+    let Packet::Subscribe(mut s) = get_packet(b)? else { return None };
+    let (filter, options) = s.filters.pop()?;
+    Some((filter, Subscription { options, identifier: s.properties.subscription_identifiers.first().copied() }))
+}
+
+/// A whole session: identity, expiry, disconnection time (0: a connection was attached), will,
+/// subscriptions.
+fn put_session(b: &mut BytesMut, s: &SessionSnapshot) {
+    put_identity(b, &s.identity);
+    b.put_u32_le(s.expiry.as_v5());
+    let disconnected_at = s.disconnected_at.filter(|_| s.owner == 0).map_or(0, Time::as_millis);
+    b.put_u64_le(disconnected_at);
+    put_will(b, s.will.as_ref());
     b.put_u32_le(s.subscriptions.len() as u32);
-    for (filter, options, id) in &s.subscriptions {
-        let subscribe = Subscribe {
-            packet_id: PacketId::new(1).expect("1 is not 0"),
-            filters: vec![(filter.clone(), *options)],
-            properties: Properties { subscription_identifiers: id.iter().copied().collect(), ..Properties::default() },
-        };
-        put_packet(b, &Packet::Subscribe(subscribe));
+    for (filter, subscription) in &s.subscriptions {
+        put_subscription(b, filter, subscription);
     }
 }
 
-fn get_session(b: &mut BytesMut) -> Option<StoredSession> {
-    let client_id = get_str(b)?;
-    let username = match get_u8(b)? {
-        0 => None,
-        _ => Some(get_str(b)?),
-    };
-    let listener = (b.remaining() >= 2).then(|| b.get_u16_le())?;
-    let expiry = get_u32(b)?;
-    let disconnected_at_ms = get_u64(b)?;
-    let will = match get_u8(b)? {
-        0 => None,
-        _ => {
-            let delay = get_u32(b)?;
-            Some((get_message(b)?, delay))
-        }
-    };
+fn get_session(b: &mut BytesMut) -> Option<SessionSnapshot> {
+    let identity = get_identity(b)?;
+    let expiry = Expiry::from_v5(get_u32(b)?);
+    let disconnected_at = Some(get_u64(b)?).filter(|&ms| ms != 0).map(Time::from_millis);
+    let will = get_will(b)?;
     let n = get_u32(b)? as usize;
     let mut subscriptions = Vec::with_capacity(n.min(1024));
     for _ in 0..n {
-        let Packet::Subscribe(mut s) = get_packet(b)? else { return None };
-        let (filter, options) = s.filters.pop()?;
-        subscriptions.push((filter, options, s.properties.subscription_identifiers.first().copied()));
+        subscriptions.push(get_subscription(b)?);
     }
-    Some(StoredSession { client_id, username, listener, expiry, disconnected_at_ms, will, subscriptions })
+    // The store keeps no connection ids: one attached before is detached by `Registry::restart`.
+    let owner = if disconnected_at.is_none() { Registry::STALE_CONNECTION } else { 0 };
+    Some(SessionSnapshot { identity, owner, expiry, will, disconnected_at, subscriptions })
 }
 
 #[cfg(test)]
@@ -342,21 +461,70 @@ mod tests {
         }
     }
 
+    fn identity(client_id: &str, username: Option<&str>) -> ClientIdentity {
+        ClientIdentity { client_id: client_id.into(), username: username.map(Into::into), listener: 2 }
+    }
+
+    fn will(delay: u32) -> Will {
+        let m = message("will/t", QoS::ExactlyOnce);
+        let mut properties = m.properties;
+        properties.will_delay_interval = Some(delay).filter(|&d| d > 0);
+        Will { topic: m.topic, payload: m.payload, qos: m.qos, retain: false, properties }
+    }
+
+    fn subscription(identifier: Option<u32>) -> Subscription {
+        let options = mqttd_proto::SubscriptionOptions { qos: QoS::ExactlyOnce, no_local: true, ..Default::default() };
+        Subscription { options, identifier }
+    }
+
     fn every_kind() -> Vec<Record> {
-        let options = SubscriptionOptions { qos: QoS::ExactlyOnce, no_local: true, ..Default::default() };
         vec![
             Record::Retained(message("a/b", QoS::AtLeastOnce)),
             Record::Retained(StoredMessage { payload: Bytes::new(), ..message("a/b", QoS::AtMostOnce) }),
-            Record::Session(StoredSession {
-                client_id: "c1".into(),
-                username: Some("alice".into()),
-                listener: 2,
-                expiry: u32::MAX,
-                disconnected_at_ms: 5,
-                will: Some((message("will/t", QoS::ExactlyOnce), 30)),
-                subscriptions: vec![("a/#".into(), options, Some(7)), ("$share/g/x".into(), options, None)],
+            Record::Session(Event::SessionSnapshot(SessionSnapshot {
+                identity: identity("c1", Some("alice")),
+                owner: 0,
+                expiry: Expiry::Never,
+                will: Some(will(30)),
+                disconnected_at: Some(Time::from_millis(5)),
+                subscriptions: vec![("a/#".into(), subscription(Some(7))), ("$share/g/x".into(), subscription(None))],
+            })),
+            Record::Session(Event::SessionSnapshot(SessionSnapshot {
+                identity: identity("c0", None),
+                owner: Registry::STALE_CONNECTION,
+                expiry: Expiry::from_v5(60),
+                will: None,
+                disconnected_at: None,
+                subscriptions: vec![],
+            })),
+            Record::Session(Event::SessionOpened {
+                identity: identity("c1", None),
+                connection: 7,
+                expiry: Expiry::Immediate,
+                will: Some(will(0)),
+                at: Time::from_millis(1_700_000_000_123),
             }),
-            Record::SessionEnd { client_id: "c1".into() },
+            Record::Session(Event::SessionResumed {
+                identity: identity("c1", Some("bob")),
+                connection: 8,
+                expiry: Expiry::from_v5(3600),
+                will: None,
+                at: Time::from_millis(9),
+            }),
+            Record::Session(Event::SessionDisconnected {
+                client_id: "c1".into(),
+                at: Time::from_millis(10),
+                expiry: Expiry::Never,
+                will_deleted: true,
+            }),
+            Record::Session(Event::Subscribed {
+                client_id: "c1".into(),
+                filter: "a/+".into(),
+                subscription: subscription(Some(268_435_455)),
+            }),
+            Record::Session(Event::Unsubscribed { client_id: "c1".into(), filter: "a/+".into() }),
+            Record::Session(Event::WillFired { client_id: "c1".into(), will: will(30), at: Time::from_millis(11) }),
+            Record::Session(Event::SessionEnded { client_id: "c1".into(), at: Time::from_millis(12) }),
             Record::Message { id: 42, message: message("q/t", QoS::ExactlyOnce) },
             Record::Enqueue {
                 client_id: "c2".into(),
@@ -385,6 +553,19 @@ mod tests {
             at += used;
         }
         assert_eq!(at, bytes.len());
+    }
+
+    /// Logs written before the session records were the registry's events stay readable.
+    #[test]
+    fn a_session_end_of_an_older_log_reads_as_the_session_ended_event() {
+        let mut body = BytesMut::new();
+        body.put_u8(SESSION_END);
+        put_str(&mut body, "old");
+        let mut bytes = (body.len() as u32).to_le_bytes().to_vec();
+        bytes.extend(crc32fast::hash(&body).to_le_bytes());
+        bytes.extend_from_slice(&body);
+        let (record, _) = Record::decode(&bytes).expect("decodes");
+        assert_eq!(record, Record::Session(Event::SessionEnded { client_id: "old".into(), at: Time::default() }));
     }
 
     #[test]
