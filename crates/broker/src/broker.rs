@@ -110,7 +110,7 @@ pub struct Broker {
     pub settings: Settings,
     /// The session registry and each session's runtime half, by client id (`sessions.rs`). A mutex:
     /// takeover must check and replace atomically; held briefly.
-    pub(crate) sessions: Mutex<crate::sessions::Sessions>,
+    pub(crate) sessions: Mutex<crate::session::Sessions>,
     /// Wakes the task that drives the registry's deadlines (`sessions::run_deadlines`) when an earlier
     /// deadline is scheduled; a `Notify` keeps the permit if the task is not waiting yet.
     pub(crate) deadlines_moved: tokio::sync::Notify,

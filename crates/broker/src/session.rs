@@ -2,15 +2,39 @@
 //! connection (waker, keep-alive, parking, takeover). What a session is (owner, identity, will,
 //! subscriptions, expiry) is decided by `mqttd_core::Registry`; `sessions.rs` applies its decisions.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mqttd_core::{ClientIdentity, MemoryUse, QueueLimits, SessionState};
+use mqttd_core::{ClientIdentity, MemoryUse, QueueLimits, Registry, SessionState};
 use mqttd_proto::Will;
 use parking_lot::Mutex;
 
 pub use mqttd_core::{will_delay, Expiry};
+
+/// What the `sessions` lock guards: the registry and the runtime half of each session it holds. Reads
+/// see the runtime sessions by client id (`Deref`); every change goes through the registry.
+#[derive(Debug, Default)]
+pub(crate) struct Sessions {
+    pub(crate) registry: Registry,
+    pub(crate) live: HashMap<Arc<str>, Arc<Session>>,
+}
+
+impl std::ops::Deref for Sessions {
+    type Target = HashMap<Arc<str>, Arc<Session>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.live
+    }
+}
+
+impl Sessions {
+    /// Whether `session` is the one its client id has now (not one ended or replaced meanwhile).
+    pub(crate) fn current(&self, session: &Arc<Session>) -> bool {
+        self.live.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, session))
+    }
+}
 
 /// A session: shared by its connection task and every publisher that delivers to it.
 #[derive(Debug)]

@@ -13,31 +13,8 @@ use tokio::sync::watch;
 
 use crate::broker::{Broker, Stats};
 use crate::observe::{EventKind, WillCount};
-use crate::session::{Attach, Expiry, Session, WillOutcome, TAKEOVER_WAIT};
+use crate::session::{Attach, Expiry, Session, Sessions, WillOutcome, TAKEOVER_WAIT};
 use crate::shared::SharedFilter;
-
-/// What the `sessions` lock guards: the registry and the runtime half of each session it holds. Reads
-/// see the runtime sessions by client id (`Deref`); every change goes through the registry.
-#[derive(Debug, Default)]
-pub(crate) struct Sessions {
-    pub(crate) registry: Registry,
-    live: HashMap<Arc<str>, Arc<Session>>,
-}
-
-impl std::ops::Deref for Sessions {
-    type Target = HashMap<Arc<str>, Arc<Session>>;
-
-    fn deref(&self) -> &Self::Target {
-        &self.live
-    }
-}
-
-impl Sessions {
-    /// Whether `session` is the one its client id has now (not one ended or replaced meanwhile).
-    fn current(&self, session: &Arc<Session>) -> bool {
-        self.live.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, session))
-    }
-}
 
 /// What is left to do of the registry's changes once the `sessions` lock is released.
 #[derive(Default)]
