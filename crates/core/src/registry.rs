@@ -22,8 +22,9 @@ pub struct Entry {
     pub owner: u64,
     pub identity: ClientIdentity,
     /// While attached: the connection's will. Detached: the will waiting for its delay
-    /// [MQTT-3.1.3-9]. Taken exactly once, by [`Event::WillFired`] or a normal DISCONNECT.
-    pub will: Option<Will>,
+    /// [MQTT-3.1.3-9]. Taken exactly once, by [`Event::WillFired`] or a normal DISCONNECT. Boxed: most
+    /// sessions have none, and a will is large.
+    pub will: Option<Box<Will>>,
     pub subscriptions: BTreeMap<String, Subscription>,
     pub expiry: Expiry,
     /// When the last connection ended; `None` while one is attached.
@@ -52,7 +53,7 @@ impl Entry {
         Entry {
             owner,
             identity,
-            will,
+            will: will.map(Box::new),
             subscriptions: BTreeMap::new(),
             expiry,
             disconnected_at: None,
@@ -67,7 +68,7 @@ impl Entry {
 
     /// The will waiting for its delay (none while a connection is attached).
     pub fn pending_will(&self) -> Option<&Will> {
-        self.will.as_ref().filter(|_| !self.attached())
+        self.will.as_deref().filter(|_| !self.attached())
     }
 
     /// When the pending will fires, unless the client is back first or the session ends before.
@@ -91,7 +92,7 @@ impl Entry {
             identity: self.identity.clone(),
             owner: self.owner,
             expiry: self.expiry,
-            will: self.will.clone(),
+            will: self.will.as_deref().cloned(),
             disconnected_at: self.disconnected_at,
             subscriptions: self.subscriptions.iter().map(|(f, s)| (f.clone(), *s)).collect(),
         }
@@ -255,7 +256,7 @@ impl Registry {
                 self.emit(&mut changes, at_once);
                 // The will of the connection taken over goes out now if it has no delay or its session
                 // ends; with a delay and the session going on, the client is back within it [MQTT-3.1.3-9].
-                let will = self.sessions.get(&client_id).and_then(|e| e.will.clone());
+                let will = self.sessions.get(&client_id).and_then(|e| e.will.as_deref().cloned());
                 if let Some(will) = will.filter(|w| ends || will_delay(w).is_zero()) {
                     self.emit(&mut changes, Event::WillFired { client_id: client_id.clone(), will, at: now });
                 }
@@ -414,7 +415,7 @@ impl Registry {
                 let entry = self.sessions.entry(id).or_insert_with(|| Entry::new(identity.clone(), 0, *expiry, None));
                 entry.identity = identity.clone();
                 entry.owner = *connection;
-                entry.will = will.clone();
+                entry.will = will.clone().map(Box::new);
                 entry.expiry = *expiry;
                 entry.disconnected_at = None;
             }
@@ -498,7 +499,7 @@ impl Registry {
         let before = entry.recorded();
         match timer {
             Timer::Will => {
-                if let Some(will) = entry.will.clone() {
+                if let Some(will) = entry.will.as_deref().cloned() {
                     self.emit(changes, Event::WillFired { client_id: client_id.clone(), will, at: now });
                 }
             }
@@ -527,7 +528,7 @@ impl Registry {
     fn end(&mut self, client_id: &Arc<str>, now: Time, changes: &mut Changes) {
         let start = changes.events.len();
         let before = self.recorded(client_id);
-        if let Some(will) = self.sessions.get(client_id).and_then(|e| e.will.clone()) {
+        if let Some(will) = self.sessions.get(client_id).and_then(|e| e.will.as_deref().cloned()) {
             self.emit(changes, Event::WillFired { client_id: client_id.clone(), will, at: now });
         }
         self.emit(changes, Event::SessionEnded { client_id: client_id.clone(), at: now });
