@@ -2,6 +2,7 @@
 //! due. Nothing here reads a clock: the caller says what time it is.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 /// A moment, in milliseconds of the caller's clock. The broker's clock counts from the Unix epoch (so a
@@ -31,28 +32,28 @@ impl Time {
 }
 
 /// Where a deadline sits in its queue: when it falls due, and a sequence number that orders deadlines of
-/// the same moment by insertion and tells them apart.
-pub type DeadlineKey = (Time, u64);
+/// the same moment by insertion and tells them apart (never 0, so an `Option` of a key takes no more room).
+pub type DeadlineKey = (Time, NonZeroU64);
 
 /// Deadlines ordered by when they fall due, each carrying a `K` saying what falls due. One `BTreeMap`:
 /// insert, remove and pop are `O(log n)`; the earliest is the first key.
 #[derive(Debug, Clone)]
 pub struct Deadlines<K> {
     queue: BTreeMap<DeadlineKey, K>,
-    next: u64,
+    next: NonZeroU64,
 }
 
 impl<K> Default for Deadlines<K> {
     fn default() -> Self {
-        Deadlines { queue: BTreeMap::new(), next: 0 }
+        Deadlines { queue: BTreeMap::new(), next: NonZeroU64::MIN }
     }
 }
 
 impl<K> Deadlines<K> {
     /// Adds a deadline at `at`; the key removes it again.
     pub fn insert(&mut self, at: Time, what: K) -> DeadlineKey {
-        self.next += 1;
         let key = (at, self.next);
+        self.next = self.next.saturating_add(1);
         self.queue.insert(key, what);
         key
     }

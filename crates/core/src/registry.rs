@@ -180,7 +180,8 @@ pub enum Discard {
 /// Sessions by client id, and their deadlines.
 #[derive(Debug, Default)]
 pub struct Registry {
-    sessions: HashMap<Arc<str>, Entry>,
+    /// Boxed: the table keeps a pointer per slot, not a whole entry (memory per idle connection).
+    sessions: HashMap<Arc<str>, Box<Entry>>,
     deadlines: Deadlines<(Arc<str>, Timer)>,
 }
 
@@ -202,7 +203,7 @@ impl Registry {
     pub const STALE_CONNECTION: u64 = u64::MAX;
 
     pub fn get(&self, client_id: &str) -> Option<&Entry> {
-        self.sessions.get(client_id)
+        self.sessions.get(client_id).map(|e| &**e)
     }
 
     /// The attached connection of `client_id`'s session (0: none, or no session).
@@ -219,7 +220,7 @@ impl Registry {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Entry)> {
-        self.sessions.iter()
+        self.sessions.iter().map(|(c, e)| (c, &**e))
     }
 
     /// When the earliest will delay or session expiry falls due: call [`Registry::tick`] then.
@@ -406,13 +407,14 @@ impl Registry {
             Event::SessionOpened { identity, connection, expiry, will, .. } => {
                 let old = self.remove(&identity.client_id);
                 let entry = Entry::new(identity.clone(), *connection, *expiry, will.clone());
-                self.sessions.insert(identity.client_id.clone(), entry);
+                self.sessions.insert(identity.client_id.clone(), Box::new(entry));
                 return old;
             }
             Event::SessionResumed { identity, connection, expiry, will, .. } => {
                 let id = identity.client_id.clone();
                 self.cancel(&id);
-                let entry = self.sessions.entry(id).or_insert_with(|| Entry::new(identity.clone(), 0, *expiry, None));
+                let entry =
+                    self.sessions.entry(id).or_insert_with(|| Box::new(Entry::new(identity.clone(), 0, *expiry, None)));
                 entry.identity = identity.clone();
                 entry.owner = *connection;
                 entry.will = will.clone().map(Box::new);
@@ -454,7 +456,7 @@ impl Registry {
                 entry.subscriptions = s.subscriptions.iter().cloned().collect();
                 entry.disconnected_at = s.disconnected_at.filter(|_| s.owner == 0);
                 let id = s.identity.client_id.clone();
-                self.sessions.insert(id.clone(), entry);
+                self.sessions.insert(id.clone(), Box::new(entry));
                 if s.owner == 0 {
                     self.schedule(&id, s.disconnected_at.unwrap_or_default());
                 }
@@ -482,7 +484,7 @@ impl Registry {
     }
 
     fn recorded(&self, client_id: &str) -> bool {
-        self.sessions.get(client_id).is_some_and(Entry::recorded)
+        self.sessions.get(client_id).is_some_and(|e| e.recorded())
     }
 
     /// A deadline of `client_id` fell due at `now`.
@@ -561,7 +563,7 @@ impl Registry {
 
     fn remove(&mut self, client_id: &str) -> Option<Entry> {
         self.cancel(client_id);
-        self.sessions.remove(client_id)
+        self.sessions.remove(client_id).map(|e| *e)
     }
 }
 
