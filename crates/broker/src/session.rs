@@ -2,7 +2,6 @@
 //! connection (waker, keep-alive, parking, takeover). What a session is (owner, identity, will,
 //! subscriptions, expiry) is decided by `mqttd_core::Registry`; `sessions.rs` applies its decisions.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,26 +12,32 @@ use parking_lot::Mutex;
 
 pub use mqttd_core::{will_delay, Expiry};
 
-/// What the `sessions` lock guards: the registry and the runtime half of each session it holds. Reads
-/// see the runtime sessions by client id (`Deref`); every change goes through the registry.
+/// What the `sessions` lock guards: the session registry, whose handle on each session is its runtime
+/// half (`None` only for the moment between the registry opening a session and `Broker::attach` making
+/// it). Every change goes through the registry (`sessions.rs`); reads see the runtime sessions.
 #[derive(Debug, Default)]
 pub(crate) struct Sessions {
-    pub(crate) registry: Registry,
-    pub(crate) live: HashMap<Arc<str>, Arc<Session>>,
-}
-
-impl std::ops::Deref for Sessions {
-    type Target = HashMap<Arc<str>, Arc<Session>>;
-
-    fn deref(&self) -> &Self::Target {
-        &self.live
-    }
+    pub(crate) registry: Registry<Option<Arc<Session>>>,
 }
 
 impl Sessions {
+    /// The runtime session of `client_id`.
+    pub(crate) fn get(&self, client_id: &str) -> Option<&Arc<Session>> {
+        self.registry.get(client_id)?.handle.as_ref()
+    }
+
+    /// Every runtime session.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &Arc<Session>> {
+        self.registry.iter().filter_map(|(_, e)| e.handle.as_ref())
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.registry.len()
+    }
+
     /// Whether `session` is the one its client id has now (not one ended or replaced meanwhile).
     pub(crate) fn current(&self, session: &Arc<Session>) -> bool {
-        self.live.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, session))
+        self.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, session))
     }
 }
 

@@ -16,6 +16,9 @@ use crate::observe::{EventKind, WillCount};
 use crate::session::{Attach, Expiry, Session, Sessions, WillOutcome, TAKEOVER_WAIT};
 use crate::shared::SharedFilter;
 
+/// The registry's handle on a session: its runtime half.
+type Handle = Option<Arc<Session>>;
+
 /// What is left to do of the registry's changes once the `sessions` lock is released.
 #[derive(Default)]
 struct Aftermath {
@@ -37,31 +40,26 @@ impl Broker {
     /// Applies the registry's `changes` under the `sessions` lock: appends the recorded events to the
     /// store (in the order the registry applied them), lets ended sessions go from the map, and wakes the
     /// deadline task if a deadline earlier than `before` appeared.
-    fn record(&self, sessions: &mut Sessions, changes: Changes, before: Option<Time>) -> Aftermath {
+    fn record(&self, sessions: &mut Sessions, changes: Changes<Handle>, before: Option<Time>) -> Aftermath {
         let mut after = Aftermath::default();
         let store = self.store();
-        let mut filters: HashMap<Arc<str>, Vec<String>> = HashMap::new();
-        for ended in changes.ended {
-            filters.insert(ended.identity.client_id.clone(), ended.subscriptions.into_keys().collect());
-        }
+        let ended: Vec<(Handle, Vec<String>)> =
+            changes.ended.into_iter().map(|e| (e.handle, e.subscriptions.into_keys().collect())).collect();
         for emitted in changes.events {
-            match &emitted.event {
-                Event::WillFired { client_id, will, .. } => {
-                    if let Some(session) = sessions.live.get(client_id) {
-                        after.wills.push((session.clone(), session.identity(), will.clone()));
-                    }
+            if let Event::WillFired { client_id, will, .. } = &emitted.event {
+                // Its session is still registered, or it ended in these same changes.
+                let session = sessions.get(client_id).cloned().or_else(|| {
+                    ended.iter().find_map(|(h, _)| h.as_ref().filter(|s| s.client_id == *client_id).cloned())
+                });
+                if let Some(session) = session {
+                    after.wills.push((session.clone(), session.identity(), will.clone()));
                 }
-                Event::SessionEnded { client_id, .. } => {
-                    if let Some(session) = sessions.live.remove(client_id) {
-                        after.ended.push((session, filters.remove(client_id).unwrap_or_default()));
-                    }
-                }
-                _ => {}
             }
             if let Some(store) = store.filter(|_| emitted.recorded) {
                 after.durable = store.append(&crate::store::Record::Session(emitted.event));
             }
         }
+        after.ended = ended.into_iter().filter_map(|(h, filters)| Some((h?, filters))).collect();
         let next = sessions.registry.next_deadline();
         if next.is_some_and(|next| before.is_none_or(|before| next < before)) {
             self.deadlines_moved.notify_one();
@@ -96,21 +94,22 @@ impl Broker {
         let now = self.now();
         let mut sessions = self.sessions.lock();
         let before = sessions.registry.next_deadline();
+        let old = sessions.get(&client_id).cloned();
         let (changes, attached) = sessions.registry.attach(ask, now);
-        if attached.kicked.is_some() {
+        if let Some(old) = old.as_ref().filter(|_| attached.kicked.is_some()) {
             // Still attached: told to end (`connection` is no longer its own) before the new one is set.
-            if let Some(old) = sessions.live.get(&client_id) {
-                old.kick();
-            }
+            old.kick();
         }
         let after = self.record(&mut sessions, changes, before);
-        let session = match sessions.live.get(&client_id) {
-            Some(session) if attached.present => session.clone(),
+        let session = match old {
+            Some(session) if attached.present => session,
             _ => {
                 let session =
                     Session::new(self.next_id(), identity.clone(), self.queue_limits.clone(), self.memory.clone());
                 let session = Arc::new(session);
-                sessions.live.insert(client_id, session.clone());
+                if let Some(handle) = sessions.registry.handle_mut(&client_id) {
+                    *handle = Some(session.clone());
+                }
                 session
             }
         };
@@ -225,7 +224,7 @@ impl Broker {
 
     /// What the registry holds of `client_id`'s session (for the admin API).
     pub fn session_entry(&self, client_id: &str) -> Option<Entry> {
-        self.sessions.lock().registry.get(client_id).cloned()
+        self.sessions.lock().registry.get(client_id).map(Entry::without_handle)
     }
 
     /// Before a new connection takes over client id `client_id`: tells the connection attached to it, if
@@ -256,7 +255,7 @@ impl Broker {
         if sessions.registry.owner(client_id) == 0 {
             return false;
         }
-        if let Some(session) = sessions.live.get(client_id) {
+        if let Some(session) = sessions.get(client_id) {
             session.kick();
         }
         true
@@ -269,7 +268,7 @@ impl Broker {
         use std::sync::atomic::Ordering;
         let sessions = self.sessions.lock();
         let owner = sessions.registry.owner(client_id);
-        let Some(session) = sessions.live.get(client_id).cloned() else { return false };
+        let Some(session) = sessions.get(client_id).cloned() else { return false };
         drop(sessions);
         let mark = if with_will { crate::session::KICKED_WITH_WILL } else { crate::session::KICKED };
         // Only the connection that owns the session now: one attaching meanwhile is not kicked.
@@ -364,10 +363,11 @@ impl Broker {
     /// its clock: every session that had a connection at the crash is disconnected now; wills whose delay
     /// passed while the broker was down fire, sessions that expired meanwhile end. Called once every
     /// session is back (a will may go to any of them), before any listener accepts.
-    pub(crate) fn restart_sessions(&self, registry: Registry, live: HashMap<Arc<str>, Arc<Session>>) {
+    pub(crate) fn restart_sessions(&self, registry: Registry, mut live: HashMap<Arc<str>, Arc<Session>>) {
         let now = self.now();
+        let registry = registry.with_handles(|entry| live.remove(&entry.identity.client_id));
         let mut sessions = self.sessions.lock();
-        *sessions = Sessions { registry, live };
+        *sessions = Sessions { registry };
         let changes = sessions.registry.restart(now);
         let after = self.record(&mut sessions, changes, None);
         drop(sessions);

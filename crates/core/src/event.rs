@@ -76,7 +76,7 @@ pub struct Subscription {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionSnapshot {
     pub identity: ClientIdentity,
-    /// The attached connection (0: none); [`crate::Registry::STALE_CONNECTION`] for one attached before
+    /// The attached connection (0: none); [`crate::STALE_CONNECTION`] for one attached before
     /// a restart.
     pub owner: u64,
     pub expiry: Expiry,

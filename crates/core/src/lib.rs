@@ -19,7 +19,7 @@ mod tree;
 pub use deadline::{DeadlineKey, Deadlines, Time};
 pub use event::{will_delay, ClientIdentity, Event, Expiry, SessionSnapshot, Subscription};
 pub use message::{Delivery, Message};
-pub use registry::{Attach, Attached, Changes, Discard, Emitted, Entry, Registry, WillOutcome};
+pub use registry::{Attach, Attached, Changes, Discard, Emitted, Entry, Registry, WillOutcome, STALE_CONNECTION};
 pub use retained::Retained;
 pub use session::{AckError, Enqueued, Inflight, InflightState, MemoryUse, Outgoing, QueueLimits, SessionState};
 pub use tree::{Match, TopicTree};

@@ -15,9 +15,10 @@ use mqttd_proto::Will;
 use crate::deadline::{DeadlineKey, Deadlines, Time};
 use crate::event::{will_delay, ClientIdentity, Event, Expiry, SessionSnapshot, Subscription};
 
-/// What the registry knows of one session.
+/// What the registry knows of one session, and the caller's `handle` on it (the broker keeps its
+/// runtime half of the session there, so one table serves both; replay uses `()`).
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub struct Entry<H = ()> {
     /// The attached connection's id; 0 when none is attached.
     pub owner: u64,
     pub identity: ClientIdentity,
@@ -31,12 +32,14 @@ pub struct Entry {
     pub disconnected_at: Option<Time>,
     will_due: Option<DeadlineKey>,
     expires: Option<DeadlineKey>,
+    /// The caller's own: never read or changed by the registry (a new entry starts with the default).
+    pub handle: H,
 }
 
-impl PartialEq for Entry {
+impl<H> PartialEq for Entry<H> {
     /// Equal state: the same fields and deadlines falling due at the same times (whatever their place in
-    /// the queue).
-    fn eq(&self, other: &Entry) -> bool {
+    /// the queue); the handles are the caller's business.
+    fn eq(&self, other: &Entry<H>) -> bool {
         self.owner == other.owner
             && self.identity == other.identity
             && self.will == other.will
@@ -48,9 +51,10 @@ impl PartialEq for Entry {
     }
 }
 
-impl Entry {
-    fn new(identity: ClientIdentity, owner: u64, expiry: Expiry, will: Option<Will>) -> Entry {
+impl<H: Default> Entry<H> {
+    fn new(identity: ClientIdentity, owner: u64, expiry: Expiry, will: Option<Will>) -> Entry<H> {
         Entry {
+            handle: H::default(),
             owner,
             identity,
             will: will.map(Box::new),
@@ -59,6 +63,23 @@ impl Entry {
             disconnected_at: None,
             will_due: None,
             expires: None,
+        }
+    }
+}
+
+impl<H> Entry<H> {
+    /// A copy without the caller's handle.
+    pub fn without_handle(&self) -> Entry {
+        Entry {
+            owner: self.owner,
+            identity: self.identity.clone(),
+            will: self.will.clone(),
+            subscriptions: self.subscriptions.clone(),
+            expiry: self.expiry,
+            disconnected_at: self.disconnected_at,
+            will_due: self.will_due,
+            expires: self.expires,
+            handle: (),
         }
     }
 
@@ -99,6 +120,10 @@ impl Entry {
     }
 }
 
+/// The owner recorded for a connection attached before a restart (the store does not keep connection
+/// ids): [`Registry::restart`] detaches it before any new connection arrives.
+pub const STALE_CONNECTION: u64 = u64::MAX;
+
 /// Which deadline of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
@@ -116,13 +141,19 @@ pub struct Emitted {
 
 /// What an operation changed: its events in the order applied, and the sessions it ended as they were
 /// (the broker removes their subscriptions from its tree).
-#[derive(Debug, Default)]
-pub struct Changes {
+#[derive(Debug)]
+pub struct Changes<H = ()> {
     pub events: Vec<Emitted>,
-    pub ended: Vec<Entry>,
+    pub ended: Vec<Entry<H>>,
 }
 
-impl Changes {
+impl<H> Default for Changes<H> {
+    fn default() -> Self {
+        Changes { events: Vec::new(), ended: Vec::new() }
+    }
+}
+
+impl<H> Changes<H> {
     /// The wills that fired, with their owners' client ids, in order.
     pub fn fired(&self) -> impl Iterator<Item = (&Arc<str>, &Will)> {
         self.events.iter().filter_map(|e| match &e.event {
@@ -177,17 +208,23 @@ pub enum Discard {
     Ended,
 }
 
-/// Sessions by client id, and their deadlines.
-#[derive(Debug, Default)]
-pub struct Registry {
+/// Sessions by client id, and their deadlines; `H` is the caller's handle on each session.
+#[derive(Debug)]
+pub struct Registry<H = ()> {
     /// Boxed: the table keeps a pointer per slot, not a whole entry (memory per idle connection).
-    sessions: HashMap<Arc<str>, Box<Entry>>,
+    sessions: HashMap<Arc<str>, Box<Entry<H>>>,
     deadlines: Deadlines<(Arc<str>, Timer)>,
 }
 
-impl PartialEq for Registry {
-    fn eq(&self, other: &Registry) -> bool {
-        let due = |r: &Registry| {
+impl<H> Default for Registry<H> {
+    fn default() -> Self {
+        Registry { sessions: HashMap::new(), deadlines: Deadlines::default() }
+    }
+}
+
+impl<H> PartialEq for Registry<H> {
+    fn eq(&self, other: &Registry<H>) -> bool {
+        let due = |r: &Registry<H>| {
             let mut d: Vec<(Time, Arc<str>, Timer)> =
                 r.deadlines.iter().map(|(at, (c, t))| (at, c.clone(), *t)).collect();
             d.sort();
@@ -197,13 +234,39 @@ impl PartialEq for Registry {
     }
 }
 
-impl Registry {
-    /// The owner recorded for a connection attached before a restart (the store does not keep
-    /// connection ids): [`Registry::restart`] detaches it before any new connection arrives.
-    pub const STALE_CONNECTION: u64 = u64::MAX;
-
-    pub fn get(&self, client_id: &str) -> Option<&Entry> {
+impl<H: Default> Registry<H> {
+    pub fn get(&self, client_id: &str) -> Option<&Entry<H>> {
         self.sessions.get(client_id).map(|e| &**e)
+    }
+
+    /// The caller's handle on `client_id`'s session.
+    pub fn handle_mut(&mut self, client_id: &str) -> Option<&mut H> {
+        self.sessions.get_mut(client_id).map(|e| &mut e.handle)
+    }
+
+    /// The same registry with other handles (`f` gives each session's).
+    pub fn with_handles<G>(self, mut f: impl FnMut(&Entry<H>) -> G) -> Registry<G> {
+        let sessions = self
+            .sessions
+            .into_iter()
+            .map(|(id, e)| {
+                let handle = f(&e);
+                let e = *e;
+                let entry = Entry {
+                    owner: e.owner,
+                    identity: e.identity,
+                    will: e.will,
+                    subscriptions: e.subscriptions,
+                    expiry: e.expiry,
+                    disconnected_at: e.disconnected_at,
+                    will_due: e.will_due,
+                    expires: e.expires,
+                    handle,
+                };
+                (id, Box::new(entry))
+            })
+            .collect();
+        Registry { sessions, deadlines: self.deadlines }
     }
 
     /// The attached connection of `client_id`'s session (0: none, or no session).
@@ -219,7 +282,7 @@ impl Registry {
         self.sessions.is_empty()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Entry)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Entry<H>)> {
         self.sessions.iter().map(|(c, e)| (c, &**e))
     }
 
@@ -239,7 +302,7 @@ impl Registry {
     /// once [MQTT-3.1.4-3]; the session is resumed, or ended and opened anew per Clean Start
     /// [MQTT-3.1.2-4] [MQTT-3.1.2-5]; a session that ended with its connection is never resumed
     /// [MQTT-3.1.2-6].
-    pub fn attach(&mut self, attach: Attach, now: Time) -> (Changes, Attached) {
+    pub fn attach(&mut self, attach: Attach, now: Time) -> (Changes<H>, Attached) {
         let client_id = attach.identity.client_id.clone();
         let mut changes = Changes::default();
         let mut attached = Attached::default();
@@ -291,7 +354,7 @@ impl Registry {
         now: Time,
         publish_will: bool,
         expiry: Option<Expiry>,
-    ) -> (Changes, WillOutcome) {
+    ) -> (Changes<H>, WillOutcome) {
         let mut changes = Changes::default();
         let Some(entry) = self.sessions.get(client_id).filter(|e| e.owner == connection && connection != 0) else {
             return (changes, WillOutcome::HandedOver);
@@ -324,7 +387,7 @@ impl Registry {
     }
 
     /// Adds or replaces a subscription of `client_id`'s session (none: nothing changes).
-    pub fn subscribe(&mut self, client_id: &str, filter: &str, subscription: Subscription) -> Changes {
+    pub fn subscribe(&mut self, client_id: &str, filter: &str, subscription: Subscription) -> Changes<H> {
         let mut changes = Changes::default();
         let Some(entry) = self.sessions.get(client_id) else { return changes };
         if entry.subscriptions.get(filter) == Some(&subscription) {
@@ -339,7 +402,7 @@ impl Registry {
     }
 
     /// Removes a subscription of `client_id`'s session (none: nothing changes).
-    pub fn unsubscribe(&mut self, client_id: &str, filter: &str) -> Changes {
+    pub fn unsubscribe(&mut self, client_id: &str, filter: &str) -> Changes<H> {
         let mut changes = Changes::default();
         let Some(entry) = self.sessions.get(client_id).filter(|e| e.subscriptions.contains_key(filter)) else {
             return changes;
@@ -353,7 +416,7 @@ impl Registry {
 
     /// Ends `client_id`'s session because an operator asked, if no connection is attached: its pending
     /// will goes out (the session ends before its delay passed [MQTT-3.1.3-9]).
-    pub fn discard(&mut self, client_id: &str, now: Time) -> (Changes, Discard) {
+    pub fn discard(&mut self, client_id: &str, now: Time) -> (Changes<H>, Discard) {
         let mut changes = Changes::default();
         let Some(entry) = self.sessions.get(client_id) else { return (changes, Discard::NoSession) };
         if entry.attached() {
@@ -366,7 +429,7 @@ impl Registry {
 
     /// Everything that fell due by `now`: delayed wills fire, expired sessions end (firing a pending
     /// will first).
-    pub fn tick(&mut self, now: Time) -> Changes {
+    pub fn tick(&mut self, now: Time) -> Changes<H> {
         let mut changes = Changes::default();
         while let Some((_, (client_id, timer))) = self.deadlines.pop_due(now) {
             self.fall_due(&client_id, timer, now, &mut changes);
@@ -376,7 +439,7 @@ impl Registry {
 
     /// After a restart: every session that had a connection attached is disconnected now, then whatever
     /// fell due while the broker was down fires (a will whose delay passed, a session that expired).
-    pub fn restart(&mut self, now: Time) -> Changes {
+    pub fn restart(&mut self, now: Time) -> Changes<H> {
         let mut changes = Changes::default();
         let mut attached: Vec<(Arc<str>, Expiry)> =
             self.sessions.values().filter(|e| e.attached()).map(|e| (e.identity.client_id.clone(), e.expiry)).collect();
@@ -402,7 +465,7 @@ impl Registry {
     }
 
     /// [`Registry::apply`]; returns the session the event ended or replaced.
-    fn apply_event(&mut self, event: &Event) -> Option<Entry> {
+    fn apply_event(&mut self, event: &Event) -> Option<Entry<H>> {
         match event {
             Event::SessionOpened { identity, connection, expiry, will, .. } => {
                 let old = self.remove(&identity.client_id);
@@ -467,7 +530,7 @@ impl Registry {
     }
 
     /// Applies `event` and adds it to `changes` (marked recorded for now: see [`Registry::mark`]).
-    fn emit(&mut self, changes: &mut Changes, event: Event) {
+    fn emit(&mut self, changes: &mut Changes<H>, event: Event) {
         if let Some(ended) = self.apply_event(&event) {
             changes.ended.push(ended);
         }
@@ -476,7 +539,7 @@ impl Registry {
 
     /// Marks the events from `start` on, all about `client_id`: recorded if the session was kept in a
     /// store before them (`before`) or is after them.
-    fn mark(&self, changes: &mut Changes, start: usize, client_id: &str, before: bool) {
+    fn mark(&self, changes: &mut Changes<H>, start: usize, client_id: &str, before: bool) {
         let recorded = before || self.recorded(client_id);
         for e in &mut changes.events[start..] {
             e.recorded = recorded;
@@ -488,7 +551,7 @@ impl Registry {
     }
 
     /// A deadline of `client_id` fell due at `now`.
-    fn fall_due(&mut self, client_id: &Arc<str>, timer: Timer, now: Time, changes: &mut Changes) {
+    fn fall_due(&mut self, client_id: &Arc<str>, timer: Timer, now: Time, changes: &mut Changes<H>) {
         let Some(entry) = self.sessions.get_mut(client_id) else { return };
         match timer {
             Timer::Will => entry.will_due = None,
@@ -511,7 +574,7 @@ impl Registry {
     }
 
     /// Whatever of `client_id`'s deadlines falls due by `now` (just scheduled by a disconnection).
-    fn fall_due_now(&mut self, client_id: &Arc<str>, now: Time, changes: &mut Changes) {
+    fn fall_due_now(&mut self, client_id: &Arc<str>, now: Time, changes: &mut Changes<H>) {
         for timer in [Timer::Will, Timer::Expiry] {
             let Some(entry) = self.sessions.get(client_id) else { return };
             let key = match timer {
@@ -527,7 +590,7 @@ impl Registry {
 
     /// Ends a detached session: its pending will fires first (the session ends before its delay
     /// passed [MQTT-3.1.3-9]).
-    fn end(&mut self, client_id: &Arc<str>, now: Time, changes: &mut Changes) {
+    fn end(&mut self, client_id: &Arc<str>, now: Time, changes: &mut Changes<H>) {
         let start = changes.events.len();
         let before = self.recorded(client_id);
         if let Some(will) = self.sessions.get(client_id).and_then(|e| e.will.as_deref().cloned()) {
@@ -561,7 +624,7 @@ impl Registry {
         }
     }
 
-    fn remove(&mut self, client_id: &str) -> Option<Entry> {
+    fn remove(&mut self, client_id: &str) -> Option<Entry<H>> {
         self.cancel(client_id);
         self.sessions.remove(client_id).map(|e| *e)
     }

@@ -22,7 +22,7 @@ use super::{now_ms, Record, Replayed, Store, StoreError, StoredMessage};
 use crate::config::Config;
 pub use chunks::Bad;
 use chunks::{Chunks, Client, ClientMsg, Msg, Subscription};
-use mqttd_core::{ClientIdentity, Event, Expiry, Registry, SessionSnapshot, Time};
+use mqttd_core::{ClientIdentity, Event, Expiry, SessionSnapshot, Time};
 
 /// What every Mosquitto database starts with.
 pub const MAGIC: [u8; 15] = *b"\x00\xB5\x00mosquitto db";
@@ -194,7 +194,7 @@ fn sessions(
         let disconnected_at = Some(disconnected_at_ms).filter(|&ms| ms != 0).map(Time::from_millis);
         let session = SessionSnapshot {
             identity,
-            owner: if disconnected_at.is_none() { Registry::STALE_CONNECTION } else { 0 },
+            owner: if disconnected_at.is_none() { mqttd_core::STALE_CONNECTION } else { 0 },
             expiry: Expiry::from_v5(expiry),
             will: None,
             disconnected_at,

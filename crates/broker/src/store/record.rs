@@ -261,7 +261,7 @@ fn get_packet(b: &mut BytesMut) -> Option<Packet> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mqttd_core::{ClientIdentity, Expiry, Registry, SessionSnapshot, Subscription};
+    use mqttd_core::{ClientIdentity, Expiry, SessionSnapshot, Subscription};
     use mqttd_proto::Will;
 
     fn message(topic: &str, qos: QoS) -> StoredMessage {
@@ -308,7 +308,7 @@ mod tests {
             })),
             Record::Session(Event::SessionSnapshot(SessionSnapshot {
                 identity: identity("c0", None),
-                owner: Registry::STALE_CONNECTION,
+                owner: mqttd_core::STALE_CONNECTION,
                 expiry: Expiry::from_v5(60),
                 will: None,
                 disconnected_at: None,

@@ -63,7 +63,7 @@ fn options() -> Subscription {
 
 #[test]
 fn a_new_client_id_opens_a_session_without_session_present() {
-    let mut r = Registry::default();
+    let mut r = Registry::<()>::default();
     let (changes, attached) = r.attach(attach("c", 1, false, never(), None), t(0));
     assert_eq!(kinds(&changes), ["opened"]);
     assert_eq!(attached, Attached { present: false, kicked: None, cancelled_will: false });
@@ -72,7 +72,7 @@ fn a_new_client_id_opens_a_session_without_session_present() {
 
 #[test]
 fn a_takeover_ends_the_attached_connection_and_resumes_its_session() {
-    let mut r = Registry::default();
+    let mut r = Registry::<()>::default();
     r.attach(attach("c", 1, false, never(), Some(will(0))), t(0));
     r.subscribe("c", "a/#", options());
     // [MQTT-3.1.4-3]: the connection still attached is taken over; its will has no delay: it goes out.
@@ -89,7 +89,7 @@ fn a_takeover_ends_the_attached_connection_and_resumes_its_session() {
 
 #[test]
 fn a_delayed_will_of_a_connection_taken_over_is_not_sent_when_the_session_goes_on() {
-    let mut r = Registry::default();
+    let mut r = Registry::<()>::default();
     r.attach(attach("c", 1, false, never(), Some(will(30))), t(0));
     let (changes, _) = r.attach(attach("c", 2, false, never(), None), t(5));
     // [MQTT-3.1.3-9]: the client is back within the delay.
@@ -99,7 +99,7 @@ fn a_delayed_will_of_a_connection_taken_over_is_not_sent_when_the_session_goes_o
 
 #[test]
 fn clean_start_ends_the_old_session_and_its_attached_connections_will_goes_out() {
-    let mut r = Registry::default();
+    let mut r = Registry::<()>::default();
     r.attach(attach("c", 1, false, never(), Some(will(30))), t(0));
     r.subscribe("c", "a/#", options());
     let (changes, attached) = r.attach(attach("c", 2, true, never(), None), t(5));
@@ -112,7 +112,7 @@ fn clean_start_ends_the_old_session_and_its_attached_connections_will_goes_out()
 
 #[test]
 fn a_reconnect_within_the_will_delay_cancels_the_will() {
-    let mut r = Registry::default();
+    let mut r = Registry::<()>::default();
     r.attach(attach("c", 1, false, never(), Some(will(10))), t(0));
     let (changes, outcome) = r.detach("c", 1, t(1_000), true, None);
     assert_eq!(kinds(&changes), ["disconnected"]);
@@ -127,7 +127,7 @@ fn a_reconnect_within_the_will_delay_cancels_the_will() {
 
 #[test]
 fn a_will_fires_once_its_delay_has_passed_and_never_again() {
-    let mut r = Registry::default();
+    let mut r = Registry::<()>::default();
     r.attach(attach("c", 1, false, never(), Some(will(10))), t(0));
     r.detach("c", 1, t(1_000), true, None);
     let fired = r.tick(t(11_000));
@@ -140,7 +140,7 @@ fn a_will_fires_once_its_delay_has_passed_and_never_again() {
 
 #[test]
 fn an_expiring_session_ends_with_its_pending_will_if_that_comes_first() {
-    let mut r = Registry::default();
+    let mut r = Registry::<()>::default();
     r.attach(attach("c", 1, false, secs(30), Some(will(60))), t(0));
     r.subscribe("c", "x", options());
     let (_, outcome) = r.detach("c", 1, t(0), true, None);
@@ -156,7 +156,7 @@ fn an_expiring_session_ends_with_its_pending_will_if_that_comes_first() {
 
 #[test]
 fn a_clean_session_ends_with_its_connection_and_is_never_resumed() {
-    let mut r = Registry::default();
+    let mut r = Registry::<()>::default();
     r.attach(attach("c", 1, true, Expiry::Immediate, Some(will(30))), t(0));
     let (changes, outcome) = r.detach("c", 1, t(5), true, None);
     // Its session ends now, so the will does not wait for its delay.
@@ -174,7 +174,7 @@ fn a_clean_session_ends_with_its_connection_and_is_never_resumed() {
 
 #[test]
 fn a_normal_disconnect_deletes_the_will_and_may_change_the_expiry() {
-    let mut r = Registry::default();
+    let mut r = Registry::<()>::default();
     r.attach(attach("c", 1, false, secs(60), Some(will(0))), t(0));
     // [MQTT-3.1.2-10] [MQTT-3.14.4-3]; [MQTT-3.14.2-2]: the DISCONNECT's Session Expiry Interval applies.
     let (changes, outcome) = r.detach("c", 1, t(1), false, Some(Expiry::Never));
@@ -189,7 +189,7 @@ fn a_normal_disconnect_deletes_the_will_and_may_change_the_expiry() {
 
 #[test]
 fn an_operator_discards_only_a_detached_session_and_its_pending_will_goes_out() {
-    let mut r = Registry::default();
+    let mut r = Registry::<()>::default();
     r.attach(attach("c", 1, false, never(), Some(will(30))), t(0));
     assert_eq!(r.discard("c", t(1)).1, Discard::Attached(1));
     r.detach("c", 1, t(2), true, None);
@@ -202,7 +202,7 @@ fn an_operator_discards_only_a_detached_session_and_its_pending_will_goes_out() 
 
 #[test]
 fn events_of_a_clean_session_without_a_will_are_not_recorded() {
-    let mut r = Registry::default();
+    let mut r = Registry::<()>::default();
     let (changes, _) = r.attach(attach("c", 1, true, Expiry::Immediate, None), t(0));
     assert!(changes.events.iter().all(|e| !e.recorded));
     assert!(r.subscribe("c", "x", options()).events.iter().all(|e| !e.recorded));
@@ -216,7 +216,7 @@ fn events_of_a_clean_session_without_a_will_are_not_recorded() {
 
 /// Replays `events` into a new registry.
 fn replay<'a>(events: impl IntoIterator<Item = &'a Event>) -> Registry {
-    let mut r = Registry::default();
+    let mut r = Registry::<()>::default();
     for e in events {
         r.apply(e);
     }
@@ -225,7 +225,7 @@ fn replay<'a>(events: impl IntoIterator<Item = &'a Event>) -> Registry {
 
 #[test]
 fn a_will_fires_exactly_once_across_a_restart() {
-    let mut r = Registry::default();
+    let mut r = Registry::<()>::default();
     let mut log: Vec<Event> = Vec::new();
     let record = |c: Changes, log: &mut Vec<Event>| log.extend(c.events.into_iter().map(|e| e.event));
     record(r.attach(attach("c", 1, false, never(), Some(will(10))), t(0)).0, &mut log);
@@ -244,7 +244,7 @@ fn a_will_fires_exactly_once_across_a_restart() {
 
 #[test]
 fn a_connection_attached_at_a_crash_is_disconnected_at_the_restart() {
-    let mut r = Registry::default();
+    let mut r = Registry::<()>::default();
     let (changes, _) = r.attach(attach("c", 7, false, secs(100), Some(will(10))), t(0));
     let mut restarted = replay(changes.events.iter().map(|e| &e.event));
     let changes = restarted.restart(t(50_000));
@@ -290,7 +290,7 @@ fn expiry_of(n: u8) -> Expiry {
 
 /// Runs `ops`; returns every event applied, in order, and the registry.
 fn run(ops: &[Op]) -> (Vec<Event>, Registry) {
-    let mut r = Registry::default();
+    let mut r = Registry::<()>::default();
     let (mut now, mut next_connection, mut log) = (0u64, 1u64, Vec::new());
     let client = |c: u8| ["a", "b", "c"][usize::from(c)];
     for op in ops {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, BytesMut};
-use mqttd_core::{ClientIdentity, Event, Expiry, Registry, SessionSnapshot, Subscription, Time};
+use mqttd_core::{ClientIdentity, Event, Expiry, SessionSnapshot, Subscription, Time};
 use mqttd_proto::{Packet, PacketId, Properties, Subscribe, Will};
 
 use super::{
@@ -194,6 +194,6 @@ pub(super) fn get_session(b: &mut BytesMut) -> Option<SessionSnapshot> {
         subscriptions.push(get_subscription(b)?);
     }
     // The store keeps no connection ids: one attached before is detached by `Registry::restart`.
-    let owner = if disconnected_at.is_none() { Registry::STALE_CONNECTION } else { 0 };
+    let owner = if disconnected_at.is_none() { mqttd_core::STALE_CONNECTION } else { 0 };
     Some(SessionSnapshot { identity, owner, expiry, will, disconnected_at, subscriptions })
 }
