@@ -10,6 +10,7 @@ use mqttd_core::{Delivery, Enqueued, Match, MemoryUse, Message, Retained, TopicT
 use mqttd_proto::{QoS, SubscriptionOptions};
 use parking_lot::{Mutex, RwLock};
 
+use crate::backpressure::{CONGESTED_BACKLOG, WAIT_BACKLOG};
 use crate::security::{Security, SecuritySet};
 use crate::session::Session;
 use crate::settings::Settings;
@@ -44,15 +45,6 @@ impl Stats {
     }
 }
 
-/// Memory queued for an online subscriber (`SessionState::backlog`: entries plus their share of the
-/// messages) above which its publishers yield before reading more.
-pub const CONGESTED_BACKLOG: usize = 16 * 1024;
-/// Memory queued for an online subscriber above which its publishers wait for it, whatever the configured
-/// queue limits (`max_queued_messages 0` included): memory stays bounded under overload.
-pub const WAIT_BACKLOG: usize = 2 * CONGESTED_BACKLOG;
-/// Memory queued below which waiting publishers resume (hysteresis: they do not wake for every message).
-pub const RELIEVED_BACKLOG: usize = CONGESTED_BACKLOG / 2;
-
 /// How often [`Broker::sweep_keep_alive`] runs: keep-alive ends come at most this late.
 pub const KEEP_ALIVE_SWEEP: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -81,7 +73,7 @@ fn sys_writable(topic: &str) -> bool {
 pub struct Routed {
     /// Sessions that queued it.
     pub reached: usize,
-    /// A subscriber's queue is past [`CONGESTED_BACKLOG`]: the publisher should yield to other tasks.
+    /// A subscriber's queue is past `backpressure::CONGESTED_BACKLOG`: the publisher should yield to other tasks.
     pub busy: bool,
     /// An online subscriber whose queue is full while it still reads: the publisher waits for it to catch
     /// up before reading more. A subscriber that stopped reading ([`Session::progressing`] false) never
@@ -102,6 +94,14 @@ pub(crate) enum Delivered {
         durable: u64,
     },
     Dropped,
+}
+
+/// The connections without a task (`park.rs`), as the broker keeps them: for the connection layer, which
+/// gets its parker back with [`Any`](std::any::Any), and to close the sockets still waiting for their
+/// CONNECT at shutdown.
+pub(crate) trait Parking: std::any::Any + Send + Sync + std::fmt::Debug {
+    /// Shutdown: sockets still waiting for their CONNECT close now.
+    fn close_connecting(&self);
 }
 
 /// The broker core shared by every connection task.
@@ -149,7 +149,8 @@ pub struct Broker {
     /// [`Retained::bytes`], copied out under the retained write lock so publishers need not take it.
     retained_bytes: AtomicUsize,
     /// Where plain-TCP connections wait without a task (`park.rs`); set by `Server` when parking is on.
-    pub(crate) parker: std::sync::OnceLock<Arc<crate::park::Parker>>,
+    /// A trait object: the parker holds connections, which sit above the broker.
+    pub(crate) parker: std::sync::OnceLock<Arc<dyn Parking>>,
     /// Who published each retained message, for `check_retain_source` (Mosquitto keeps it with the
     /// message). A weak reference tells a stale entry (the message was replaced or cleared) from the
     /// current one; stale entries are pruned as the map grows past the store. A mutex: written only by
@@ -196,7 +197,9 @@ impl Broker {
     /// Tells every connection to end (each sees the flag when woken; one attaching later sees it at once).
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
-        crate::park::Parker::close_connecting(self);
+        if let Some(parker) = self.parker.get() {
+            parker.close_connecting();
+        }
         self.wake_sessions(|_| true);
     }
 

@@ -2,10 +2,11 @@
 //! authentication, session attach (with takeover), CONNACK, then resending what the session still owes.
 
 use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use mqttd_auth::AuthOutcome;
 use mqttd_proto::{
     decode, encoded_len, reason, reason::v3, ConnAck, Connect, DecodeError, Limits, Packet, Properties, ProtocolVersion,
@@ -13,16 +14,37 @@ use mqttd_proto::{
 
 use crate::alias::TopicAliases;
 use crate::broker::{Broker, ClientIdentity, Stats};
-use crate::connection::{Client, End, Extras, Stream, Transport};
+use crate::connection::Connection;
+use crate::end::End;
+use crate::handle::{Client, Extras, Negotiated};
 use crate::observe::{ConnectionInfo, EventKind};
 use crate::session::{Attach, Expiry};
 use crate::tls::CertUsername;
+use crate::transport::{Stream, Transport};
+use crate::violation::ProtocolViolation;
 
 /// A refused CONNECT: the 5.0 reason code (mapped for 3.x) and why, for the log.
-struct Refusal(u8, String);
+pub(crate) struct Refusal(pub u8, pub String);
+
+/// The CONNECT exchange on a byte stream: `Some` once the client is connected (counted in `$SYS`).
+pub(crate) async fn connect(
+    broker: Arc<Broker>,
+    stream: Stream,
+    (peer, listener, cert_username): (SocketAddr, usize, CertUsername),
+    read: BytesMut,
+) -> Option<Connection> {
+    let mut io = Transport::new(stream, peer, listener);
+    if !read.is_empty() {
+        // Read as the socket was accepted ([`connect_at_accept`](crate::at_accept::connect_at_accept)).
+        *io.rbuf() = read;
+    }
+    let conn = handshake(&broker, io, cert_username).await?;
+    conn.connected();
+    Some(conn)
+}
 
 /// Reads CONNECT and answers it. `None` when the connection ended (logged here).
-pub(crate) async fn handshake(broker: &Arc<Broker>, mut io: Transport, cert: CertUsername) -> Option<Client> {
+pub(crate) async fn handshake(broker: &Arc<Broker>, mut io: Transport, cert: CertUsername) -> Option<Connection> {
     let limits = Limits { max_packet_size: broker.settings.max_incoming_packet() };
     let first = tokio::time::timeout(broker.settings.connect_timeout, first_packet(&mut io, &limits, broker)).await;
     let connect = match first {
@@ -39,7 +61,7 @@ pub(crate) async fn handshake(broker: &Arc<Broker>, mut io: Transport, cert: Cer
     };
     let (version, client_max) = (connect.protocol, connect.properties.maximum_packet_size);
     match accept(broker, io, *connect, limits, cert).await {
-        Ok(client) => Some(client),
+        Ok(conn) => Some(conn),
         Err((mut io, Refusal(code, why), client_id)) => {
             refused(broker, code, &client_id);
             queue_refusal(&mut io, version, code, client_max, &why);
@@ -51,7 +73,7 @@ pub(crate) async fn handshake(broker: &Arc<Broker>, mut io: Transport, cert: Cer
 }
 
 /// Counts a refused CONNECT (and an authentication failure) and records it in the recent events.
-fn refused(broker: &Broker, code: u8, client_id: &str) {
+pub(crate) fn refused(broker: &Broker, code: u8, client_id: &str) {
     broker.counters.refused(code);
     if broker.events.enabled() {
         broker.events.record(&Arc::from(client_id), || EventKind::Refused { reason: reason::name(code) });
@@ -62,7 +84,13 @@ fn refused(broker: &Broker, code: u8, client_id: &str) {
 /// client whose Maximum Packet Size is below the smallest CONNACK [MQTT-3.1.2-24].
 /// A 5.0 refusal says why in a Reason String (a CONNACK may, whatever Request Problem Information asked
 /// [MQTT-3.1.2-29]), left out when it would not fit the client's Maximum Packet Size.
-fn queue_refusal(io: &mut Transport, version: ProtocolVersion, code: u8, client_max: Option<u32>, why: &str) {
+pub(crate) fn queue_refusal(
+    io: &mut Transport,
+    version: ProtocolVersion,
+    code: u8,
+    client_max: Option<u32>,
+    why: &str,
+) {
     if version.is_v5() && client_max.is_some_and(|max| max < SMALLEST_CONNACK) {
         return;
     }
@@ -114,19 +142,16 @@ const MAX_CONNECT: u32 = 100_000;
 
 /// The decoder limits for the first packet: [`MAX_CONNECT`] within the listener's own (the limit counts
 /// the whole packet: a remaining length of 100,000 takes 3 bytes, plus the first byte).
-fn connect_limits(limits: &Limits) -> Limits {
+pub(crate) fn connect_limits(limits: &Limits) -> Limits {
     Limits { max_packet_size: limits.max_packet_size.min(MAX_CONNECT + 4) }
 }
 
 /// Why the connection ends when its first byte is not CONNECT's (0x10) [MQTT-3.1.0-1]: decided on that
 /// byte alone, before any body is buffered. `None` while nothing was read or the byte is CONNECT's.
-fn not_connect(first: &[u8]) -> Option<End> {
+pub(crate) fn not_connect(first: &[u8]) -> Option<End> {
     match first.first() {
         None | Some(0x10) => None,
-        Some(&byte) => Some(misdirected(first).unwrap_or_else(|| {
-            let why = format!("first packet type {:#04x} is not CONNECT [MQTT-3.1.0-1]", byte >> 4 << 4);
-            End::Protocol(why, reason::PROTOCOL_ERROR)
-        })),
+        Some(&byte) => Some(misdirected(first).unwrap_or(End::Protocol(ProtocolViolation::FirstByteNotConnect(byte)))),
     }
 }
 
@@ -138,12 +163,7 @@ async fn first_packet(io: &mut Transport, limits: &Limits, broker: &Broker) -> R
         }
         match decode(io.rbuf(), ProtocolVersion::V3_1_1, limits) {
             Ok(Some(Packet::Connect(c))) => return Ok(c),
-            Ok(Some(other)) => {
-                return Err(End::Protocol(
-                    format!("first packet is {}, not CONNECT [MQTT-3.1.0-1]", other.name()),
-                    reason::PROTOCOL_ERROR,
-                ))
-            }
+            Ok(Some(other)) => return Err(End::Protocol(ProtocolViolation::FirstPacketNotConnect(other.name()))),
             Ok(None) => {}
             Err(e @ DecodeError::UnsupportedProtocol { .. }) => {
                 // [MQTT-3.1.2-2]: CONNACK 0x01 (3.1.1 form, the client's version is unknown), then close.
@@ -153,9 +173,9 @@ async fn first_packet(io: &mut Transport, limits: &Limits, broker: &Broker) -> R
                     properties: Properties::default(),
                 };
                 io.queue(&Packet::ConnAck(ack), ProtocolVersion::V3_1_1);
-                return Err(End::protocol(&e));
+                return Err(End::Protocol(e.into()));
             }
-            Err(e) => return Err(misdirected(io.rbuf()).unwrap_or_else(|| End::protocol(&e))),
+            Err(e) => return Err(misdirected(io.rbuf()).unwrap_or_else(|| End::Protocol(e.into()))),
         }
         match io.fill(&broker.stats).await {
             Ok(true) => {}
@@ -163,112 +183,6 @@ async fn first_packet(io: &mut Transport, limits: &Limits, broker: &Broker) -> R
             Err(e) => return Err(End::Io(e)),
         }
     }
-}
-
-/// What [`connect_at_accept`] did with a new plain-TCP socket.
-pub(crate) enum AtAccept {
-    /// CONNECT answered: the client is connected, its CONNACK written (or left in its write buffer).
-    Connected(Client),
-    /// Nothing more to do: the CONNECT was refused (CONNACK sent), or the socket closed.
-    Done,
-    /// Nothing to read yet.
-    NotYet(std::net::TcpStream),
-    /// The CONNECT is not all there yet, is not a CONNECT, has a password to hash, or takes over a
-    /// connected client id (the old connection must end first): the connection task takes over, with the
-    /// bytes read so far.
-    Later(std::net::TcpStream, BytesMut),
-}
-
-/// Bytes read from a new socket to find its CONNECT (most are well under 100 bytes).
-const READ_AT_ACCEPT: usize = 512;
-
-/// Answers a new socket's CONNECT as it is accepted, when it is already there (it usually is: a client
-/// sends it right after the TCP handshake): no task, no tokio registration, one read and one write. A
-/// connection that sends nothing more then parks at once. Anything unusual goes to the connection task
-/// ([`AtAccept::Later`]), which handles it as if nothing had happened.
-pub(crate) fn connect_at_accept(
-    broker: &Arc<Broker>,
-    stream: std::net::TcpStream,
-    peer: std::net::SocketAddr,
-    listener: usize,
-) -> AtAccept {
-    use std::io::Read;
-    let mut first = [0u8; READ_AT_ACCEPT];
-    let n = match (&stream).read(&mut first) {
-        Ok(0) => {
-            tracing::info!(%peer, "closed before CONNECT: {}", End::Closed);
-            return AtAccept::Done;
-        }
-        Ok(n) => n,
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return AtAccept::NotYet(stream),
-        Err(e) => {
-            tracing::info!(%peer, "closed before CONNECT: {}", End::Io(e));
-            return AtAccept::Done;
-        }
-    };
-    Stats::add(&broker.stats.bytes_received, n as u64);
-    let first = &first[..n];
-    if let Some(end) = not_connect(first) {
-        tracing::info!(%peer, "closed before CONNECT: {end}");
-        return AtAccept::Done;
-    }
-    let limits = Limits { max_packet_size: broker.settings.max_incoming_packet() };
-    // The thread's buffers, as for a connection's turn: nothing allocated unless bytes are left over.
-    let mut io = Transport::new(Stream::Parked(Some(stream)), peer, listener);
-    io.borrow_scratch();
-    io.rbuf().extend_from_slice(first);
-    let connect = match decode(io.rbuf(), ProtocolVersion::V3_1_1, &connect_limits(&limits)) {
-        Ok(Some(Packet::Connect(c))) => authenticate_now(broker, &c, listener).map(|a| (c, a)),
-        _ => None,
-    };
-    let Some((c, authenticated)) = connect else {
-        io.give_back();
-        let Stream::Parked(Some(stream)) = io.stream else { return AtAccept::Done };
-        return AtAccept::Later(stream, BytesMut::from(first));
-    };
-    let mut c = *c;
-    let (version, client_max) = (c.protocol, c.properties.maximum_packet_size);
-    let pipelined = !io.rbuf().is_empty();
-    match check(broker, &mut c, CertUsername::Unused, Some(authenticated), io.listener) {
-        Ok(checked) if broker.is_attached(&checked.client_id) => {
-            // A takeover waits for the old connection to end: that takes a task.
-            io.give_back();
-            let Stream::Parked(Some(stream)) = io.stream else { return AtAccept::Done };
-            AtAccept::Later(stream, BytesMut::from(first))
-        }
-        Ok(checked) => {
-            let mut client = attach(broker, io, c, limits, checked);
-            write_now(&mut client.io, &broker.stats);
-            client.undecoded = pipelined;
-            client.connected();
-            AtAccept::Connected(client)
-        }
-        Err((Refusal(code, why), client_id)) => {
-            refused(broker, code, &client_id);
-            queue_refusal(&mut io, version, code, client_max, &why);
-            write_now(&mut io, &broker.stats);
-            tracing::info!(%peer, %client_id, protocol = %version, "connection refused: {why}");
-            AtAccept::Done
-        }
-    }
-}
-
-/// Writes what the socket takes now of a [`Stream::Parked`] transport's write buffer (a CONNACK into a new
-/// socket: all of it), then gives the thread's buffers back.
-fn write_now(io: &mut Transport, stats: &Stats) {
-    use std::io::Write;
-    if let (Stream::Parked(Some(socket)), Some(b)) = (&io.stream, io.bufs.as_mut()) {
-        while !b.w.is_empty() {
-            match (&*socket).write(&b.w) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    b.w.advance(n);
-                    Stats::add(&stats.bytes_sent, n as u64);
-                }
-            }
-        }
-    }
-    io.give_back();
 }
 
 /// A client speaking another protocol to a plain MQTT listener, told apart by its first bytes for the log.
@@ -280,7 +194,7 @@ fn misdirected(first: &[u8]) -> Option<End> {
         }
         _ => return None,
     };
-    Some(End::Protocol(why.to_string(), reason::MALFORMED_PACKET))
+    Some(End::Protocol(ProtocolViolation::Misdirected(why)))
 }
 
 /// A unique client id for a client that sent an empty one.
@@ -374,7 +288,7 @@ async fn accept(
     mut c: Connect,
     limits: Limits,
     cert: CertUsername,
-) -> Result<Client, Refused> {
+) -> Result<Connection, Refused> {
     let authenticated = match cert {
         CertUsername::Unused => Some(authenticate(broker, &c, usize::from(io.listener)).await),
         _ => None,
@@ -389,8 +303,8 @@ async fn accept(
 }
 
 /// What [`check`] decided of an acceptable CONNECT.
-struct Checked {
-    client_id: String,
+pub(crate) struct Checked {
+    pub client_id: String,
     /// The client id the server assigned (5.0: sent back in CONNACK).
     assigned: Option<String>,
     keep_alive: u16,
@@ -399,7 +313,7 @@ struct Checked {
 
 /// Checks a CONNECT and takes the authentication outcome (`None`: the certificate decides). A refusal
 /// comes with the client id for the log.
-fn check(
+pub(crate) fn check(
     broker: &Broker,
     c: &mut Connect,
     cert: CertUsername,
@@ -476,7 +390,13 @@ fn username_as_client_id(
 }
 
 /// Attaches the session of an accepted CONNECT (see [`check`]) and queues the CONNACK.
-fn attach(broker: &Arc<Broker>, mut io: Transport, c: Connect, limits: Limits, checked: Checked) -> Client {
+pub(crate) fn attach(
+    broker: &Arc<Broker>,
+    mut io: Transport,
+    c: Connect,
+    limits: Limits,
+    checked: Checked,
+) -> Connection {
     let Checked { client_id, assigned, keep_alive, server_keep_alive } = checked;
     let version = c.protocol;
     let connection_id = broker.next_id();
@@ -532,18 +452,19 @@ fn attach(broker: &Arc<Broker>, mut io: Transport, c: Connect, limits: Limits, c
     // Unacknowledged messages go again (`Broker::attach` marked them), with DUP, before anything new, as
     // the connection task drains the session [MQTT-4.4.0-1].
     crate::trace::connected(&client_id, io.peer, &c, keep_alive);
-    Client {
+    let client = Client {
         broker: broker.clone(),
-        io,
         session,
         connection_id,
-        version,
-        limits,
-        keep_alive,
-        send_window: c.properties.receive_maximum.unwrap_or(u16::MAX).min(s.inflight_window()),
-        client_max_packet: c.properties.maximum_packet_size.and_then(std::num::NonZeroU32::new),
-        connect_expiry: c.properties.session_expiry_interval.unwrap_or(0),
-        bridge: c.bridge,
+        negotiated: Negotiated {
+            version,
+            limits,
+            keep_alive,
+            send_window: c.properties.receive_maximum.unwrap_or(u16::MAX).min(s.inflight_window()),
+            client_max_packet: c.properties.maximum_packet_size.and_then(std::num::NonZeroU32::new),
+            connect_expiry: c.properties.session_expiry_interval.unwrap_or(0),
+            bridge: c.bridge,
+        },
         expiry_override: None,
         retained_backlog: None,
         congested: None,
@@ -551,7 +472,8 @@ fn attach(broker: &Arc<Broker>, mut io: Transport, c: Connect, limits: Limits, c
         // Packets pipelined behind CONNECT may already be in the read buffer.
         undecoded: true,
         extras,
-    }
+    };
+    Connection { io, client }
 }
 
 /// Checks the credentials of a CONNECT on its listener, off the async threads (password hashing is
@@ -570,7 +492,7 @@ async fn authenticate(broker: &Broker, c: &Connect, listener: usize) -> Result<(
 
 /// [`authenticate`] when there is no password to hash (decided here, without a trip to the blocking
 /// pool); `None` when there is one.
-fn authenticate_now(broker: &Broker, c: &Connect, listener: usize) -> Option<Result<(), Refusal>> {
+pub(crate) fn authenticate_now(broker: &Broker, c: &Connect, listener: usize) -> Option<Result<(), Refusal>> {
     let security = broker.security().get(listener);
     if security.passwords.is_some() && c.username.is_some() {
         return None;

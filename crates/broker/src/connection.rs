@@ -1,411 +1,31 @@
-//! The task of a connection while it has work: read the CONNECT (when the parker did not answer it
-//! already), attach the session, then one poll function that, each time the task wakes, moves the outbox
-//! into the write buffer, writes, reads and handles packets. Nothing else is stored per connection: no
+//! A connection while it has work ([`Connection`]: its [`Transport`] and the [`Client`] on it), after the
+//! CONNECT exchange (`connect.rs`): one poll function that, each time the task wakes, moves the outbox
+//! into the write buffer, writes, reads and hands packets to the client's handlers (`handle.rs`); at the
+//! end, the DISCONNECT, the will and the session. Nothing else is stored per connection: no
 //! timer (a sweeper wakes connections past their keep-alive), no notification futures (the outbox keeps
 //! the task's waker; takeover and shutdown wake it through the session). A plain-TCP connection that has
 //! nothing to do parks (`park.rs`) and its task ends (memory per connection is a tracked figure, see
 //! bench/README.md).
 
-use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
-use mqttd_proto::{
-    decode, encode, encode_publish, encoded_len, publish_len, reason, DecodeError, Limits, Packet, Properties,
-    ProtocolVersion,
-};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
+use mqttd_proto::{decode, encoded_len, Packet};
+use tokio::io::AsyncWriteExt;
 
-use crate::broker::{Broker, Stats, RELIEVED_BACKLOG};
-use crate::observe::{DisconnectReason, EventKind};
+use crate::backpressure::RELIEVED_BACKLOG;
+use crate::broker::{Broker, Stats};
+use crate::end::{grace, interruption, End};
+use crate::handle::Client;
+use crate::observe::EventKind;
+use crate::outgoing::Drain;
 use crate::session::{clock, Expiry, Session, WillOutcome};
+use crate::transport::{Stream, Transport, WRITE_HIGH_WATER};
 
-/// Stop draining the outbox into the write buffer beyond this many bytes; stop reading beyond 4x.
-const WRITE_HIGH_WATER: usize = 64 * 1024;
-/// The same for a connection whose socket is full: what waits in its own buffer stays small.
-const WRITE_HELD: usize = 16 * 1024;
 /// Retained messages moved from the backlog into the outbox at a time.
 const RETAINED_BATCH: usize = 256;
-/// Read sizes adapt between these in a connection's own buffer (the handshake, a big partial packet); the
-/// thread's shared buffer always offers `READ_MAX`.
-const READ_MIN: usize = 64;
-const READ_MAX: usize = 16 * 1024;
-
-/// A byte stream that carries MQTT after the listener's handshakes (TLS, WebSocket).
-pub trait ByteStream: AsyncRead + AsyncWrite + Send + Unpin {
-    /// The TCP socket under the stream.
-    fn socket(&self) -> &TcpStream;
-}
-
-type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
-
-impl ByteStream for TlsStream {
-    fn socket(&self) -> &TcpStream {
-        self.get_ref().0
-    }
-}
-
-impl ByteStream for mqttd_ws::WsBytes<TcpStream> {
-    fn socket(&self) -> &TcpStream {
-        self.get_ref()
-    }
-}
-
-impl ByteStream for mqttd_ws::WsBytes<TlsStream> {
-    fn socket(&self) -> &TcpStream {
-        self.get_ref().get_ref().0
-    }
-}
-
-/// The socket under MQTT: plain TCP inline (no allocation, no dynamic call), anything else boxed.
-pub enum Stream {
-    Tcp(TcpStream),
-    Wrapped(Box<dyn ByteStream>),
-    /// A socket not registered with tokio: a parked connection's (`park.rs`), or one whose CONNECT was
-    /// answered as it was accepted; `None` while it moves. Reads and writes fail: a connection gets its
-    /// `Tcp` back before it runs.
-    Parked(Option<std::net::TcpStream>),
-}
-
-impl Stream {
-    /// Whether the kernel holds bytes (or the end of the stream) for this socket that have not been read.
-    /// Asks the socket itself: the runtime's idea of its readiness may lag behind (a socket registered
-    /// just now, or an event not yet polled). An error counts as input: the next read reports it.
-    fn input_waiting(&self) -> bool {
-        let socket = match self {
-            Stream::Tcp(s) => socket2::SockRef::from(s),
-            Stream::Wrapped(s) => socket2::SockRef::from(s.socket()),
-            Stream::Parked(Some(s)) => socket2::SockRef::from(s),
-            Stream::Parked(None) => return false,
-        };
-        let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
-        match socket.peek(&mut byte) {
-            Ok(_) => true,
-            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-        }
-    }
-}
-
-/// The error of I/O on a [`Stream::Parked`].
-fn parked() -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::NotConnected, "the connection is parked")
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Wrapped(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Parked(_) => Poll::Ready(Err(parked())),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Wrapped(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Parked(_) => Poll::Ready(Err(parked())),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Stream::Wrapped(s) => Pin::new(s).poll_flush(cx),
-            Stream::Parked(_) => Poll::Ready(Err(parked())),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Wrapped(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Parked(_) => Poll::Ready(Err(parked())),
-        }
-    }
-}
-
-/// Why a connection ended; decides the log line, the will and the 5.0 DISCONNECT we send.
-#[derive(Debug)]
-pub(crate) enum End {
-    /// The client sent DISCONNECT; `with_will` for 5.0 reason 0x04.
-    Disconnect {
-        with_will: bool,
-    },
-    KeepAlive(Duration),
-    Closed,
-    Io(std::io::Error),
-    Takeover,
-    /// An operator ended the connection (admin API `DELETE /api/v1/clients/ID`); `with_will` as asked.
-    Kicked {
-        with_will: bool,
-    },
-    /// A protocol violation: what, and the 5.0 reason code sent in DISCONNECT.
-    Protocol(String, u8),
-    Shutdown,
-}
-
-impl std::fmt::Display for End {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            End::Disconnect { with_will: false } => f.write_str("client sent DISCONNECT"),
-            End::Disconnect { with_will: true } => f.write_str("client sent DISCONNECT asking for its will (0x04)"),
-            End::KeepAlive(d) => write!(f, "keep-alive timeout after {}s", d.as_secs_f32()),
-            End::Closed => f.write_str("socket closed by peer"),
-            End::Io(e) => write!(f, "socket error: {e}"),
-            End::Takeover => f.write_str("session taken over by a new connection"),
-            End::Kicked { .. } => f.write_str("disconnected by an operator"),
-            End::Protocol(what, code) => write!(f, "protocol error ({}): {what}", reason::name(*code)),
-            End::Shutdown => f.write_str("server shutting down"),
-        }
-    }
-}
-
-impl End {
-    /// The reason as the metrics and the events name it.
-    fn reason(&self) -> DisconnectReason {
-        match self {
-            End::Disconnect { with_will: false } => DisconnectReason::Disconnect,
-            End::Disconnect { with_will: true } => DisconnectReason::DisconnectWithWill,
-            End::KeepAlive(_) => DisconnectReason::KeepAlive,
-            End::Closed => DisconnectReason::Closed,
-            End::Io(_) => DisconnectReason::SocketError,
-            End::Takeover => DisconnectReason::Takeover,
-            End::Kicked { .. } => DisconnectReason::Kicked,
-            End::Protocol(..) => DisconnectReason::ProtocolError,
-            End::Shutdown => DisconnectReason::Shutdown,
-        }
-    }
-
-    pub(crate) fn protocol(err: &DecodeError) -> End {
-        End::Protocol(err.to_string(), err.reason_code())
-    }
-
-    /// The reason code of the DISCONNECT the server sends a 5.0 client, if any.
-    fn disconnect_code(&self) -> Option<u8> {
-        match self {
-            End::Takeover => Some(reason::SESSION_TAKEN_OVER),
-            End::Kicked { .. } => Some(reason::ADMINISTRATIVE_ACTION),
-            End::Protocol(_, code) => Some(*code),
-            End::Shutdown => Some(reason::SERVER_SHUTTING_DOWN),
-            End::KeepAlive(_) => Some(reason::KEEP_ALIVE_TIMEOUT),
-            _ => None,
-        }
-    }
-}
-
-/// A connection's read and write buffers; boxed, and absent while the connection is idle.
-#[derive(Default)]
-pub(crate) struct Buffers {
-    pub r: BytesMut,
-    pub w: BytesMut,
-}
-
-/// The socket and its buffers.
-pub(crate) struct Transport {
-    pub stream: Stream,
-    /// `None` while idle; this thread's buffers during a turn ([`Transport::borrow_scratch`]); the
-    /// connection's own when bytes are left over (a partial packet, output the socket did not take).
-    pub bufs: Option<Box<Buffers>>,
-    pub peer: SocketAddr,
-    /// Index of the listener that accepted the socket.
-    pub listener: u16,
-    /// How much room the next read gets; doubles when a read fills it, halves when reads are small.
-    pub read_hint: u32,
-    /// The write buffer was written out but the stream (TLS, WebSocket) still holds bytes to flush.
-    pub flush_pending: bool,
-    /// `bufs` are this thread's, lent for the turn.
-    pub lent: bool,
-}
-
-impl Transport {
-    pub(crate) fn new(stream: Stream, peer: SocketAddr, listener: usize) -> Transport {
-        Transport {
-            stream,
-            bufs: None,
-            peer,
-            listener: u16::try_from(listener).unwrap_or(u16::MAX),
-            read_hint: READ_MIN as u32,
-            flush_pending: false,
-            lent: false,
-        }
-    }
-
-    /// The socket's descriptor while it is outside tokio ([`Stream::Parked`]).
-    pub(crate) fn socket_fd(&self) -> Option<std::os::fd::RawFd> {
-        use std::os::fd::AsRawFd;
-        match &self.stream {
-            Stream::Parked(Some(s)) => Some(s.as_raw_fd()),
-            _ => None,
-        }
-    }
-
-    /// The read buffer (made if there is none).
-    pub(crate) fn rbuf(&mut self) -> &mut BytesMut {
-        &mut self.bufs.get_or_insert_with(Box::default).r
-    }
-
-    /// The write buffer (made if there is none).
-    pub(crate) fn wbuf(&mut self) -> &mut BytesMut {
-        &mut self.bufs.get_or_insert_with(Box::default).w
-    }
-
-    /// Bytes waiting to be written.
-    fn output_len(&self) -> usize {
-        self.bufs.as_ref().map_or(0, |b| b.w.len())
-    }
-
-    /// Reads more bytes; `Ok(false)` on end of stream.
-    pub(crate) async fn fill(&mut self, stats: &Stats) -> std::io::Result<bool> {
-        std::future::poll_fn(|cx| self.poll_fill(cx, stats)).await
-    }
-
-    /// Reads more bytes into the read buffer; `Ok(false)` on end of stream. Bytes read stay there.
-    fn poll_fill(&mut self, cx: &mut Context<'_>, stats: &Stats) -> Poll<std::io::Result<bool>> {
-        let hint = self.read_hint as usize;
-        let r = &mut self.bufs.get_or_insert_with(Box::default).r;
-        if r.capacity() - r.len() < hint / 2 {
-            r.reserve(hint);
-        }
-        let room = r.capacity() - r.len();
-        let n = std::task::ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, r))?;
-        if n >= room {
-            self.read_hint = (self.read_hint * 2).min(READ_MAX as u32);
-        } else if n < hint / 8 {
-            self.read_hint = (self.read_hint / 2).max(READ_MIN as u32);
-        }
-        Stats::add(&stats.bytes_received, n as u64);
-        Poll::Ready(Ok(n > 0))
-    }
-
-    /// Writes the write buffer out, then flushes the stream. `Ready(Ok(wrote))` when done or nothing is
-    /// left to write, `Pending` (the socket will wake the task) when it could write nothing.
-    fn poll_write_out(&mut self, cx: &mut Context<'_>, stats: &Stats) -> Poll<std::io::Result<bool>> {
-        let mut wrote = false;
-        if let Some(b) = self.bufs.as_mut() {
-            while !b.w.is_empty() {
-                match Pin::new(&mut self.stream).poll_write(cx, &b.w) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
-                    Poll::Ready(Ok(n)) => {
-                        b.w.advance(n);
-                        Stats::add(&stats.bytes_sent, n as u64);
-                        wrote = true;
-                        self.flush_pending = true;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending if wrote => return Poll::Ready(Ok(true)),
-                    Poll::Pending => return Poll::Pending,
-                }
-            }
-        }
-        if self.flush_pending {
-            match Pin::new(&mut self.stream).poll_flush(cx) {
-                Poll::Ready(Ok(())) => self.flush_pending = false,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending if wrote => return Poll::Ready(Ok(true)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        Poll::Ready(Ok(wrote))
-    }
-
-    /// Writes everything buffered, bounded by `limit`.
-    pub(crate) async fn flush(&mut self, limit: Duration, stats: &Stats) {
-        let w = &mut self.bufs.get_or_insert_with(Box::default).w;
-        let len = w.len() as u64;
-        let write = async {
-            self.stream.write_all_buf(w).await?;
-            self.stream.flush().await
-        };
-        if let Ok(Ok(())) = tokio::time::timeout(limit, write).await {
-            Stats::add(&stats.bytes_sent, len);
-        }
-    }
-
-    pub(crate) fn queue(&mut self, packet: &Packet, version: ProtocolVersion) {
-        if let Err(e) = encode(packet, version, self.wbuf()) {
-            tracing::warn!(peer = %self.peer, packet = packet.name(), "cannot encode: {e}");
-        }
-    }
-
-    /// Lends this thread's buffers to the connection for one turn ([`Transport::give_back`] ends it):
-    /// reads and writes go through buffers shared by every connection on the thread, so a busy
-    /// connection holds memory only for bytes it could not finish, and an idle one none.
-    pub(crate) fn borrow_scratch(&mut self) {
-        if self.bufs.as_ref().is_some_and(|b| !b.w.is_empty() || b.r.len() > KEEP_MAX) {
-            // Output waits for the socket, or a big packet is half read: this turn uses the own buffers.
-            self.lent = false;
-            return;
-        }
-        let own = self.bufs.take();
-        let mut scratch = SCRATCH.take().unwrap_or_default();
-        scratch.r.clear();
-        scratch.w.clear();
-        scratch.r.reserve(READ_MAX);
-        if let Some(own) = own {
-            // A small partial packet moves into the shared buffer.
-            scratch.r.extend_from_slice(&own.r);
-        }
-        self.bufs = Some(scratch);
-        self.lent = true;
-    }
-
-    /// How far [`Client::drain`] fills the write buffer: far while the socket takes everything (one
-    /// write for many messages), less once bytes wait in a buffer of the connection's own.
-    fn write_limit(&self) -> usize {
-        if self.lent {
-            WRITE_HIGH_WATER
-        } else {
-            WRITE_HELD
-        }
-    }
-
-    /// Ends [`Transport::borrow_scratch`]: the thread's buffers go back to it; bytes left in them are
-    /// copied into buffers of their exact size; empty own buffers are let go.
-    pub(crate) fn give_back(&mut self) {
-        let Some(b) = self.bufs.take() else { return };
-        let leftover = !b.r.is_empty() || !b.w.is_empty();
-        if !std::mem::take(&mut self.lent) {
-            if leftover {
-                self.bufs = Some(b);
-            }
-            return;
-        }
-        if leftover {
-            self.bufs = Some(Box::new(Buffers { r: exact_copy(&b.r), w: exact_copy(&b.w) }));
-        }
-        // A buffer grown for one huge packet is not kept for the thread's lifetime.
-        if b.r.capacity() <= 4 * READ_MAX && b.w.capacity() <= 4 * WRITE_HIGH_WATER {
-            SCRATCH.set(Some(b));
-        }
-    }
-}
-
-/// A buffer holding just `bytes` (none when empty).
-fn exact_copy(bytes: &[u8]) -> BytesMut {
-    if bytes.is_empty() {
-        BytesMut::new()
-    } else {
-        BytesMut::from(bytes)
-    }
-}
-
-/// A partial packet up to this size moves into the thread's read buffer for the next read; a bigger one
-/// keeps reading into its own buffer.
-const KEEP_MAX: usize = 4096;
-
-thread_local! {
-    /// Each runtime thread's read and write buffers, lent to one connection at a time
-    /// ([`Transport::borrow_scratch`]).
-    static SCRATCH: std::cell::Cell<Option<Box<Buffers>>> = const { std::cell::Cell::new(None) };
-}
 
 /// Backpressure: before reading more from a publisher, wait (at most [`CONGESTION_WAIT`]) until a
 /// subscriber it feeds has drained its queue below [`RELIEVED_BACKLOG`], so queues and memory stay bounded
@@ -438,194 +58,27 @@ async fn wait_for_drain(broker: Arc<Broker>, slow: Arc<Session>, own: (Arc<Sessi
     }
 }
 
-/// At most this many reads (of up to 16 KiB) of what a connection taken over had sent ([`Client::last_words`]).
+/// At most this many reads (of up to 16 KiB) of what a connection taken over had sent ([`Connection::last_words`]).
 const TAKEOVER_READS: usize = 64;
 
-/// How long [`Client::last_words`] waits for bytes the socket holds to become readable to the runtime.
+/// How long [`Connection::last_words`] waits for bytes the socket holds to become readable to the runtime.
 const LAST_WORDS_WAIT: Duration = Duration::from_secs(1);
 
 /// How often a waiting publisher re-checks that its slow subscriber still makes progress.
 const CONGESTION_POLL: Duration = Duration::from_millis(20);
 
-/// A connected client: the transport plus its session and negotiated parameters.
-pub(crate) struct Client {
-    pub broker: Arc<Broker>,
+/// A connection while it runs: its bytes ([`Transport`]) and the client on it ([`Client`]: session,
+/// what CONNECT negotiated, the packet handlers).
+pub(crate) struct Connection {
     pub io: Transport,
-    pub session: Arc<Session>,
-    pub connection_id: u64,
-    pub version: ProtocolVersion,
-    pub limits: Limits,
-    /// Negotiated keep-alive in seconds; zero disables it.
-    pub keep_alive: u16,
-    /// The client's Receive Maximum: our outgoing QoS 1/2 window.
-    pub send_window: u16,
-    /// The client's Maximum Packet Size (5.0); never 0 [MQTT-3.1.2-24], so the option costs nothing.
-    pub client_max_packet: Option<std::num::NonZeroU32>,
-    /// Session Expiry Interval from CONNECT (5.0), to validate the one in DISCONNECT.
-    pub connect_expiry: u32,
-    /// CONNECT carried the bridge bit (Mosquitto's `try_private`): its 3.x subscriptions get No Local
-    /// and Retain As Published, as Mosquitto gives a bridge's.
-    pub bridge: bool,
-    /// Expiry set by a 5.0 DISCONNECT.
-    pub expiry_override: Option<u32>,
-    /// Retained messages owed to new subscriptions, fed into the outbox as it empties.
-    /// Boxed: most connections never have one, and every idle connection would carry an empty `VecDeque`.
-    #[allow(clippy::box_collection)]
-    pub retained_backlog: Option<Box<std::collections::VecDeque<mqttd_core::Delivery>>>,
-    /// A subscriber with a full queue, still reading, that a message this client published went to.
-    pub congested: Option<Arc<Session>>,
-    /// A subscriber this client publishes to has a long queue: yield before reading more.
-    pub busy: bool,
-    /// Bytes in the read buffer not yet decoded (decoding stopped to wait for a congested subscriber).
-    pub undecoded: bool,
-    /// What few connections need, boxed and absent until needed.
-    pub extras: Option<Box<Extras>>,
+    pub client: Client,
 }
 
-/// The parts of a connection most connections never use.
-#[derive(Debug, Default)]
-pub(crate) struct Extras {
-    /// Topic aliases both ways (5.0).
-    pub aliases: Option<crate::alias::TopicAliases>,
-    /// Answers waiting for the durable store (`persistence true`): each goes out, in order, once the
-    /// store's durable position passes its own (a PUBACK once the message is on disk).
-    pub held: std::collections::VecDeque<(u64, Packet)>,
-    /// The 5.0 client sent Request Problem Information 0: no Reason Strings on acknowledgements
-    /// [MQTT-3.1.2-29].
-    pub no_problem_info: bool,
-}
-
-impl Client {
-    /// Whether Reason Strings may go with acknowledgements that refuse (5.0 Request Problem Information,
-    /// 1 unless the client says 0) [MQTT-3.1.2-29].
-    pub(crate) fn problem_info(&self) -> bool {
-        !self.extras.as_ref().is_some_and(|e| e.no_problem_info)
-    }
-
-    /// Whether answers wait for the durable store.
-    fn holds_answers(&self) -> bool {
-        self.extras.as_ref().is_some_and(|e| !e.held.is_empty())
-    }
-}
-
-/// How [`Client::run`] returns.
+/// How [`Connection::run`] returns.
 pub(crate) enum Stop {
     End(End),
     /// Quiet and holding nothing: park the connection (`park.rs`).
     Park,
-}
-
-/// What a parked connection keeps of its [`Client`] (`park.rs`): the socket, the session and what CONNECT
-/// negotiated; no buffers (it parks holding none), no transport state, so it stays small.
-pub(crate) struct Asleep {
-    pub socket: std::net::TcpStream,
-    session: Arc<Session>,
-    connection_id: u64,
-    peer: SocketAddr,
-    listener: u16,
-    version: ProtocolVersion,
-    limits: Limits,
-    keep_alive: u16,
-    send_window: u16,
-    client_max_packet: Option<std::num::NonZeroU32>,
-    connect_expiry: u32,
-    bridge: bool,
-    expiry_override: Option<u32>,
-    extras: Option<Box<Extras>>,
-    permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl Client {
-    /// The client as it parks: its socket must have left tokio already ([`Stream::Parked`]) and the
-    /// client must hold nothing else ([`Client::holds_nothing`]); otherwise it comes back unchanged.
-    #[allow(clippy::result_large_err)] // Once per park, moved straight into a task or the parker.
-    pub(crate) fn into_asleep(
-        mut self,
-        permit: tokio::sync::OwnedSemaphorePermit,
-    ) -> Result<Asleep, (Client, tokio::sync::OwnedSemaphorePermit)> {
-        if !self.holds_nothing() {
-            return Err((self, permit));
-        }
-        let Stream::Parked(Some(socket)) = std::mem::replace(&mut self.io.stream, Stream::Parked(None)) else {
-            return Err((self, permit));
-        };
-        Ok(Asleep {
-            socket,
-            session: self.session,
-            connection_id: self.connection_id,
-            peer: self.io.peer,
-            listener: self.io.listener,
-            version: self.version,
-            limits: self.limits,
-            keep_alive: self.keep_alive,
-            send_window: self.send_window,
-            client_max_packet: self.client_max_packet,
-            connect_expiry: self.connect_expiry,
-            bridge: self.bridge,
-            expiry_override: self.expiry_override,
-            extras: self.extras,
-            permit,
-        })
-    }
-}
-
-impl Asleep {
-    pub(crate) fn session(&self) -> Arc<Session> {
-        self.session.clone()
-    }
-
-    /// Whether the connection must end now, as a running one asks ([`Client::interrupted`]).
-    pub(crate) fn interrupted(&self, broker: &Broker) -> bool {
-        interruption(broker, &self.session, self.connection_id, self.keep_alive).is_some()
-    }
-
-    /// The client again, its socket still outside tokio (the task it runs in registers it).
-    pub(crate) fn wake_up(self, broker: Arc<Broker>) -> (Client, tokio::sync::OwnedSemaphorePermit) {
-        let io = Transport::new(Stream::Parked(Some(self.socket)), self.peer, usize::from(self.listener));
-        let client = Client {
-            broker,
-            io,
-            session: self.session,
-            connection_id: self.connection_id,
-            version: self.version,
-            limits: self.limits,
-            keep_alive: self.keep_alive,
-            send_window: self.send_window,
-            client_max_packet: self.client_max_packet,
-            connect_expiry: self.connect_expiry,
-            bridge: self.bridge,
-            expiry_override: self.expiry_override,
-            retained_backlog: None,
-            congested: None,
-            busy: false,
-            undecoded: false,
-            extras: self.extras,
-        };
-        (client, self.permit)
-    }
-}
-
-/// The keep-alive allowance for a keep-alive of `seconds`: 1.5 times it [MQTT-3.1.2-24].
-fn grace(seconds: u16) -> Duration {
-    Duration::from_millis(u64::from(seconds) * 1500)
-}
-
-/// Why connection `connection_id` of `session` must end now, if it must: shutdown, takeover, or its
-/// keep-alive expired (the sweeper marked it). Running and parked connections ask the same.
-fn interruption(broker: &Broker, session: &Session, connection_id: u64, keep_alive: u16) -> Option<End> {
-    if broker.shutting_down() {
-        return Some(End::Shutdown);
-    }
-    match session.connection.load(Ordering::Acquire) {
-        own if own == connection_id => {}
-        crate::session::KICKED => return Some(End::Kicked { with_will: false }),
-        crate::session::KICKED_WITH_WILL => return Some(End::Kicked { with_will: true }),
-        _ => return Some(End::Takeover),
-    }
-    if keep_alive > 0 && session.keep_alive_deadline.load(Ordering::Relaxed) == crate::session::KEEP_ALIVE_EXPIRED {
-        return Some(End::KeepAlive(grace(keep_alive)));
-    }
-    None
 }
 
 /// What the poll function asks the connection task to do next.
@@ -639,24 +92,7 @@ enum Step {
     Yield,
 }
 
-/// The CONNECT exchange on a byte stream: `Some` once the client is connected (counted in `$SYS`).
-pub(crate) async fn connect(
-    broker: Arc<Broker>,
-    stream: Stream,
-    (peer, listener, cert_username): (SocketAddr, usize, crate::tls::CertUsername),
-    read: BytesMut,
-) -> Option<Client> {
-    let mut io = Transport::new(stream, peer, listener);
-    if !read.is_empty() {
-        // Read as the socket was accepted ([`crate::connect::connect_at_accept`]).
-        *io.rbuf() = read;
-    }
-    let client = crate::connect::handshake(&broker, io, cert_username).await?;
-    client.connected();
-    Some(client)
-}
-
-impl Client {
+impl Connection {
     /// Serves the connection until it ends or parks.
     pub(crate) async fn run(&mut self) -> Stop {
         loop {
@@ -667,8 +103,8 @@ impl Client {
                 Step::End(end) => return Stop::End(end),
                 Step::Park => return Stop::Park,
                 Step::WaitDrain(slow) => {
-                    let own = (self.session.clone(), self.connection_id);
-                    Box::pin(wait_for_drain(self.broker.clone(), slow, own)).await
+                    let own = (self.client.session.clone(), self.client.connection_id);
+                    Box::pin(wait_for_drain(self.client.broker.clone(), slow, own)).await
                 }
                 Step::Yield => tokio::task::yield_now().await,
             }
@@ -681,10 +117,10 @@ impl Client {
     /// closed (the will goes out). Reads what the socket holds now, at most [`TAKEOVER_READS`] times;
     /// the new connection waits for this (`Broker::await_release`).
     async fn last_words(&mut self) -> End {
-        let broker = self.broker.clone();
+        let broker = self.client.broker.clone();
         let mut reads = 0;
         loop {
-            while self.undecoded {
+            while self.client.undecoded {
                 if let Some(Step::End(end)) = self.decode_packets() {
                     return end;
                 }
@@ -707,7 +143,7 @@ impl Client {
             match filled {
                 Ok(true) => {
                     reads += 1;
-                    self.undecoded = true;
+                    self.client.undecoded = true;
                 }
                 Ok(false) => return End::Closed,
                 Err(e) => return End::Io(e),
@@ -718,20 +154,20 @@ impl Client {
     /// Counts the client in (`$SYS`) and starts its keep-alive clock: with CONNECT, not again when a
     /// parked connection runs (its deadline may have passed while it was parked).
     pub(crate) fn connected(&self) {
-        Stats::add(&self.broker.stats.clients_connected, 1);
-        self.broker.counters.connected(self.io.listener, self.version);
+        Stats::add(&self.client.broker.stats.clients_connected, 1);
+        self.client.broker.counters.connected(self.io.listener, self.client.negotiated.version);
         self.touch();
         if self.can_park() {
             // Most connections are quiet after CONNECT for a while (or for good): one that sends nothing
             // more right away parks at once rather than after `park_after`, so a burst of connections
             // does not hold a task each.
-            self.session.active.store(crate::session::PARK_REQUESTED, Ordering::Relaxed);
+            self.client.session.active.store(crate::session::PARK_REQUESTED, Ordering::Relaxed);
         }
     }
 
     /// Whether this connection can park at all: plain TCP, parking enabled.
     pub(crate) fn can_park(&self) -> bool {
-        self.broker.settings.park_after.is_some() && matches!(self.io.stream, Stream::Tcp(_) | Stream::Parked(_))
+        self.client.broker.settings.park_after.is_some() && matches!(self.io.stream, Stream::Tcp(_) | Stream::Parked(_))
     }
 
     /// Whether the connection was asked to park ([`crate::session::PARK_REQUESTED`]: by the sweeper when
@@ -741,7 +177,7 @@ impl Client {
         if !self.can_park() {
             return false;
         }
-        let active = &self.session.active;
+        let active = &self.client.session.active;
         if active.load(Ordering::Relaxed) == PARK_REQUESTED {
             return true;
         }
@@ -754,33 +190,40 @@ impl Client {
     pub(crate) fn holds_nothing(&self) -> bool {
         self.io.bufs.is_none()
             && !self.io.flush_pending
-            && self.retained_backlog.is_none()
-            && self.congested.is_none()
-            && !self.undecoded
-            && !self.busy
-            && !self.holds_answers()
-            && self.session.connection.load(Ordering::Acquire) == self.connection_id
+            && self.client.retained_backlog.is_none()
+            && self.client.congested.is_none()
+            && !self.client.undecoded
+            && !self.client.busy
+            && !self.client.holds_answers()
+            && self.client.session.connection.load(Ordering::Acquire) == self.client.connection_id
             // A resumed session with messages to send: parking would only wake it again at once.
-            && !self.session.state.lock().has_outgoing()
+            && !self.client.session.state.lock().has_outgoing()
     }
 
     /// The keep-alive allowance: 1.5 times the keep-alive [MQTT-3.1.2-24].
     fn grace(&self) -> Duration {
-        grace(self.keep_alive)
+        grace(self.client.negotiated.keep_alive)
     }
 
     /// Restarts the keep-alive clock: a control packet arrived [MQTT-3.1.2-24].
     fn touch(&self) {
-        if self.keep_alive > 0 && self.session.connection.load(Ordering::Relaxed) == self.connection_id {
+        if self.client.negotiated.keep_alive > 0
+            && self.client.session.connection.load(Ordering::Relaxed) == self.client.connection_id
+        {
             let deadline = clock() + self.grace().as_nanos() as u64;
-            self.session.keep_alive_deadline.store(deadline, Ordering::Relaxed);
+            self.client.session.keep_alive_deadline.store(deadline, Ordering::Relaxed);
         }
     }
 
     /// Why the connection must end now, if it must: shutdown, takeover, or keep-alive expired. Checked
-    /// after [`Client::drain`] registered the task's waker, so a wake-up that came before is not lost.
+    /// after [`Connection::drain`] registered the task's waker, so a wake-up that came before is not lost.
     fn interrupted(&self) -> Option<End> {
-        interruption(&self.broker, &self.session, self.connection_id, self.keep_alive)
+        interruption(
+            &self.client.broker,
+            &self.client.session,
+            self.client.connection_id,
+            self.client.negotiated.keep_alive,
+        )
     }
 
     /// One turn of the connection: outbox to write buffer, write, read, handle packets; until nothing
@@ -795,7 +238,7 @@ impl Client {
         if park && step.is_pending() && self.holds_nothing() {
             // The socket had nothing more to read (so the parker's poll sees the next byte). Not tracked
             // while parked: the sweeper leaves the session alone until the connection runs again.
-            self.session.active.store(0, Ordering::Relaxed);
+            self.client.session.active.store(0, Ordering::Relaxed);
             return Poll::Ready(Step::Park);
         }
         step
@@ -810,7 +253,7 @@ impl Client {
             }
             let mut moved = released;
             if self.io.output_len() > 0 || self.io.flush_pending {
-                match self.io.poll_write_out(cx, &self.broker.stats) {
+                match self.io.poll_write_out(cx, &self.client.broker.stats) {
                     Poll::Ready(Ok(wrote)) => moved |= wrote,
                     Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::WriteZero => {
                         return Poll::Ready(Step::End(End::Closed))
@@ -819,16 +262,16 @@ impl Client {
                     Poll::Pending => {}
                 }
             }
-            if self.undecoded {
+            if self.client.undecoded {
                 if let Some(step) = self.decode_packets() {
                     return Poll::Ready(step);
                 }
             }
             if self.io.output_len() < 4 * WRITE_HIGH_WATER {
-                match self.io.poll_fill(cx, &self.broker.stats) {
+                match self.io.poll_fill(cx, &self.client.broker.stats) {
                     Poll::Ready(Ok(true)) => {
                         moved = true;
-                        self.undecoded = true;
+                        self.client.undecoded = true;
                         if let Some(step) = self.decode_packets() {
                             return Poll::Ready(step);
                         }
@@ -847,15 +290,17 @@ impl Client {
     /// Queues the held answers whose durable position the store has passed, in order; with `cx`, the
     /// task is woken when the next one can go. Returns whether any went.
     fn release_held(&mut self, cx: Option<&mut Context<'_>>) -> bool {
-        let Some(held) = self.extras.as_mut().map(|e| &mut e.held).filter(|h| !h.is_empty()) else { return false };
-        let durable = self.broker.store().map_or(u64::MAX, |s| s.durable());
+        let Some(held) = self.client.extras.as_mut().map(|e| &mut e.held).filter(|h| !h.is_empty()) else {
+            return false;
+        };
+        let durable = self.client.broker.store().map_or(u64::MAX, |s| s.durable());
         let mut released = false;
         while held.front().is_some_and(|(position, _)| *position <= durable) {
             let (_, packet) = held.pop_front().expect("a front");
-            self.io.queue(&packet, self.version);
+            self.io.queue(&packet, self.client.negotiated.version);
             released = true;
         }
-        if let (Some((position, _)), Some(cx), Some(store)) = (held.front(), cx, self.broker.store()) {
+        if let (Some((position, _)), Some(cx), Some(store)) = (held.front(), cx, self.client.broker.store()) {
             if store.poll_durable(*position, cx).is_ready() {
                 // Synced meanwhile: go round again.
                 cx.waker().wake_by_ref();
@@ -864,45 +309,33 @@ impl Client {
         released
     }
 
-    /// Sends `packet` once the store's durable position reaches `durable` (0: at once), after every
-    /// answer held before it.
-    pub(crate) fn send_after(&mut self, packet: Packet, durable: u64) {
-        let ready = self.broker.store().is_none_or(|s| s.durable() >= durable);
-        if ready && !self.holds_answers() {
-            return self.io.queue(&packet, self.version);
-        }
-        let held = &mut self.extras.get_or_insert_with(Default::default).held;
-        let after = held.back().map_or(0, |(p, _)| *p).max(durable);
-        held.push_back((after, packet));
-    }
-
     /// Decodes and handles the packets in the read buffer. Stops early to end the connection, to wait for
     /// a congested subscriber, or to yield to subscribers after feeding them.
     fn decode_packets(&mut self) -> Option<Step> {
         let mut got_packet = false;
         loop {
-            match decode(self.io.rbuf(), self.version, &self.limits) {
+            match decode(self.io.rbuf(), self.client.negotiated.version, &self.client.negotiated.limits) {
                 Ok(Some(packet)) => {
                     got_packet = true;
-                    if let Err(end) = self.handle(packet) {
+                    if let Err(end) = self.client.handle(packet, &mut self.io) {
                         return Some(Step::End(end));
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return Some(Step::End(End::protocol(&e))),
+                Err(e) => return Some(Step::End(End::Protocol(e.into()))),
             }
-            if let Some(slow) = self.congested.take() {
+            if let Some(slow) = self.client.congested.take() {
                 // Before the next packet: a subscriber's queue is nearly full.
                 self.touch();
                 self.drain(None);
                 return Some(Step::WaitDrain(slow));
             }
         }
-        self.undecoded = false;
+        self.client.undecoded = false;
         if got_packet {
             self.touch();
         }
-        std::mem::take(&mut self.busy).then_some(Step::Yield)
+        std::mem::take(&mut self.client.busy).then_some(Step::Yield)
     }
 
     /// Moves deliveries from the outbox into the write buffer, within the inflight window.
@@ -911,142 +344,78 @@ impl Client {
     pub(crate) fn drain(&mut self, waker: Option<&Waker>) {
         // Read access is checked again as messages leave the outbox, so an ACL reloaded since they were
         // queued applies to them; nothing to check (and no lock taken) when no ACL is loaded.
-        let read_check = self.broker.read_check(&self.session);
-        let mut state = self.session.state.lock();
-        if self.session.connection.load(Ordering::Acquire) != self.connection_id {
+        let read_check = self.client.broker.read_check(&self.client.session);
+        let client = &mut self.client;
+        let mut state = client.session.state.lock();
+        if client.session.connection.load(Ordering::Acquire) != client.connection_id {
             // Taken over: the session's messages belong to the new connection now.
             return;
         }
         if let Some(waker) = waker {
             state.register(waker);
         }
-        if (!state.has_outgoing() && self.retained_backlog.is_none()) || self.holds_answers() {
+        if (!state.has_outgoing() && client.retained_backlog.is_none()) || client.holds_answers() {
             // Nothing to send, or answers wait for the store (a CONNACK first of all).
             return;
         }
-        let now = Instant::now();
-        let send_window = usize::from(self.send_window);
-        let limit = self.io.write_limit();
-        let mount_point = self.broker.settings.mount_point(self.io.listener);
-        while self.io.output_len() < limit {
-            let Some(mut packet) = state.next_resend(send_window, now) else { break };
-            if let (Packet::Publish(p), Some(_)) = (&mut packet, mount_point) {
-                p.topic = crate::settings::unmounted(mount_point, &p.topic).to_owned();
-            }
-            if let (Some(max), Packet::Publish(p)) = (self.client_max_packet, &packet) {
-                if mqttd_proto::encoded_len(&packet, self.version) > max.get() as usize {
-                    // This connection's client takes less than the one it was first sent to [MQTT-3.1.2-25].
-                    state.abandon(p.packet_id.expect("a resent PUBLISH has a packet id"));
-                    continue;
-                }
-            }
-            crate::trace::sent(&self.session.client_id, &packet);
-            self.io.queue(&packet, self.version);
-        }
+        let turn = Drain {
+            broker: &client.broker,
+            session: &client.session,
+            negotiated: client.negotiated,
+            mount_point: client.broker.settings.mount_point(self.io.listener),
+            limit: self.io.write_limit(),
+            now: Instant::now(),
+        };
+        turn.resend(&mut state, &mut self.io);
         while state.queued() < RETAINED_BATCH && !state.nearly_full() {
-            let Some(delivery) = self.retained_backlog.as_mut().and_then(|b| b.pop_front()) else {
-                self.retained_backlog = None;
+            let Some(delivery) = client.retained_backlog.as_mut().and_then(|b| b.pop_front()) else {
+                client.retained_backlog = None;
                 break;
             };
             state.enqueue(delivery);
         }
-        let mut scratch = Properties::default();
-        let (mut sent, mut sent_bytes) = (0, 0);
-        // Messages and payload bytes by QoS, added to the metrics once per turn.
-        let mut by_qos = [[0u64; 2]; 3];
-        while self.io.output_len() < limit {
-            let allowed = |d: &mqttd_core::Delivery| {
-                read_check
-                    .as_ref()
-                    .is_none_or(|(security, id)| crate::broker::may_read_as(security, id, &d.message.topic))
-            };
-            let Some(out) = state.next_delivery_where(send_window, now, allowed) else { break };
-            if let (Some(packet_id), true) = (out.packet_id, state.durable) {
-                // Resent with this packet id after a restart [MQTT-4.4.0-1].
-                self.broker.persist_sent(&self.session, out.delivery.message.stored.get().copied(), packet_id, false);
-            }
-            let mut publish = out.delivery.borrowed(out.packet_id, false, now, &mut scratch);
-            publish.topic = crate::settings::unmounted(mount_point, publish.topic);
-            let with_alias;
-            let aliases = self.extras.as_mut().and_then(|e| e.aliases.as_mut());
-            if let Some((alias, known)) = aliases.and_then(|a| a.outgoing(publish.topic)) {
-                // The topic goes once with its alias, then the alias alone [MQTT-3.3.2.3.4].
-                let mut properties = publish.properties.clone();
-                properties.topic_alias = Some(alias);
-                with_alias = properties;
-                publish.properties = &with_alias;
-                if known {
-                    publish.topic = "";
-                }
-            }
-            if self.client_max_packet.is_some_and(|max| publish_len(&publish, self.version) > max.get() as usize) {
-                self.broker.counters.dropped(crate::observe::DropCause::TooLarge);
-                // Too large for this client: discard as if delivered [MQTT-3.1.2-25].
-                if let Some(id) = out.packet_id {
-                    state.abandon(id);
-                }
-                continue;
-            }
-            if let Err(e) = encode_publish(&publish, self.version, self.io.wbuf()) {
-                tracing::warn!(peer = %self.io.peer, "cannot encode PUBLISH: {e}");
-                continue;
-            }
-            crate::trace::sent_publish(&self.session.client_id, &publish);
-            sent += 1;
-            sent_bytes += publish.payload.len() as u64;
-            let counted = &mut by_qos[publish.qos as usize];
-            counted[0] += 1;
-            counted[1] += publish.payload.len() as u64;
-        }
-        if sent > 0 {
-            Stats::add(&self.broker.stats.messages_sent, sent);
-            Stats::add(&self.broker.stats.packets_sent, sent);
-            Stats::add(&self.broker.stats.publish_bytes_sent, sent_bytes);
-            self.broker.counters.sent(&by_qos);
-            self.session.made_progress();
-            if self.session.waiting.load(Ordering::SeqCst) > 0
-                && state.backlog() <= RELIEVED_BACKLOG
-                && !state.nearly_full()
-            {
-                // Publishers waiting on this subscriber may read again. Checked under the `state` lock the
-                // waiters check their condition under, so a waiter is either relieved or notified.
-                self.broker.drained.notify_waiters();
-            }
-        }
+        let aliases = client.extras.as_mut().and_then(|e| e.aliases.as_mut());
+        let sent = turn.deliver(&mut state, &mut self.io, aliases, read_check.as_ref());
+        turn.count(&state, &sent);
     }
 
     /// Ends the connection: a 5.0 DISCONNECT when the server ends it, the will, the session, one log line.
     pub(crate) async fn finish(&mut self, end: End) {
         // What the store made durable is answered; the rest the client sends again.
         self.release_held(None);
-        if self.version.is_v5() {
+        if self.client.negotiated.version.is_v5() {
             if let Some(code) = end.disconnect_code() {
                 let d = mqttd_proto::Disconnect { reason: code, properties: Default::default() };
                 let mut d = Packet::Disconnect(d);
-                if let (End::Protocol(why, _), Packet::Disconnect(d)) = (&end, &mut d) {
+                if let (End::Protocol(why), Packet::Disconnect(d)) = (&end, &mut d) {
                     // A DISCONNECT may say why whatever Request Problem Information asked [MQTT-3.1.2-29].
-                    d.properties.reason_string = Some(why.clone());
+                    d.properties.reason_string = Some(why.to_string());
                 }
-                if self.client_max_packet.is_some_and(|max| encoded_len(&d, self.version) > max.get() as usize) {
+                if self
+                    .client
+                    .negotiated
+                    .client_max_packet
+                    .is_some_and(|max| encoded_len(&d, self.client.negotiated.version) > max.get() as usize)
+                {
                     // Not past the client's Maximum Packet Size [MQTT-3.1.2-24]: the code alone always fits.
                     if let Packet::Disconnect(d) = &mut d {
                         d.properties.reason_string = None;
                     }
                 }
-                crate::trace::sent(&self.session.client_id, &d);
-                self.io.queue(&d, self.version);
+                crate::trace::sent(&self.client.session.client_id, &d);
+                self.io.queue(&d, self.client.negotiated.version);
             }
         }
         // Detached before the last bytes go out: a new connection for the client id may be waiting.
         let publish_will = !matches!(end, End::Disconnect { with_will: false } | End::Kicked { with_will: false });
-        let will = self.broker.detach(
-            &self.session,
-            self.connection_id,
+        let will = self.client.broker.detach(
+            &self.client.session,
+            self.client.connection_id,
             publish_will,
-            self.expiry_override.map(Expiry::from_v5),
+            self.client.expiry_override.map(Expiry::from_v5),
         );
         if !matches!(end, End::Io(_) | End::Closed) {
-            self.io.flush(Duration::from_secs(1), &self.broker.stats).await;
+            self.io.flush(Duration::from_secs(1), &self.client.broker.stats).await;
         }
         let _ = self.io.stream.shutdown().await;
         let will = if matches!(end, End::Takeover) && will == WillOutcome::HandedOver {
@@ -1056,31 +425,29 @@ impl Client {
         };
         tracing::info!(
             target: crate::log::CONNECTION,
-            client_id = %self.session.client_id,
+            client_id = %self.client.session.client_id,
             peer = %self.io.peer,
-            protocol = %self.version,
+            protocol = %self.client.negotiated.version,
             "disconnected: {end}; {will}"
         );
-        self.broker.stats.clients_connected.fetch_sub(1, Ordering::Relaxed);
+        self.client.broker.stats.clients_connected.fetch_sub(1, Ordering::Relaxed);
         let reason = end.reason();
-        self.broker.counters.disconnected(self.io.listener, self.version, reason);
-        self.broker.events.record(&self.session.client_id, || EventKind::Disconnected { reason, will });
+        self.client.broker.counters.disconnected(self.io.listener, self.client.negotiated.version, reason);
+        self.client.broker.events.record(&self.client.session.client_id, || EventKind::Disconnected { reason, will });
     }
 }
 
 #[cfg(test)]
 mod tests {
     /// Memory per idle connection is a tracked figure (bench/README.md): the task's future holds a
-    /// `Client`, every connection has a `Session`. Growing either shows up here before it shows in the
+    /// `Connection`, every connection has a `Session`. Growing either shows up here before it shows in the
     /// benchmark.
     #[test]
     fn an_idle_connection_stays_small() {
-        let client = std::mem::size_of::<super::Client>();
+        let client = std::mem::size_of::<super::Connection>();
         let session = std::mem::size_of::<crate::session::Session>();
-        assert!(client <= 168, "Client grew to {client} bytes");
+        assert!(client <= 168, "Connection grew to {client} bytes");
         // 368: the last 8 are the broker-wide memory count `memory_limit` needs (issue 12).
         assert!(session <= 368, "Session grew to {session} bytes");
-        let asleep = std::mem::size_of::<super::Asleep>();
-        assert!(asleep <= 104, "Asleep grew to {asleep} bytes");
     }
 }

@@ -1,46 +1,132 @@
-//! Packet handlers of a connected client: one flat `match`, one function per packet. Refusals are
-//! reason codes in acknowledgements; protocol violations end the connection with [`End::Protocol`].
+//! A connected client as the server sees it ([`Client`]: its session, what CONNECT negotiated) and its
+//! packet handlers: one flat `match`, one function per packet. Refusals are reason codes in
+//! acknowledgements; protocol violations end the connection with [`End::Protocol`]. Answers go into the
+//! connection's transport, which each handler is given.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mqttd_core::{AckError, Delivery, Message, SessionState};
 use mqttd_proto::{
-    encoded_len, reason, Ack, Packet, PacketId, Properties, Publish, QoS, RetainHandling, SubAck, Subscribe, UnsubAck,
-    Unsubscribe,
+    encoded_len, reason, Ack, Limits, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, RetainHandling,
+    SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 
-use crate::broker::Stats;
-use crate::connection::{Client, End};
+use crate::broker::{Broker, Stats};
+use crate::end::End;
+use crate::session::Session;
 use crate::shared::SharedFilter;
+use crate::transport::Transport;
+use crate::violation::ProtocolViolation;
 
-fn violation(what: &str, code: u8) -> End {
-    End::Protocol(what.to_string(), code)
+/// What CONNECT negotiated, for the connection's lifetime: kept alike while it runs ([`Client`]) and
+/// while it is parked (`asleep.rs`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Negotiated {
+    pub version: ProtocolVersion,
+    pub limits: Limits,
+    /// Negotiated keep-alive in seconds; zero disables it.
+    pub keep_alive: u16,
+    /// The client's Receive Maximum: our outgoing QoS 1/2 window.
+    pub send_window: u16,
+    /// The client's Maximum Packet Size (5.0); never 0 [MQTT-3.1.2-24], so the option costs nothing.
+    pub client_max_packet: Option<std::num::NonZeroU32>,
+    /// Session Expiry Interval from CONNECT (5.0), to validate the one in DISCONNECT.
+    pub connect_expiry: u32,
+    /// CONNECT carried the bridge bit (Mosquitto's `try_private`): its 3.x subscriptions get No Local
+    /// and Retain As Published, as Mosquitto gives a bridge's.
+    pub bridge: bool,
+}
+
+/// A connected client as the server sees it: its session and what CONNECT negotiated, and the packet
+/// handlers. Its bytes are the connection's ([`crate::connection::Connection`]), passed to each handler.
+pub(crate) struct Client {
+    pub broker: Arc<Broker>,
+    pub session: Arc<Session>,
+    pub connection_id: u64,
+    /// What CONNECT negotiated.
+    pub negotiated: Negotiated,
+    /// Expiry set by a 5.0 DISCONNECT.
+    pub expiry_override: Option<u32>,
+    /// Retained messages owed to new subscriptions, fed into the outbox as it empties.
+    /// Boxed: most connections never have one, and every idle connection would carry an empty `VecDeque`.
+    #[allow(clippy::box_collection)]
+    pub retained_backlog: Option<Box<std::collections::VecDeque<mqttd_core::Delivery>>>,
+    /// A subscriber with a full queue, still reading, that a message this client published went to.
+    pub congested: Option<Arc<Session>>,
+    /// A subscriber this client publishes to has a long queue: yield before reading more.
+    pub busy: bool,
+    /// Bytes in the read buffer not yet decoded (decoding stopped to wait for a congested subscriber).
+    pub undecoded: bool,
+    /// What few connections need, boxed and absent until needed.
+    pub extras: Option<Box<Extras>>,
+}
+
+/// The parts of a connection most connections never use.
+#[derive(Debug, Default)]
+pub(crate) struct Extras {
+    /// Topic aliases both ways (5.0).
+    pub aliases: Option<crate::alias::TopicAliases>,
+    /// Answers waiting for the durable store (`persistence true`): each goes out, in order, once the
+    /// store's durable position passes its own (a PUBACK once the message is on disk).
+    pub held: std::collections::VecDeque<(u64, Packet)>,
+    /// The 5.0 client sent Request Problem Information 0: no Reason Strings on acknowledgements
+    /// [MQTT-3.1.2-29].
+    pub no_problem_info: bool,
 }
 
 impl Client {
-    pub(crate) fn handle(&mut self, packet: Packet) -> Result<(), End> {
+    /// Whether Reason Strings may go with acknowledgements that refuse (5.0 Request Problem Information,
+    /// 1 unless the client says 0) [MQTT-3.1.2-29].
+    pub(crate) fn problem_info(&self) -> bool {
+        !self.extras.as_ref().is_some_and(|e| e.no_problem_info)
+    }
+
+    /// Whether answers wait for the durable store.
+    pub(crate) fn holds_answers(&self) -> bool {
+        self.extras.as_ref().is_some_and(|e| !e.held.is_empty())
+    }
+
+    /// Sends `packet` once the store's durable position reaches `durable` (0: at once), after every
+    /// answer held before it.
+    pub(crate) fn send_after(&mut self, io: &mut Transport, packet: Packet, durable: u64) {
+        let ready = self.broker.store().is_none_or(|s| s.durable() >= durable);
+        if ready && !self.holds_answers() {
+            return io.queue(&packet, self.negotiated.version);
+        }
+        let held = &mut self.extras.get_or_insert_with(Default::default).held;
+        let after = held.back().map_or(0, |(p, _)| *p).max(durable);
+        held.push_back((after, packet));
+    }
+}
+
+fn violation(v: ProtocolViolation) -> End {
+    End::Protocol(v)
+}
+
+impl Client {
+    pub(crate) fn handle(&mut self, packet: Packet, io: &mut Transport) -> Result<(), End> {
         Stats::add(&self.broker.stats.packets_received, 1);
         crate::trace::received(&self.session.client_id, &packet);
         match packet {
-            Packet::Publish(p) => self.publish(p),
+            Packet::Publish(p) => self.publish(p, io),
             Packet::PubAck(a) => {
-                self.check_reason("PUBACK [MQTT-3.4.2-1]", reason::fits_puback(a.reason))?;
+                self.check_reason("PUBACK", reason::fits_puback(a.reason))?;
                 self.complete("PUBACK", a.packet_id, SessionState::puback)
             }
-            Packet::PubRec(a) => self.pubrec(a),
-            Packet::PubRel(a) => self.pubrel(a),
+            Packet::PubRec(a) => self.pubrec(a, io),
+            Packet::PubRel(a) => self.pubrel(a, io),
             Packet::PubComp(a) => {
-                self.check_reason("PUBCOMP [MQTT-3.7.2-1]", reason::fits_pubrel(a.reason))?;
+                self.check_reason("PUBCOMP", reason::fits_pubrel(a.reason))?;
                 self.complete("PUBCOMP", a.packet_id, SessionState::pubcomp)
             }
-            Packet::Subscribe(s) => self.subscribe(s),
-            Packet::Unsubscribe(u) => self.unsubscribe(u),
-            Packet::PingReq => self.ack(Packet::PingResp),
+            Packet::Subscribe(s) => self.subscribe(s, io),
+            Packet::Unsubscribe(u) => self.unsubscribe(u, io),
+            Packet::PingReq => self.ack(io, Packet::PingResp),
             Packet::Disconnect(d) => self.disconnect(d),
-            Packet::Connect(_) => Err(violation("second CONNECT [MQTT-3.1.0-2]", reason::PROTOCOL_ERROR)),
-            Packet::Auth(_) => Err(violation("AUTH without enhanced authentication", reason::PROTOCOL_ERROR)),
-            other => Err(End::Protocol(format!("{} is not sent by clients", other.name()), reason::PROTOCOL_ERROR)),
+            Packet::Connect(_) => Err(violation(ProtocolViolation::SecondConnect)),
+            Packet::Auth(_) => Err(violation(ProtocolViolation::AuthWithoutMethod)),
+            other => Err(violation(ProtocolViolation::NotSentByClients(other.name()))),
         }
     }
 
@@ -48,7 +134,7 @@ impl Client {
     /// so is its stored message for this session.
     fn complete(
         &mut self,
-        name: &str,
+        name: &'static str,
         packet_id: PacketId,
         finish: fn(&mut SessionState, PacketId) -> Result<(), AckError>,
     ) -> Result<(), End> {
@@ -62,77 +148,72 @@ impl Client {
         flow_of(name, done)
     }
 
-    fn ack(&mut self, packet: Packet) -> Result<(), End> {
-        self.ack_after(packet, 0)
+    fn ack(&mut self, io: &mut Transport, packet: Packet) -> Result<(), End> {
+        self.ack_after(io, packet, 0)
     }
 
     /// [`Client::ack`] once the durable store has reached `durable` (what the packet confirms is stored).
-    fn ack_after(&mut self, packet: Packet, durable: u64) -> Result<(), End> {
-        if let Some(max) = self.client_max_packet.map(std::num::NonZeroU32::get) {
-            let size = encoded_len(&packet, self.version);
+    fn ack_after(&mut self, io: &mut Transport, packet: Packet, durable: u64) -> Result<(), End> {
+        if let Some(max) = self.negotiated.client_max_packet.map(std::num::NonZeroU32::get) {
+            let size = encoded_len(&packet, self.negotiated.version);
             if size > max as usize {
-                let name = packet.name();
-                let what =
-                    format!("a {name} of {size} bytes is over the client's Maximum Packet Size {max} [MQTT-3.1.2-24]");
-                return Err(violation(&what, reason::PACKET_TOO_LARGE));
+                return Err(violation(ProtocolViolation::OverClientMaximum {
+                    packet: packet.name(),
+                    size: u32::try_from(size).unwrap_or(u32::MAX),
+                    max,
+                }));
             }
         }
         Stats::add(&self.broker.stats.packets_sent, 1);
         crate::trace::sent(&self.session.client_id, &packet);
-        self.send_after(packet, durable);
+        self.send_after(io, packet, durable);
         Ok(())
     }
 
     /// A 5.0 acknowledgement must carry a reason code its packet may carry; 3.x ones carry none.
-    fn check_reason(&self, packet: &str, fits: bool) -> Result<(), End> {
-        if fits || !self.version.is_v5() {
+    fn check_reason(&self, packet: &'static str, fits: bool) -> Result<(), End> {
+        if fits || !self.negotiated.version.is_v5() {
             return Ok(());
         }
-        Err(End::Protocol(format!("a reason code that {packet} cannot carry"), reason::PROTOCOL_ERROR))
+        Err(violation(ProtocolViolation::ReasonCodeNotAllowed(packet)))
     }
 
     /// Properties of an acknowledgement with reason `code`: a Reason String naming a refusal (>= 0x80)
     /// when the client allows them (5.0 Request Problem Information), none otherwise [MQTT-3.1.2-29].
     fn problem(&self, code: u8) -> Properties {
         let mut properties = Properties::default();
-        if code >= 0x80 && self.problem_info() && self.version.is_v5() {
+        if code >= 0x80 && self.problem_info() && self.negotiated.version.is_v5() {
             properties.reason_string = Some(reason::name(code).to_owned());
         }
         properties
     }
 
     fn reason_for_version(&self, code: u8) -> u8 {
-        if self.version.is_v5() {
+        if self.negotiated.version.is_v5() {
             code
         } else {
             reason::SUCCESS
         }
     }
 
-    fn publish(&mut self, mut p: Publish) -> Result<(), End> {
+    fn publish(&mut self, mut p: Publish, io: &mut Transport) -> Result<(), End> {
         let s = &self.broker.settings;
-        if p.qos as u8 > s.max_qos(self.io.listener) {
-            return Err(violation("PUBLISH above the maximum QoS [MQTT-3.2.2-11]", reason::QOS_NOT_SUPPORTED));
+        if p.qos as u8 > s.max_qos(io.listener) {
+            return Err(violation(ProtocolViolation::QosNotSupported));
         }
         if p.retain && !s.retain_available {
-            return Err(violation(
-                "retained PUBLISH while retain is unavailable [MQTT-3.2.2-14]",
-                reason::RETAIN_NOT_SUPPORTED,
-            ));
+            return Err(violation(ProtocolViolation::RetainNotSupported));
         }
         if let Some(alias) = p.properties.topic_alias.take() {
             let max = s.max_topic_alias;
             let extras = self.extras.get_or_insert_with(Default::default);
             let aliases = extras.aliases.get_or_insert_with(Default::default);
             if let Err(e) = aliases.incoming(alias, &mut p.topic, max) {
-                return Err(End::Protocol(e.to_string(), reason::TOPIC_ALIAS_INVALID));
+                return Err(violation(ProtocolViolation::TopicAlias(e)));
             }
         }
         if !p.properties.subscription_identifiers.is_empty() {
-            return Err(violation(
-                "subscription identifier in a client PUBLISH [MQTT-3.3.4-6]",
-                reason::PROTOCOL_ERROR,
-            ));
+            return Err(violation(ProtocolViolation::SubscriptionIdInPublish));
         }
         Stats::add(&self.broker.stats.messages_received, 1);
         Stats::add(&self.broker.stats.publish_bytes_received, p.payload.len() as u64);
@@ -144,14 +225,11 @@ impl Client {
             if !state.receive_qos2(p.packet_id.expect("QoS 2 has a packet id")) {
                 drop(state);
                 // A resend of a message we already routed: acknowledge again only [MQTT-4.3.3-10].
-                return self.ack(Packet::PubRec(Ack::new(p.packet_id.expect("QoS 2 has a packet id"))));
+                return self.ack(io, Packet::PubRec(Ack::new(p.packet_id.expect("QoS 2 has a packet id"))));
             }
             // Only 5.0 clients were told our Receive Maximum; 3.1.1 has no such limit (ids bound it).
-            if self.version.is_v5() && state.incoming_qos2() > usize::from(s.inflight_window()) {
-                return Err(violation(
-                    "more QoS 2 messages than Receive Maximum [MQTT-3.3.4-7]",
-                    reason::RECEIVE_MAXIMUM_EXCEEDED,
-                ));
+            if self.negotiated.version.is_v5() && state.incoming_qos2() > usize::from(s.inflight_window()) {
+                return Err(violation(ProtocolViolation::ReceiveMaximumExceeded));
             }
             if state.durable {
                 // Its PUBREC waits for this too: a resend after a restart is recognised.
@@ -159,10 +237,10 @@ impl Client {
             }
         }
         let (qos, packet_id) = (p.qos, p.packet_id);
-        let (code, durable) = self.route_publish(p);
+        let (code, durable) = self.route_publish(p, io.listener);
         let durable = durable.max(received);
         if matches!(code, reason::TOPIC_NAME_INVALID | reason::QUOTA_EXCEEDED)
-            && (!self.version.is_v5() || qos == QoS::AtMostOnce)
+            && (!self.negotiated.version.is_v5() || qos == QoS::AtMostOnce)
         {
             // No acknowledgement can carry the refusal: 5.0 DISCONNECT with the code, 3.x closes.
             if let (QoS::ExactlyOnce, Some(id)) = (qos, packet_id) {
@@ -172,8 +250,12 @@ impl Client {
                     self.broker.persist_incoming(&self.session, id, false);
                 }
             }
-            let what = if code == reason::QUOTA_EXCEEDED { "memory_limit reached" } else { "topic too deep" };
-            return Err(violation(what, code));
+            let refusal = if code == reason::QUOTA_EXCEEDED {
+                ProtocolViolation::MemoryLimit
+            } else {
+                ProtocolViolation::TopicTooDeep
+            };
+            return Err(violation(refusal));
         }
         let code = self.reason_for_version(code);
         let properties = self.problem(code);
@@ -185,7 +267,7 @@ impl Client {
         match qos {
             QoS::AtMostOnce => Ok(()),
             // Sent once the message is stored wherever it must be [issue 13: nothing acknowledged is lost].
-            QoS::AtLeastOnce => self.ack_after(Packet::PubAck(ack(packet_id)), durable),
+            QoS::AtLeastOnce => self.ack_after(io, Packet::PubAck(ack(packet_id)), durable),
             QoS::ExactlyOnce => {
                 if code >= 0x80 {
                     // A refused QoS 2 message is not awaiting PUBREL.
@@ -195,15 +277,15 @@ impl Client {
                         self.broker.persist_incoming(&self.session, id, false);
                     }
                 }
-                self.ack_after(Packet::PubRec(ack(packet_id)), durable)
+                self.ack_after(io, Packet::PubRec(ack(packet_id)), durable)
             }
         }
     }
 
     /// Checks size, depth, memory and authorization, then routes. Returns the 5.0 reason code for the
     /// acknowledgement, and the durable store's position it waits for.
-    fn route_publish(&mut self, mut p: Publish) -> (u8, u64) {
-        if let Some(mount_point) = self.broker.settings.mount_point(self.io.listener) {
+    fn route_publish(&mut self, mut p: Publish, listener: u16) -> (u8, u64) {
+        if let Some(mount_point) = self.broker.settings.mount_point(listener) {
             p.topic = format!("{mount_point}{}", p.topic);
         }
         let limit = self.broker.settings.message_size_limit;
@@ -250,8 +332,8 @@ impl Client {
         (code, routed.durable)
     }
 
-    fn pubrec(&mut self, a: Ack) -> Result<(), End> {
-        self.check_reason("PUBREC [MQTT-3.5.2-1]", reason::fits_puback(a.reason))?;
+    fn pubrec(&mut self, a: Ack, io: &mut Transport) -> Result<(), End> {
+        self.check_reason("PUBREC", reason::fits_puback(a.reason))?;
         let mut state = self.session.state.lock();
         let stored = state.inflight_stored(a.packet_id).filter(|_| state.durable);
         let outcome = state.pubrec(a.packet_id, a.reason);
@@ -269,21 +351,21 @@ impl Client {
             Ok(false) => return Ok(()),
             Err(e @ AckError::WrongFlow(_)) => return flow_of::<()>("PUBREC", Err(e)),
             Err(AckError::UnknownPacketId(_)) if a.reason >= 0x80 => return Ok(()),
-            Err(AckError::UnknownPacketId(_)) if self.version.is_v5() => {
+            Err(AckError::UnknownPacketId(_)) if self.negotiated.version.is_v5() => {
                 let rel = Ack {
                     packet_id: a.packet_id,
                     reason: reason::PACKET_IDENTIFIER_NOT_FOUND,
                     properties: Properties::default(),
                 };
-                return self.ack(Packet::PubRel(rel));
+                return self.ack(io, Packet::PubRel(rel));
             }
             Err(AckError::UnknownPacketId(_)) => {}
         }
-        self.ack(Packet::PubRel(Ack::new(a.packet_id)))
+        self.ack(io, Packet::PubRel(Ack::new(a.packet_id)))
     }
 
-    fn pubrel(&mut self, a: Ack) -> Result<(), End> {
-        self.check_reason("PUBREL [MQTT-3.6.2-1]", reason::fits_pubrel(a.reason))?;
+    fn pubrel(&mut self, a: Ack, io: &mut Transport) -> Result<(), End> {
+        self.check_reason("PUBREL", reason::fits_pubrel(a.reason))?;
         let mut state = self.session.state.lock();
         let known = state.release_qos2(a.packet_id);
         // PUBCOMP once the release is stored: the client may use the packet id again after it.
@@ -292,18 +374,18 @@ impl Client {
         drop(state);
         let code = if known { reason::SUCCESS } else { self.reason_for_version(reason::PACKET_IDENTIFIER_NOT_FOUND) };
         let pubcomp = Ack { packet_id: a.packet_id, reason: code, properties: Properties::default() };
-        self.ack_after(Packet::PubComp(pubcomp), durable)
+        self.ack_after(io, Packet::PubComp(pubcomp), durable)
     }
 
-    fn subscribe(&mut self, s: Subscribe) -> Result<(), End> {
+    fn subscribe(&mut self, s: Subscribe, io: &mut Transport) -> Result<(), End> {
         if s.properties.subscription_identifiers.len() > 1 {
-            return Err(violation("more than one subscription identifier [MQTT-3.8.2.1.2]", reason::PROTOCOL_ERROR));
+            return Err(violation(ProtocolViolation::SubscriptionIds));
         }
         // Kept with each subscription and sent with every message it matches [MQTT-3.3.4-3].
         let subscription_id = s.properties.subscription_identifiers.first().copied();
-        let max_qos = QoS::from_u8(self.broker.settings.max_qos(self.io.listener)).unwrap_or(QoS::ExactlyOnce);
-        let mount_point = self.broker.settings.mount_point(self.io.listener).map(str::to_owned);
-        let v5 = self.version.is_v5();
+        let max_qos = QoS::from_u8(self.broker.settings.max_qos(io.listener)).unwrap_or(QoS::ExactlyOnce);
+        let mount_point = self.broker.settings.mount_point(io.listener).map(str::to_owned);
+        let v5 = self.negotiated.version.is_v5();
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained_for = Vec::new();
         let mut durable = 0;
@@ -315,7 +397,7 @@ impl Client {
                     continue;
                 }
                 Some(Ok(_)) if options.no_local => {
-                    return Err(violation("No Local on a shared subscription [MQTT-3.8.3-4]", reason::PROTOCOL_ERROR));
+                    return Err(violation(ProtocolViolation::NoLocalOnShared));
                 }
                 Some(Ok(_)) => true,
                 None => false,
@@ -329,7 +411,7 @@ impl Client {
             if !v5 {
                 // A bridge (bridge bit in CONNECT) does not get its own messages back and sees the RETAIN
                 // flag as published, as Mosquitto treats bridges; 3.x has no options of its own.
-                let bridge = self.bridge;
+                let bridge = self.negotiated.bridge;
                 options = mqttd_proto::SubscriptionOptions {
                     qos: options.qos,
                     no_local: bridge,
@@ -364,7 +446,7 @@ impl Client {
         }
         let properties = self.problem(reasons.iter().copied().find(|&r| r >= 0x80).unwrap_or(0));
         let suback = SubAck { packet_id: s.packet_id, reasons, properties };
-        self.ack_after(Packet::SubAck(suback), durable)?;
+        self.ack_after(io, Packet::SubAck(suback), durable)?;
         for (filter, granted) in retained_for {
             self.send_retained(&filter, granted, subscription_id);
         }
@@ -408,9 +490,9 @@ impl Client {
         // The connection's poll loop feeds the backlog into the outbox on its next turn.
     }
 
-    fn unsubscribe(&mut self, u: Unsubscribe) -> Result<(), End> {
+    fn unsubscribe(&mut self, u: Unsubscribe, io: &mut Transport) -> Result<(), End> {
         let mut reasons = Vec::with_capacity(u.filters.len());
-        let mount_point = self.broker.settings.mount_point(self.io.listener).map(str::to_owned);
+        let mount_point = self.broker.settings.mount_point(io.listener).map(str::to_owned);
         let mut durable = 0;
         for filter in u.filters {
             let filter = &mount(mount_point.as_deref(), filter);
@@ -419,10 +501,11 @@ impl Client {
             tracing::info!(target: crate::log::UNSUBSCRIBE, "{} {filter}", self.session.client_id);
             reasons.push(if existed { reason::SUCCESS } else { reason::NO_SUBSCRIPTION_EXISTED });
         }
-        if !self.version.is_v5() {
+        if !self.negotiated.version.is_v5() {
             reasons.clear();
         }
         self.ack_after(
+            io,
             Packet::UnsubAck(UnsubAck { packet_id: u.packet_id, reasons, properties: Properties::default() }),
             durable,
         )
@@ -430,9 +513,8 @@ impl Client {
 
     fn disconnect(&mut self, d: mqttd_proto::Disconnect) -> Result<(), End> {
         if let Some(seconds) = d.properties.session_expiry_interval {
-            if self.connect_expiry == 0 && seconds != 0 {
-                // [MQTT-3.14.2-2]
-                return Err(violation("DISCONNECT sets a session expiry after CONNECT set 0", reason::PROTOCOL_ERROR));
+            if self.negotiated.connect_expiry == 0 && seconds != 0 {
+                return Err(violation(ProtocolViolation::ExpiryAfterZero));
             }
             self.expiry_override = Some(seconds);
         }
@@ -444,13 +526,10 @@ impl Client {
 /// tolerated (after a reconnect the client may acknowledge what the broker already forgot; Mosquitto
 /// ignores it too); one that does not belong to the delivery's flow is a protocol error [MQTT-4.3.2-1]
 /// [MQTT-4.3.3-1].
-fn flow_of<T>(packet: &str, outcome: Result<T, AckError>) -> Result<(), End> {
+fn flow_of<T>(packet: &'static str, outcome: Result<T, AckError>) -> Result<(), End> {
     match outcome {
         Ok(_) | Err(AckError::UnknownPacketId(_)) => Ok(()),
-        Err(AckError::WrongFlow(id)) => Err(End::Protocol(
-            format!("{packet} for packet id {id}, whose delivery is at another QoS or stage [MQTT-4.3.3-1]"),
-            reason::PROTOCOL_ERROR,
-        )),
+        Err(AckError::WrongFlow(packet_id)) => Err(violation(ProtocolViolation::WrongFlow { packet, packet_id })),
     }
 }
 

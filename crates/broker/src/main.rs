@@ -64,6 +64,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         None => Config::default(),
     };
     config.recover = args.recover;
+    // Before anything can be signalled: a SIGTERM sent as soon as the port answers stops the broker cleanly
+    // (pid file removed) instead of killing it with the default action.
+    let stop = stop_flag()?;
     let logging = Logging::init(&config, args.verbose)?;
     for warning in &config.warnings {
         tracing::warn!("{warning}");
@@ -93,7 +96,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let runtime = runtime(config.threads).context("cannot start the async runtime")?;
     let reload = Reload { path: args.config.clone(), running: config.clone(), logging };
-    let result = runtime.block_on(serve(config, bound, wrappings, security, reload));
+    let result = runtime.block_on(serve(config, bound, wrappings, security, reload, stop));
     drop(pid_file);
     result
 }
@@ -128,6 +131,7 @@ async fn serve(
     wrappings: Vec<Arc<Wrapping>>,
     security: SecuritySet,
     reload: Reload,
+    stop: StopFlag,
 ) -> anyhow::Result<()> {
     let mut listeners = Vec::new();
     for (socket, index) in bound {
@@ -145,8 +149,7 @@ async fn serve(
         broker.set_store(store);
         broker.restore(replayed);
     }
-    // Handlers first: a SIGHUP or SIGTERM sent as soon as the port answers must not kill the process.
-    let signals = Signals::install()?;
+    let signals = Signals::install(stop)?;
     let server = Server::from_bound(broker.clone(), listeners, None);
     tracing::info!("mqttd {} running", env!("CARGO_PKG_VERSION"));
     // Started once; a SIGHUP leaves them running, as in Mosquitto.
@@ -323,6 +326,28 @@ impl Reload {
     }
 }
 
+/// Set by SIGINT and SIGTERM from the start of `run`, so a stop asked before the runtime's handlers exist
+/// (or whose notification the runtime loses) is honoured.
+type StopFlag = std::sync::Arc<std::sync::atomic::AtomicBool>;
+
+/// Installs the first handlers: SIGINT/SIGTERM set the returned flag; a SIGHUP before the runtime's handler
+/// exists is ignored (the config was just read).
+#[cfg(unix)]
+fn stop_flag() -> anyhow::Result<StopFlag> {
+    let stop = StopFlag::default();
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("cannot install the stop handler")?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, StopFlag::default())
+        .context("cannot install the SIGHUP handler")?;
+    Ok(stop)
+}
+
+#[cfg(not(unix))]
+fn stop_flag() -> anyhow::Result<StopFlag> {
+    Ok(StopFlag::default())
+}
+
 /// The signals mqttd handles: SIGINT and SIGTERM stop it; SIGHUP reloads (see [`Reload::hangup`]).
 #[cfg(unix)]
 struct Signals {
@@ -332,7 +357,7 @@ struct Signals {
     /// Set by a second handler for SIGINT and SIGTERM and looked at every [`STOP_CHECK`]: a stop request
     /// is honoured even if the runtime's notification of it is lost (seen a few times in benchmark runs
     /// under heavy load: the first SIGTERM did nothing, the second stopped the broker).
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: StopFlag,
 }
 
 /// How often [`Signals::wait`] looks at the stop flag.
@@ -341,19 +366,13 @@ const STOP_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[cfg(unix)]
 impl Signals {
-    fn install() -> anyhow::Result<Signals> {
+    fn install(stop: StopFlag) -> anyhow::Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
         Ok(Signals {
             int: signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?,
             term: signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?,
             hup: signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?,
-            stop: {
-                let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-                for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-                    signal_hook::flag::register(sig, stop.clone()).context("cannot install the stop handler")?;
-                }
-                stop
-            },
+            stop,
         })
     }
 
@@ -386,7 +405,7 @@ struct Signals;
 
 #[cfg(not(unix))]
 impl Signals {
-    fn install() -> anyhow::Result<Signals> {
+    fn install(_stop: StopFlag) -> anyhow::Result<Signals> {
         Ok(Signals)
     }
 

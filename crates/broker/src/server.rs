@@ -2,49 +2,18 @@
 //! waits for every connection task.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::unix::AsyncFd;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::broker::{Broker, KEEP_ALIVE_SWEEP};
-use crate::connection::{Client, End, Stop, Stream};
-use crate::tls::{CertUsername, TlsListener};
-
-/// What a listener puts between the TCP socket and MQTT: TLS, WebSocket, both, or nothing.
-#[derive(Debug, Clone, Default)]
-pub struct Wrapping {
-    /// The TLS configuration (`certfile` given), shared with the SIGHUP reload.
-    pub tls: Option<Arc<TlsListener>>,
-    /// `protocol websockets`.
-    pub websockets: bool,
-    /// `http_dir`: static files for plain HTTP GET requests on a WebSocket listener.
-    pub http_dir: Option<PathBuf>,
-    /// `protocol http`: the listener serves metrics, the admin API and the dashboard (`http/`), not MQTT.
-    pub http: Option<crate::http::HttpSettings>,
-    /// `websockets_headers_size`: the largest WebSocket upgrade request head (`None`: 16 KiB).
-    pub websockets_headers_size: Option<usize>,
-}
-
-impl Wrapping {
-    /// The transport's name in log lines.
-    fn name(&self) -> &'static str {
-        if self.http.is_some() {
-            return if self.tls.is_some() { "HTTPS admin" } else { "HTTP admin" };
-        }
-        match (self.tls.is_some(), self.websockets) {
-            (false, false) => "MQTT",
-            (true, false) => "TLS",
-            (false, true) => "WebSocket",
-            (true, true) => "TLS WebSocket",
-        }
-    }
-}
+pub use crate::listener::Wrapping;
+use crate::park::spawn_connection;
 
 /// One address to bind: the listener it belongs to (for per-listener security) and its transport.
 #[derive(Debug, Clone)]
@@ -218,7 +187,7 @@ async fn accept_loop(
         Err(e) => return tracing::error!("cannot accept on listener {index}: {e}"),
     };
     let plain = wrapping.tls.is_none() && !wrapping.websockets;
-    let parker = if plain { broker.parker.get().cloned() } else { None };
+    let parker = if plain { crate::park::Parker::of(&broker) } else { None };
     let mut accepted = Vec::new();
     loop {
         let failed = tokio::select! {
@@ -342,141 +311,4 @@ fn set_defer_accept(listener: &TcpListener, seconds: libc::c_int) -> bool {
         )
     };
     done == 0
-}
-
-/// Gives a new socket a connection task; `read`: bytes already read from it.
-pub(crate) fn spawn_connection(
-    broker: &Arc<Broker>,
-    (stream, peer, index): (std::net::TcpStream, SocketAddr, usize),
-    wrapping: &Arc<Wrapping>,
-    read: BytesMut,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) {
-    let stream = match TcpStream::from_std(stream) {
-        Ok(s) => s,
-        Err(e) => return tracing::warn!(%peer, "cannot serve the connection: {e}"),
-    };
-    tokio::spawn(connection_task(broker.clone(), stream, (peer, index, wrapping.clone()), read, permit));
-}
-
-/// The task of one connection. Its future holds a `Client` and little else: what only the handshakes need
-/// is boxed and gone once they are done (memory per idle connection is a tracked figure: tokio allocates
-/// a task as a 128-byte-aligned cell of 96 bytes plus the future, so up to 416 bytes of future make a
-/// 512-byte task in release builds).
-fn connection_task(
-    broker: Arc<Broker>,
-    stream: TcpStream,
-    (peer, index, wrapping): (SocketAddr, usize, Arc<Wrapping>),
-    read: BytesMut,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) -> impl std::future::Future<Output = ()> + Send {
-    let setup = Box::new((broker, stream, peer, index, wrapping, read));
-    async move {
-        let connecting = Box::pin(async move {
-            let (broker, stream, peer, index, wrapping, read) = *setup;
-            let (stream, cert_username) = wrap_within(&broker, stream, peer, index, wrapping).await?;
-            crate::connection::connect(broker, stream, (peer, index, cert_username), read).await
-        });
-        // `let else`, not `if let`: the `Option<Client>` must not live on beside `client` in the future.
-        let Some(mut client) = connecting.await else { return drop(permit) };
-        // The same as `serve`, written out: awaiting `serve(client, permit)` here makes this future 512
-        // bytes instead of 288 (a 640-byte task instead of 384).
-        match client.run().await {
-            Stop::End(end) => Box::pin(client.finish(end)).await,
-            Stop::Park => return park(client, permit),
-        }
-        drop(permit);
-    }
-}
-
-/// The task of a connection coming back from the parker (`park.rs`): its socket registers with tokio again.
-pub(crate) async fn serve(mut client: Client, permit: tokio::sync::OwnedSemaphorePermit) {
-    if let Stream::Parked(parked) = &mut client.io.stream {
-        match parked.take().map(TcpStream::from_std) {
-            Some(Ok(tcp)) => client.io.stream = Stream::Tcp(tcp),
-            Some(Err(e)) => return Box::pin(client.finish(End::Io(e))).await,
-            None => return Box::pin(client.finish(End::Closed)).await,
-        }
-    }
-    match client.run().await {
-        Stop::End(end) => Box::pin(client.finish(end)).await,
-        Stop::Park => return park(client, permit),
-    }
-    drop(permit);
-}
-
-/// Hands a quiet connection to the parker; its task ends.
-fn park(client: Client, permit: tokio::sync::OwnedSemaphorePermit) {
-    crate::park::Parker::park(&client.broker.clone(), client, permit);
-}
-
-/// [`wrap`] within the connect timeout; logs why when it fails.
-async fn wrap_within(
-    broker: &Broker,
-    stream: TcpStream,
-    peer: SocketAddr,
-    index: usize,
-    wrapping: Arc<Wrapping>,
-) -> Option<(Stream, CertUsername)> {
-    let limit = broker.settings.connect_timeout;
-    match tokio::time::timeout(limit, wrap(broker, stream, &wrapping)).await {
-        Ok(Ok(wrapped)) => Some(wrapped),
-        Ok(Err(why)) => {
-            tracing::info!(%peer, listener = index, "closed before MQTT: {why}");
-            None
-        }
-        Err(_) => {
-            let name = wrapping.name();
-            tracing::info!(%peer, listener = index, "closed: {name} handshake not finished within {limit:?}");
-            None
-        }
-    }
-}
-
-/// Runs the listener's handshakes (TLS, WebSocket upgrade) on a new socket. The first byte tells a
-/// client that speaks the wrong protocol for this port; the error text is the log line.
-async fn wrap(broker: &Broker, stream: TcpStream, wrapping: &Wrapping) -> Result<(Stream, CertUsername), String> {
-    if wrapping.tls.is_none() && !wrapping.websockets {
-        // Plain MQTT: no peek (one syscall less per connection); a TLS or HTTP client is recognised by
-        // the first packet's decoder instead (`connect::misdirected`).
-        return Ok((Stream::Tcp(stream), CertUsername::Unused));
-    }
-    let mut first = [0u8; 1];
-    let n = stream.peek(&mut first).await.map_err(|e| format!("socket error: {e}"))?;
-    if n == 0 {
-        return Err("the client closed the connection without sending anything".into());
-    }
-    let Some(tls) = &wrapping.tls else {
-        if first[0] == 0x16 {
-            return Err(format!("the client sent a TLS ClientHello, but this {} listener is not TLS", wrapping.name()));
-        }
-        if first[0] == b'G' && !wrapping.websockets {
-            return Err("the client sent an HTTP request (a WebSocket client?) to a plain MQTT listener".into());
-        }
-        if !wrapping.websockets {
-            return Ok((Stream::Tcp(stream), CertUsername::Unused));
-        }
-        let ws = crate::ws::accept(stream, wrapping.http_dir.as_deref(), wrapping.websockets_headers_size)
-            .await
-            .map_err(|e| e.to_string())?;
-        return Ok((Stream::Wrapped(Box::new(ws)), CertUsername::Unused));
-    };
-    match first[0] {
-        0x16 => {}
-        0x10 => return Err("the client sent a plain MQTT CONNECT to a TLS listener".into()),
-        b'G' | b'H' | b'P' => return Err("the client sent plain HTTP to a TLS listener".into()),
-        other => return Err(format!("the client did not start a TLS handshake (first byte {other:#04x})")),
-    }
-    let stream = tls.acceptor().accept(stream).await.map_err(|e| {
-        crate::observe::add(&broker.counters.tls_handshake_failures, 1);
-        format!("TLS handshake failed: {e}")
-    })?;
-    let cert_username = tls.cert_username(stream.get_ref().1);
-    if !wrapping.websockets {
-        return Ok((Stream::Wrapped(Box::new(stream)), cert_username));
-    }
-    let ws = crate::ws::accept(stream, wrapping.http_dir.as_deref(), wrapping.websockets_headers_size)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok((Stream::Wrapped(Box::new(ws)), cert_username))
 }

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use mqttd_core::QueueLimits;
 
+use crate::config::{DEFAULT_MAX_TOPIC_LEVELS, DEFAULT_MEMORY_LIMIT};
+
 /// Settings shared by every connection.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -69,11 +71,6 @@ pub struct ListenerSettings {
     /// `use_username_as_clientid` on this listener.
     pub use_username_as_clientid: bool,
 }
-
-/// The default of `max_topic_levels`, Mosquitto's fixed limit (`TOPIC_HIERARCHY_LIMIT`).
-pub const DEFAULT_MAX_TOPIC_LEVELS: usize = 200;
-/// The default of `memory_limit`: 256 MiB of messages.
-pub const DEFAULT_MEMORY_LIMIT: usize = 256 << 20;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -224,5 +221,39 @@ pub fn mounted(mount_point: Option<&str>, topic: String) -> String {
     match mount_point {
         Some(prefix) => format!("{prefix}{topic}"),
         None => topic,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn parse(text: &str) -> Config {
+        match Config::parse(text, std::path::Path::new("test.conf")) {
+            Ok(config) => config,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+
+    #[test]
+    fn memory_bounds_default_to_limits_and_can_be_lifted() {
+        let defaults = Settings::from_config(&parse(""));
+        assert_eq!(defaults.queue.max_bytes, mqttd_core::QueueLimits::DEFAULT_MAX_BYTES);
+        assert_eq!(defaults.memory_limit, DEFAULT_MEMORY_LIMIT);
+        assert_eq!(defaults.max_topic_levels, 200);
+        let config = parse(
+            "memory_limit 1048576
+    max_topic_levels 10
+    ",
+        );
+        assert_eq!((config.memory_limit, config.max_topic_levels), (Some(1_048_576), 10));
+        let lifted = Settings::from_config(&parse(
+            "memory_limit 0
+    max_queued_bytes 0
+    max_topic_levels 0
+    ",
+        ));
+        assert_eq!((lifted.memory_limit, lifted.queue.max_bytes, lifted.max_topic_levels), (0, 0, 0));
     }
 }

@@ -266,7 +266,7 @@ impl Group {
             }
             let state = m.session.state.lock();
             match pass {
-                0 => state.online && !state.nearly_full() && state.backlog() <= crate::broker::CONGESTED_BACKLOG,
+                0 => state.online && !state.nearly_full() && state.backlog() <= crate::backpressure::CONGESTED_BACKLOG,
                 1 => !state.nearly_full(),
                 _ => true,
             }

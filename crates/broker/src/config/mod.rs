@@ -44,6 +44,11 @@ use std::time::Duration;
 pub use bridge::{BridgeConfig, BridgeTls, BridgeTopic, Direction, Restart, StartType};
 pub use error::{ConfigError, ConfigWarning};
 
+/// The default of `max_topic_levels`, Mosquitto's fixed limit (`TOPIC_HIERARCHY_LIMIT`).
+pub const DEFAULT_MAX_TOPIC_LEVELS: usize = 200;
+/// The default of `memory_limit`: 256 MiB of messages.
+pub const DEFAULT_MEMORY_LIMIT: usize = 256 << 20;
+
 /// Where a setting was written: file and 1-based line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
@@ -87,7 +92,7 @@ pub struct Config {
     /// `max_queued_bytes` (0 = unlimited). Unset: mqttd's own bound (`QueueLimits::DEFAULT_MAX_BYTES`),
     /// not Mosquitto's "unlimited": an offline session cannot take all the memory it is sent.
     pub max_queued_bytes: Option<u64>,
-    /// `memory_limit` in bytes (0 = unlimited). Unset: mqttd's own bound (`settings::DEFAULT_MEMORY_LIMIT`).
+    /// `memory_limit` in bytes (0 = unlimited). Unset: mqttd's own bound ([`DEFAULT_MEMORY_LIMIT`]).
     pub memory_limit: Option<u64>,
     /// `max_topic_levels` (mqttd's own directive; 200 as Mosquitto's fixed limit, 0 = no limit).
     pub max_topic_levels: usize,
@@ -183,7 +188,7 @@ impl Default for Config {
             max_queued_messages: 1000,
             max_queued_bytes: None,
             memory_limit: None,
-            max_topic_levels: crate::settings::DEFAULT_MAX_TOPIC_LEVELS,
+            max_topic_levels: DEFAULT_MAX_TOPIC_LEVELS,
             queue_qos0_messages: false,
             max_inflight_messages: 20,
             max_inflight_bytes: None,

@@ -288,27 +288,6 @@ fn negative_limits_mean_unlimited_as_in_mosquitto() {
 }
 
 #[test]
-fn memory_bounds_default_to_limits_and_can_be_lifted() {
-    let defaults = crate::Settings::from_config(&parse(""));
-    assert_eq!(defaults.queue.max_bytes, mqttd_core::QueueLimits::DEFAULT_MAX_BYTES);
-    assert_eq!(defaults.memory_limit, crate::settings::DEFAULT_MEMORY_LIMIT);
-    assert_eq!(defaults.max_topic_levels, 200);
-    let config = parse(
-        "memory_limit 1048576
-max_topic_levels 10
-",
-    );
-    assert_eq!((config.memory_limit, config.max_topic_levels), (Some(1_048_576), 10));
-    let lifted = crate::Settings::from_config(&parse(
-        "memory_limit 0
-max_queued_bytes 0
-max_topic_levels 0
-",
-    ));
-    assert_eq!((lifted.memory_limit, lifted.queue.max_bytes, lifted.max_topic_levels), (0, 0, 0));
-}
-
-#[test]
 fn integer_errors_say_the_accepted_range() {
     let e = error("\n\nmax_keepalive abc\n");
     assert_eq!(e.to_string(), format!("{ORIGIN}:3: max_keepalive: expected an integer 0..=65535, got 'abc'"));

@@ -24,22 +24,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::broker::Broker;
-use crate::server::Wrapping;
+pub use crate::listener::HttpSettings;
+use crate::listener::Wrapping;
 use web::{error, Body};
-
-/// What an HTTP listener needs beyond its transport.
-#[derive(Clone, Default)]
-pub struct HttpSettings {
-    /// `http_token`: a bearer token that grants access (mqttd's own directive).
-    pub token: Option<String>,
-}
-
-impl std::fmt::Debug for HttpSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the token itself.
-        f.debug_struct("HttpSettings").field("token", &self.token.as_ref().map(|_| "(set)")).finish()
-    }
-}
 
 /// How long a client may take to send a request's head before the connection is closed.
 const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
