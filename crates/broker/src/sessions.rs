@@ -203,7 +203,9 @@ impl Broker {
             return (false, 0);
         }
         let changes = sessions.registry.subscribe(&session.client_id, filter, Subscription { options, identifier });
-        let durable = self.record(&mut sessions, changes, None).durable;
+        // No deadline moves: the deadline task is not woken.
+        let unchanged = sessions.registry.next_deadline();
+        let durable = self.record(&mut sessions, changes, unchanged).durable;
         (self.insert_subscription(session, filter, options, identifier), durable)
     }
 
@@ -214,7 +216,8 @@ impl Broker {
         let durable = match sessions.current(session) {
             true => {
                 let changes = sessions.registry.unsubscribe(&session.client_id, filter);
-                self.record(&mut sessions, changes, None).durable
+                let unchanged = sessions.registry.next_deadline();
+                self.record(&mut sessions, changes, unchanged).durable
             }
             false => 0,
         };
