@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use mqttd_broker::store::{RawMessage, Record, Store, StoredMessage, StoredSession};
+use mqttd_broker::store::{RawMessage, Record, Store, StoredMessage};
 use mqttd_broker::{Broker, Settings};
+use mqttd_core::{ClientIdentity, Event, Expiry, SessionSnapshot, Subscription, Time};
 use mqttd_proto::{Properties, QoS, SubscriptionOptions};
 
 fn message(topic: String, qos: QoS) -> RawMessage {
@@ -41,16 +42,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for s in 0..sessions {
             let client_id = format!("client-{s}");
             let options = SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() };
-            let session = StoredSession {
-                client_id: client_id.clone(),
-                username: None,
-                listener: 0,
-                expiry: u32::MAX,
-                disconnected_at_ms: 1,
+            let session = SessionSnapshot {
+                identity: ClientIdentity { client_id: client_id.as_str().into(), username: None, listener: 0 },
+                owner: 0,
+                expiry: Expiry::Never,
                 will: None,
-                subscriptions: vec![(format!("queues/{s}/#"), options, None)],
+                disconnected_at: Some(Time::from_millis(1)),
+                subscriptions: vec![(format!("queues/{s}/#"), Subscription { options, identifier: None })],
             };
-            store.append(&Record::Session(session));
+            store.append(&Record::Session(Event::SessionSnapshot(session)));
             let number = s as u64 + 1;
             store.append(&Record::Name { session: number, client_id: client_id.clone() });
             for _ in 0..queued {

@@ -16,6 +16,7 @@ use crate::session::Session;
 use crate::settings::Settings;
 use crate::shared::SharedFilter;
 use mqttd_auth::Access;
+pub use mqttd_core::ClientIdentity;
 
 /// Counters behind `$SYS/broker/...`.
 #[derive(Debug, Default)]
@@ -95,16 +96,6 @@ pub(crate) enum Delivered {
     Dropped,
 }
 
-/// Who is asking, for authorization.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientIdentity {
-    /// Shared with the session and the session registry's key: one allocation per client.
-    pub client_id: Arc<str>,
-    pub username: Option<Arc<str>>,
-    /// Index of the listener the client connected through (for per-listener security).
-    pub listener: u16,
-}
-
 /// The connections without a task (`park.rs`), as the broker keeps them: for the connection layer, which
 /// gets its parker back with [`Any`](std::any::Any), and to close the sockets still waiting for their
 /// CONNECT at shutdown.
@@ -117,8 +108,14 @@ pub(crate) trait Parking: std::any::Any + Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 pub struct Broker {
     pub settings: Settings,
-    /// Sessions by client id. A mutex: takeover must check and replace atomically; held briefly.
-    pub(crate) sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    /// The session registry and each session's runtime half, by client id (`sessions.rs`). A mutex:
+    /// takeover must check and replace atomically; held briefly.
+    pub(crate) sessions: Mutex<crate::session::Sessions>,
+    /// Wakes the task that drives the registry's deadlines (`sessions::run_deadlines`) when an earlier
+    /// deadline is scheduled; a `Notify` keeps the permit if the task is not waiting yet.
+    pub(crate) deadlines_moved: tokio::sync::Notify,
+    /// The registry's clock at `started`: milliseconds since the Unix epoch (`Broker::now`).
+    pub(crate) clock_base_ms: u64,
     /// Read-mostly: every publish reads it, only (un)subscribes write.
     pub(crate) tree: RwLock<TopicTree<Arc<Session>>>,
     /// Shared subscription groups (`$share/...`): matched after the plain subscriptions.
@@ -167,7 +164,9 @@ impl Broker {
         let security = SecuritySet::new(vec![Arc::new(Security::anonymous(settings.allow_anonymous))]);
         Broker {
             settings,
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::default(),
+            deadlines_moved: tokio::sync::Notify::new(),
+            clock_base_ms: crate::store::now_ms(),
             tree: RwLock::new(TopicTree::default()),
             shared: Default::default(),
             retained: RwLock::new(Retained::default()),
@@ -258,7 +257,7 @@ impl Broker {
     }
 
     /// The security settings to check deliveries against as they leave an outbox, when an ACL is loaded:
-    /// with the reader's identity, taken before the outbox is locked (lock order: `control` before `state`).
+    /// with the reader's identity, taken before the outbox is locked (lock order: the session's `identity` before `state`).
     pub(crate) fn read_check(&self, reader: &Session) -> Option<(Arc<SecuritySet>, ClientIdentity)> {
         if !self.acl_active.load(Ordering::Acquire) {
             return None;
@@ -364,28 +363,20 @@ impl Broker {
         self.sessions.lock().get(client_id).cloned()
     }
 
-    /// Adds or replaces `session`'s subscription to `filter` (a valid filter; a shared one well formed):
-    /// in the tree, or in its shared subscription group. True if it is new.
-    pub(crate) fn subscribe(
+    /// Adds or replaces `session`'s subscription to `filter` in the tree, or in its shared subscription
+    /// group (the registry's side is `Broker::subscribe`). True if it is new.
+    pub(crate) fn insert_subscription(
         &self,
         session: &Arc<Session>,
         filter: &str,
         options: SubscriptionOptions,
         subscription_id: Option<u32>,
     ) -> bool {
-        let is_new = match SharedFilter::parse(filter) {
+        match SharedFilter::parse(filter) {
             Some(Ok(shared)) => self.shared.subscribe(shared, session, options, subscription_id),
-            Some(Err(_)) => return false,
+            Some(Err(_)) => false,
             None => self.tree.write().subscribe(filter, session.id, session.clone(), options, subscription_id),
-        };
-        session.control.lock().subscriptions.insert(filter.to_string(), (options, subscription_id));
-        is_new
-    }
-
-    /// Removes `session`'s subscription to `filter`; true if it existed.
-    pub(crate) fn unsubscribe(&self, session: &Session, filter: &str) -> bool {
-        session.control.lock().subscriptions.remove(filter);
-        self.unsubscribe_filter(session.id, filter)
+        }
     }
 
     /// Removes the subscription of session `session_id` to `filter` from the tree or its group.

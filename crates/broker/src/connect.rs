@@ -411,7 +411,8 @@ pub(crate) fn attach(
         will.topic = format!("{mount_point}{}", will.topic);
     }
     let attach = Attach { identity, clean_start: c.clean_start, expiry, will, connection_id };
-    let (session, session_present) = broker.attach(attach);
+    // `stored`: a session kept in the durable store is acknowledged once it is stored.
+    let (session, session_present, stored) = broker.attach(attach);
     let s = &broker.settings;
     let mut properties = Properties::default();
     if version.is_v5() {
@@ -433,8 +434,6 @@ pub(crate) fn attach(
     fit_connack(&mut ack, c.properties.maximum_packet_size.filter(|_| version.is_v5()));
     let connack = Packet::ConnAck(ack);
     crate::trace::sent(&client_id, &connack);
-    // A session kept in the durable store is acknowledged once it is stored.
-    let stored = if broker.keeps(expiry, c.will.is_some()) { broker.persist_session(&session, 0) } else { 0 };
     let held: std::collections::VecDeque<(u64, Packet)> = match broker.store() {
         Some(store) if stored > store.durable() => [(stored, connack)].into(),
         _ => {

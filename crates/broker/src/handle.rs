@@ -394,6 +394,7 @@ impl Client {
         let v5 = self.negotiated.version.is_v5();
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained_for = Vec::new();
+        let mut durable = 0;
         for (filter, mut options) in s.filters {
             let shared = match SharedFilter::parse(&filter) {
                 Some(Err(why)) => {
@@ -433,7 +434,8 @@ impl Client {
                 reasons.push(if v5 { reason::NOT_AUTHORIZED } else { reason::v3::SUBACK_FAILURE });
                 continue;
             }
-            let is_new = self.broker.subscribe(&self.session, &filter, options, subscription_id);
+            let (is_new, stored) = self.broker.subscribe(&self.session, &filter, options, subscription_id);
+            durable = durable.max(stored);
             // Mosquitto's `log_type subscribe` line: client id, granted QoS, filter (mount point included).
             tracing::info!(target: crate::log::SUBSCRIBE, "{} {} {filter}", self.session.client_id, options.qos as u8);
             reasons.push(options.qos as u8);
@@ -448,7 +450,6 @@ impl Client {
                 retained_for.push((filter, options.qos));
             }
         }
-        let durable = self.persist_if_kept();
         let properties = self.problem(reasons.iter().copied().find(|&r| r >= 0x80).unwrap_or(0));
         let suback = SubAck { packet_id: s.packet_id, reasons, properties };
         self.ack_after(io, Packet::SubAck(suback), durable)?;
@@ -456,19 +457,6 @@ impl Client {
             self.send_retained(&filter, granted, subscription_id);
         }
         Ok(())
-    }
-
-    /// Stores the session's subscriptions when the durable store keeps it; the position to wait for.
-    fn persist_if_kept(&self) -> u64 {
-        let kept = {
-            let ctl = self.session.control.lock();
-            self.broker.keeps(ctl.expiry, ctl.will.is_some())
-        };
-        if kept {
-            self.broker.persist_session(&self.session, 0)
-        } else {
-            0
-        }
     }
 
     /// Whether the ACL lets this client read anything through `filter`.
@@ -511,16 +499,17 @@ impl Client {
     fn unsubscribe(&mut self, u: Unsubscribe, io: &mut Transport) -> Result<(), End> {
         let mut reasons = Vec::with_capacity(u.filters.len());
         let mount_point = self.broker.settings.mount_point(io.listener).map(str::to_owned);
+        let mut durable = 0;
         for filter in u.filters {
             let filter = &mount(mount_point.as_deref(), filter);
-            let existed = self.broker.unsubscribe(&self.session, filter);
+            let (existed, stored) = self.broker.unsubscribe(&self.session, filter);
+            durable = durable.max(stored);
             tracing::info!(target: crate::log::UNSUBSCRIBE, "{} {filter}", self.session.client_id);
             reasons.push(if existed { reason::SUCCESS } else { reason::NO_SUBSCRIPTION_EXISTED });
         }
         if !self.negotiated.version.is_v5() {
             reasons.clear();
         }
-        let durable = self.persist_if_kept();
         self.ack_after(
             io,
             Packet::UnsubAck(UnsubAck { packet_id: u.packet_id, reasons, properties: Properties::default() }),

@@ -25,6 +25,7 @@ pub mod process;
 pub mod security;
 pub mod server;
 pub mod session;
+mod sessions;
 pub mod settings;
 pub mod shared;
 pub mod store;

@@ -134,6 +134,7 @@ impl Server {
         }
         tasks.push(tokio::spawn(crate::sys::run(broker.clone(), shutdown.subscribe())));
         tasks.push(tokio::spawn(sweep_keep_alive(broker.clone(), shutdown.subscribe())));
+        tasks.push(tokio::spawn(crate::sessions::run_deadlines(broker.clone(), shutdown.subscribe())));
         Server { broker, local_addrs, shutdown, limits, tasks }
     }
 

@@ -58,7 +58,7 @@ impl Link {
         };
         let expiry = if clean { Expiry::Immediate } else { Expiry::Never };
         let attach = Attach { identity, clean_start: clean, expiry, will: None, connection_id };
-        let (session, _) = broker.attach(attach);
+        let (session, _, _) = broker.attach(attach);
         session.state.lock().online = false;
         let max_qos = QoS::from_u8(broker.settings.max_qos(0)).unwrap_or(QoS::ExactlyOnce);
         for topic in config.topics.iter().filter(|t| t.is_out()) {

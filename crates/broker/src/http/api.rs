@@ -101,18 +101,19 @@ fn clients(broker: &Broker, query: &Query) -> Answer {
 fn summary(broker: &Broker, session: &Session) -> Value {
     let info = broker.events.info(&session.client_id);
     let info = info.as_ref();
-    let ctl = session.control.lock();
+    let entry = broker.session_entry(&session.client_id);
+    let entry = entry.as_ref();
+    let identity = session.identity();
     let mut value = json!({
         "client_id": &*session.client_id,
-        "username": ctl.identity.username.as_deref(),
-        "listener": ctl.identity.listener,
-        "connected": ctl.owner != 0,
+        "username": identity.username.as_deref(),
+        "listener": identity.listener,
+        "connected": entry.is_some_and(|e| e.attached()),
         "protocol": info.map(|i| i.protocol.to_string()),
         "connected_at_ms": info.map(|i| i.connected_at_ms),
         "peer": info.map(|i| i.peer.to_string()),
-        "subscriptions": ctl.subscriptions.len(),
+        "subscriptions": entry.map_or(0, |e| e.subscriptions.len()),
     });
-    drop(ctl);
     let state = session.state.lock();
     value["inflight"] = json!(state.inflight());
     value["queued"] = json!(state.queued());
@@ -124,29 +125,29 @@ fn client(broker: &Broker, client_id: &str) -> Answer {
     let mut value = summary(broker, &session);
     let info = broker.events.info(client_id);
     let info = info.as_ref();
-    let ctl = session.control.lock();
+    let Some(entry) = broker.session_entry(client_id) else { return Err(unknown(client_id)) };
     value["keep_alive"] = json!(info.map(|i| i.keep_alive));
     value["clean_start"] = json!(info.map(|i| i.clean_start));
-    value["session_expiry"] = match ctl.expiry {
+    value["session_expiry"] = match entry.expiry {
         Expiry::Immediate => json!(0),
         Expiry::After(d) => json!(d.as_secs()),
         Expiry::Never => json!("never"),
     };
-    value["will"] = json!(ctl.will.as_ref().map(|w| json!({
+    value["will"] = json!(entry.will.as_ref().filter(|_| entry.attached()).map(|w| json!({
         "topic": w.topic, "qos": w.qos as u8, "retain": w.retain,
         "delay_seconds": crate::session::will_delay(w).as_secs(),
     })));
-    value["pending_will"] = json!(ctl.pending_will.as_ref().map(|w| json!({ "topic": w.topic })));
-    value["subscription_list"] = ctl
+    value["pending_will"] = json!(entry.pending_will().map(|w| json!({ "topic": w.topic })));
+    value["subscription_list"] = entry
         .subscriptions
         .iter()
-        .map(|(filter, (o, id))| {
+        .map(|(filter, s)| {
+            let o = s.options;
             json!({ "filter": filter, "qos": o.qos as u8, "no_local": o.no_local,
                     "retain_as_published": o.retain_as_published, "retain_handling": o.retain_handling as u8,
-                    "subscription_identifier": id })
+                    "subscription_identifier": s.identifier })
         })
         .collect();
-    drop(ctl);
     value["queued_bytes"] = json!(session.state.lock().queued_bytes());
     Ok(json(StatusCode::OK, &value))
 }
@@ -178,8 +179,9 @@ fn subscriptions(broker: &Broker, query: &Query) -> Answer {
     let filter = query.get("filter");
     let mut rows = Vec::new();
     for session in all_sessions(broker).into_iter().filter(|s| s.client_id.starts_with(prefix)) {
-        let ctl = session.control.lock();
-        for (f, (o, _)) in ctl.subscriptions.iter().filter(|(f, _)| filter.is_none_or(|want| f.as_str() == want)) {
+        let Some(entry) = broker.session_entry(&session.client_id) else { continue };
+        for (f, s) in entry.subscriptions.iter().filter(|(f, _)| filter.is_none_or(|want| f.as_str() == want)) {
+            let o = s.options;
             rows.push(json!({ "client_id": &*session.client_id, "filter": f, "qos": o.qos as u8,
                               "no_local": o.no_local, "retain_as_published": o.retain_as_published }));
         }

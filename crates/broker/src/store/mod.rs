@@ -36,7 +36,7 @@ use std::task::{Context, Poll, Waker};
 use parking_lot::{Condvar, Mutex};
 
 pub use message::{MessageParts, RawMessage, StoredMessage};
-pub use record::{Damage, Record, StoredSession};
+pub use record::{Damage, Record};
 use replay::replay;
 pub use replay::{Queued, Replayed};
 use writer::{rewrite, Writer};
@@ -336,7 +336,7 @@ mod tests {
             enqueue(1, 2),
             enqueue(2, 1),
             Record::Ack { session: 1, id: 1 },
-            Record::SessionEnd { client_id: "b".into() },
+            Record::Session(mqttd_core::Event::SessionEnded { client_id: "b".into(), at: Default::default() }),
             name(3, "c"),
         ] {
             store.append(&r);

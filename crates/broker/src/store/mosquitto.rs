@@ -18,10 +18,11 @@ use std::sync::Arc;
 
 use mqttd_proto::QoS;
 
-use super::{now_ms, RawMessage, Record, Replayed, Store, StoreError, StoredMessage, StoredSession};
+use super::{now_ms, RawMessage, Record, Replayed, Store, StoreError, StoredMessage};
 use crate::config::Config;
 pub use chunks::Bad;
 use chunks::{Chunks, Client, ClientMsg, Msg, Subscription};
+use mqttd_core::{ClientIdentity, Event, Expiry, SessionSnapshot, Time};
 
 /// What every Mosquitto database starts with.
 pub const MAGIC: [u8; 15] = *b"\x00\xB5\x00mosquitto db";
@@ -147,7 +148,7 @@ fn replay(chunks: Chunks, now_ms: u64, listener_ports: &[u16]) -> (Replayed, Sum
     let mut clients: Vec<&String> = sessions.keys().collect();
     clients.sort();
     for client_id in clients {
-        replayed.apply(Record::Session(sessions[client_id].clone()));
+        replayed.apply(Record::Session(Event::SessionSnapshot(sessions[client_id].clone())));
     }
     for m in chunks.client_msgs {
         if !sessions.contains_key(&m.client_id) {
@@ -176,21 +177,27 @@ fn sessions(
     now_ms: u64,
     listener_ports: &[u16],
     summary: &mut Summary,
-) -> HashMap<String, StoredSession> {
-    let mut sessions: HashMap<String, StoredSession> = HashMap::new();
+) -> HashMap<String, SessionSnapshot> {
+    let mut sessions: HashMap<String, SessionSnapshot> = HashMap::new();
     for client in clients {
         let Some((expiry, disconnected_at_ms)) = session_clock(&client, now_ms) else {
             summary.expired += 1;
             continue;
         };
         let listener = listener_ports.iter().position(|&p| p == client.port && p != 0).unwrap_or(0);
-        let session = StoredSession {
-            client_id: client.client_id.clone(),
-            username: client.username,
+        let identity = ClientIdentity {
+            client_id: client.client_id.as_str().into(),
+            username: client.username.map(Into::into),
             listener: u16::try_from(listener).unwrap_or(0),
-            expiry,
-            disconnected_at_ms,
+        };
+        // Connected when Mosquitto stopped: disconnected at this start (`Registry::restart`).
+        let disconnected_at = Some(disconnected_at_ms).filter(|&ms| ms != 0).map(Time::from_millis);
+        let session = SessionSnapshot {
+            identity,
+            owner: if disconnected_at.is_none() { mqttd_core::STALE_CONNECTION } else { 0 },
+            expiry: Expiry::from_v5(expiry),
             will: None,
+            disconnected_at,
             subscriptions: Vec::new(),
         };
         sessions.insert(client.client_id, session);
@@ -200,8 +207,8 @@ fn sessions(
             summary.ignored += 1;
             continue;
         };
-        session.subscriptions.retain(|(f, ..)| *f != filter);
-        session.subscriptions.push((filter, options, identifier));
+        session.subscriptions.retain(|(f, _)| *f != filter);
+        session.subscriptions.push((filter, mqttd_core::Subscription { options, identifier }));
     }
     sessions
 }

@@ -6,28 +6,18 @@
 //!
 //! Framing: `[len: u32][crc32: u32][kind: u8][body]`, little-endian; `len` and the CRC cover kind and body.
 
-use bytes::{Buf, BufMut, BytesMut};
-use mqttd_proto::{Packet, PacketId, Properties, QoS, Subscribe, SubscriptionOptions};
+mod session;
+
+use bytes::{BufMut, BytesMut};
+use mqttd_core::{Event, Time};
+use mqttd_proto::QoS;
+
+use session::{get_event, get_session, put_event};
 
 use super::message::{
     get_message, get_packet, get_str, get_u32, get_u64, get_u8, put_message, put_packet, put_str, raw_message,
     RawMessage, StoredMessage,
 };
-
-/// A session as stored: enough to rebuild it after a restart, disconnected at that moment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredSession {
-    pub client_id: String,
-    pub username: Option<String>,
-    pub listener: u16,
-    /// Session Expiry Interval in seconds; `u32::MAX`: never; 0: ends with its connection.
-    pub expiry: u32,
-    /// When its connection ended (ms since the epoch); 0 while it was connected.
-    pub disconnected_at_ms: u64,
-    /// The will not yet published, with its Will Delay Interval in seconds.
-    pub will: Option<(StoredMessage, u32)>,
-    pub subscriptions: Vec<(String, SubscriptionOptions, Option<u32>)>,
-}
 
 /// One change of durable state.
 // `Session` is much larger than the rest (a will's properties), but rare; the others are what a busy
@@ -37,10 +27,9 @@ pub struct StoredSession {
 pub enum Record {
     /// A retained message set, or cleared (empty payload).
     Retained(RawMessage),
-    /// A session created or changed (the whole of it).
-    Session(StoredSession),
-    /// A session ended: it, its subscriptions and its queue are gone.
-    SessionEnd { client_id: String },
+    /// A change of the session registry, as `mqttd_core::Registry` decided it; replay applies it
+    /// (`Registry::apply`). A session that ends takes its queue with it.
+    Session(Event),
     /// A message queued for persistent sessions, stored once under `id`.
     Message { id: u64, message: RawMessage },
     /// From here on, the queue records of session number `session` are those of `client_id`.
@@ -65,7 +54,9 @@ pub enum Damage {
 }
 
 const RETAINED: u8 = 1;
+/// `Event::SessionSnapshot` (the layout of a whole session, as the store has always written it).
 const SESSION: u8 = 2;
+/// A session ended, as logs written before the registry's events say it: read as `Event::SessionEnded`.
 const SESSION_END: u8 = 3;
 const MESSAGE: u8 = 4;
 const ENQUEUE: u8 = 5;
@@ -73,6 +64,13 @@ const ACK: u8 = 6;
 const INCOMING: u8 = 7;
 const SENT: u8 = 8;
 const NAME: u8 = 9;
+const SESSION_OPENED: u8 = 10;
+const SESSION_RESUMED: u8 = 11;
+const SESSION_DISCONNECTED: u8 = 12;
+const SUBSCRIBED: u8 = 13;
+const UNSUBSCRIBED: u8 = 14;
+const WILL_FIRED: u8 = 15;
+const SESSION_ENDED: u8 = 16;
 
 /// The framing header: length and CRC.
 pub const HEADER: usize = 8;
@@ -88,14 +86,7 @@ impl Record {
                 body.put_u8(RETAINED);
                 body.put_slice(&m.0);
             }
-            Record::Session(s) => {
-                body.put_u8(SESSION);
-                put_session(&mut body, s);
-            }
-            Record::SessionEnd { client_id } => {
-                body.put_u8(SESSION_END);
-                put_str(&mut body, client_id);
-            }
+            Record::Session(event) => put_event(&mut body, event),
             Record::Message { id, message } => {
                 body.put_u8(MESSAGE);
                 body.put_u64_le(*id);
@@ -164,18 +155,19 @@ impl Record {
 }
 
 /// Reads a record's body in place: fixed fields directly, a message's bytes copied once (so that a message
-/// kept does not hold the buffer it was read from), a session through its own reader.
+/// kept does not hold the buffer it was read from), a session event through its own reader.
 fn read_record(body: &[u8]) -> Option<Record> {
     let (&kind, rest) = body.split_first()?;
     let mut b = rest;
     let record = match kind {
         RETAINED => Record::Retained(raw_message(&mut b)?),
-        SESSION => {
+        SESSION | SESSION_OPENED..=SESSION_ENDED => {
             let mut b = BytesMut::from(rest);
-            let session = get_session(&mut b)?;
-            return b.is_empty().then_some(Record::Session(session));
+            let event =
+                if kind == SESSION { Event::SessionSnapshot(get_session(&mut b)?) } else { get_event(kind, &mut b)? };
+            return b.is_empty().then_some(Record::Session(event));
         }
-        SESSION_END => Record::SessionEnd { client_id: take_str(&mut b)? },
+        SESSION_END => Record::Session(Event::SessionEnded { client_id: take_str(&mut b)?.into(), at: Time::default() }),
         MESSAGE => {
             let id = take_u64(&mut b)?;
             Record::Message { id, message: raw_message(&mut b)? }
@@ -226,67 +218,12 @@ fn take_str(b: &mut &[u8]) -> Option<String> {
     Some(s)
 }
 
-fn put_session(b: &mut BytesMut, s: &StoredSession) {
-    put_str(b, &s.client_id);
-    match &s.username {
-        Some(u) => {
-            b.put_u8(1);
-            put_str(b, u);
-        }
-        None => b.put_u8(0),
-    }
-    b.put_u16_le(s.listener);
-    b.put_u32_le(s.expiry);
-    b.put_u64_le(s.disconnected_at_ms);
-    match &s.will {
-        Some((will, delay)) => {
-            b.put_u8(1);
-            b.put_u32_le(*delay);
-            put_message(b, will);
-        }
-        None => b.put_u8(0),
-    }
-    b.put_u32_le(s.subscriptions.len() as u32);
-    for (filter, options, id) in &s.subscriptions {
-        let subscribe = Subscribe {
-            packet_id: PacketId::new(1).expect("1 is not 0"),
-            filters: vec![(filter.clone(), *options)],
-            properties: Properties { subscription_identifiers: id.iter().copied().collect(), ..Properties::default() },
-        };
-        put_packet(b, &Packet::Subscribe(subscribe));
-    }
-}
-
-fn get_session(b: &mut BytesMut) -> Option<StoredSession> {
-    let client_id = get_str(b)?;
-    let username = match get_u8(b)? {
-        0 => None,
-        _ => Some(get_str(b)?),
-    };
-    let listener = (b.remaining() >= 2).then(|| b.get_u16_le())?;
-    let expiry = get_u32(b)?;
-    let disconnected_at_ms = get_u64(b)?;
-    let will = match get_u8(b)? {
-        0 => None,
-        _ => {
-            let delay = get_u32(b)?;
-            Some((get_message(b)?, delay))
-        }
-    };
-    let n = get_u32(b)? as usize;
-    let mut subscriptions = Vec::with_capacity(n.min(1024));
-    for _ in 0..n {
-        let Packet::Subscribe(mut s) = get_packet(b)? else { return None };
-        let (filter, options) = s.filters.pop()?;
-        subscriptions.push((filter, options, s.properties.subscription_identifiers.first().copied()));
-    }
-    Some(StoredSession { client_id, username, listener, expiry, disconnected_at_ms, will, subscriptions })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use mqttd_core::{ClientIdentity, Expiry, SessionSnapshot, Subscription};
+    use mqttd_proto::{Properties, Will};
 
     fn message(topic: &str, qos: QoS) -> StoredMessage {
         let mut properties = Properties::default();
@@ -302,8 +239,23 @@ mod tests {
         }
     }
 
+    fn identity(client_id: &str, username: Option<&str>) -> ClientIdentity {
+        ClientIdentity { client_id: client_id.into(), username: username.map(Into::into), listener: 2 }
+    }
+
+    fn will(delay: u32) -> Will {
+        let m = message("will/t", QoS::ExactlyOnce);
+        let mut properties = m.properties;
+        properties.will_delay_interval = Some(delay).filter(|&d| d > 0);
+        Will { topic: m.topic, payload: m.payload, qos: m.qos, retain: false, properties }
+    }
+
+    fn subscription(identifier: Option<u32>) -> Subscription {
+        let options = mqttd_proto::SubscriptionOptions { qos: QoS::ExactlyOnce, no_local: true, ..Default::default() };
+        Subscription { options, identifier }
+    }
+
     fn every_kind() -> Vec<Record> {
-        let options = SubscriptionOptions { qos: QoS::ExactlyOnce, no_local: true, ..Default::default() };
         vec![
             Record::Retained(RawMessage::encode(&message("a/b", QoS::AtLeastOnce))),
             Record::Retained(RawMessage::encode(&StoredMessage {
@@ -311,16 +263,50 @@ mod tests {
                 properties: Properties::default(),
                 ..message("a/b", QoS::AtMostOnce)
             })),
-            Record::Session(StoredSession {
-                client_id: "c1".into(),
-                username: Some("alice".into()),
-                listener: 2,
-                expiry: u32::MAX,
-                disconnected_at_ms: 5,
-                will: Some((message("will/t", QoS::ExactlyOnce), 30)),
-                subscriptions: vec![("a/#".into(), options, Some(7)), ("$share/g/x".into(), options, None)],
+            Record::Session(Event::SessionSnapshot(SessionSnapshot {
+                identity: identity("c1", Some("alice")),
+                owner: 0,
+                expiry: Expiry::Never,
+                will: Some(will(30)),
+                disconnected_at: Some(Time::from_millis(5)),
+                subscriptions: vec![("a/#".into(), subscription(Some(7))), ("$share/g/x".into(), subscription(None))],
+            })),
+            Record::Session(Event::SessionSnapshot(SessionSnapshot {
+                identity: identity("c0", None),
+                owner: mqttd_core::STALE_CONNECTION,
+                expiry: Expiry::from_v5(60),
+                will: None,
+                disconnected_at: None,
+                subscriptions: vec![],
+            })),
+            Record::Session(Event::SessionOpened {
+                identity: identity("c1", None),
+                connection: 7,
+                expiry: Expiry::Immediate,
+                will: Some(will(0)),
+                at: Time::from_millis(1_700_000_000_123),
             }),
-            Record::SessionEnd { client_id: "c1".into() },
+            Record::Session(Event::SessionResumed {
+                identity: identity("c1", Some("bob")),
+                connection: 8,
+                expiry: Expiry::from_v5(3600),
+                will: None,
+                at: Time::from_millis(9),
+            }),
+            Record::Session(Event::SessionDisconnected {
+                client_id: "c1".into(),
+                at: Time::from_millis(10),
+                expiry: Expiry::Never,
+                will_deleted: true,
+            }),
+            Record::Session(Event::Subscribed {
+                client_id: "c1".into(),
+                filter: "a/+".into(),
+                subscription: subscription(Some(268_435_455)),
+            }),
+            Record::Session(Event::Unsubscribed { client_id: "c1".into(), filter: "a/+".into() }),
+            Record::Session(Event::WillFired { client_id: "c1".into(), will: will(30), at: Time::from_millis(11) }),
+            Record::Session(Event::SessionEnded { client_id: "c1".into(), at: Time::from_millis(12) }),
             Record::Message { id: 42, message: RawMessage::encode(&message("q/t", QoS::ExactlyOnce)) },
             Record::Message {
                 id: 43,
@@ -363,6 +349,19 @@ mod tests {
             let (topic, payload, ..) = raw.parts(None).expect("parts");
             assert_eq!((topic.as_str(), payload), ("x/y", m.payload.clone()));
         }
+    }
+
+    /// Logs written before the session records were the registry's events stay readable.
+    #[test]
+    fn a_session_end_of_an_older_log_reads_as_the_session_ended_event() {
+        let mut body = BytesMut::new();
+        body.put_u8(SESSION_END);
+        put_str(&mut body, "old");
+        let mut bytes = (body.len() as u32).to_le_bytes().to_vec();
+        bytes.extend(crc32fast::hash(&body).to_le_bytes());
+        bytes.extend_from_slice(&body);
+        let (record, _) = Record::decode(&bytes).expect("decodes");
+        assert_eq!(record, Record::Session(Event::SessionEnded { client_id: "old".into(), at: Time::default() }));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::path::Path;
 use foldhash::fast::RandomState;
 
 use super::message::RawMessage;
-use super::record::{self, Damage, Record, StoredSession};
+use super::record::{self, Damage, Record};
 use super::{sync_dir, StoreError};
 
 /// Hash maps of replay, keyed by numbers and topics: foldhash, several times faster than SipHash there.
@@ -20,7 +20,8 @@ type Map<K, V> = HashMap<K, V, RandomState>;
 #[derive(Debug, Default)]
 pub struct Replayed {
     pub retained: Map<String, RawMessage>,
-    pub sessions: BTreeMap<String, StoredSession>,
+    /// The session registry, rebuilt by applying its recorded events.
+    pub sessions: mqttd_core::Registry,
     pub messages: Map<u64, RawMessage>,
     /// Client ids that have queue records, by their number in this replay (`Client`).
     clients: Vec<String>,
@@ -125,12 +126,10 @@ impl Replayed {
                 }
                 None => {}
             },
-            Record::Session(s) => {
-                self.sessions.insert(s.client_id.clone(), s);
-            }
-            Record::SessionEnd { client_id } => {
-                self.sessions.remove(&client_id);
-                let Some(&client) = self.client_numbers.get(&client_id) else { return };
+            Record::Session(event) => {
+                self.sessions.apply(&event);
+                let mqttd_core::Event::SessionEnded { client_id, .. } = event else { return };
+                let Some(&client) = self.client_numbers.get(&*client_id) else { return };
                 // Its numbers go with it: a session that starts again under this client id has a new one.
                 for n in std::mem::take(&mut self.numbers[client as usize]) {
                     self.names.remove(&n);
@@ -215,9 +214,9 @@ impl Replayed {
     /// the part of the log a rewrite read.
     pub(super) fn records(&self, keep_from: u64) -> Vec<Record> {
         let mut out: Vec<Record> = self.retained.values().cloned().map(Record::Retained).collect();
-        out.extend(self.sessions.values().cloned().map(Record::Session));
+        out.extend(self.sessions.snapshot().into_iter().map(Record::Session));
         for (c, client_id) in self.clients.iter().enumerate() {
-            let live = self.sessions.contains_key(client_id)
+            let live = self.sessions.get(client_id).is_some()
                 || self.queues.contains_key(&(c as Client))
                 || self.incoming.contains_key(&(c as Client));
             if live {

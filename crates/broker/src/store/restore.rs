@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mqttd_core::{Delivery, Message};
-use mqttd_proto::Will;
 
-use super::{now_ms, RawMessage, Record, Replayed, Store, StoredMessage, StoredSession};
+use super::{now_ms, RawMessage, Record, Replayed, Store};
 use crate::broker::Broker;
-use crate::session::{Expiry, Session};
+use crate::session::Session;
 
 impl Broker {
     /// Makes state changes durable from now on (`persistence true`).
@@ -21,42 +20,6 @@ impl Broker {
     /// The durable store, with `persistence true`.
     pub fn store(&self) -> Option<&Arc<Store>> {
         self.store.get()
-    }
-
-    /// Whether a session with this expiry and will is kept in the store: persistent sessions, and any
-    /// session with a will (it fires after a restart).
-    pub(crate) fn keeps(&self, expiry: Expiry, has_will: bool) -> bool {
-        self.store().is_some() && (expiry != Expiry::Immediate || has_will)
-    }
-
-    /// Appends the session as it stands (`disconnected_at_ms`: 0 while connected); returns the position to
-    /// wait for (0 without a store).
-    pub(crate) fn persist_session(&self, session: &Session, disconnected_at_ms: u64) -> u64 {
-        let Some(store) = self.store() else { return 0 };
-        let ctl = session.control.lock();
-        let will = ctl.will.as_deref().or(ctl.pending_will.as_deref()).map(stored_will);
-        let stored = StoredSession {
-            client_id: session.client_id.to_string(),
-            username: ctl.identity.username.as_deref().map(str::to_owned),
-            listener: ctl.identity.listener,
-            expiry: match ctl.expiry {
-                Expiry::Immediate => 0,
-                Expiry::After(d) => u32::try_from(d.as_secs()).unwrap_or(u32::MAX - 1),
-                Expiry::Never => u32::MAX,
-            },
-            disconnected_at_ms,
-            will,
-            subscriptions: ctl.subscriptions.iter().map(|(f, (o, id))| (f.clone(), *o, *id)).collect(),
-        };
-        drop(ctl);
-        store.append(&Record::Session(stored))
-    }
-
-    /// Appends the end of a session.
-    pub(crate) fn persist_end(&self, client_id: &str) {
-        if let Some(store) = self.store() {
-            store.append(&Record::SessionEnd { client_id: client_id.to_owned() });
-        }
     }
 
     /// Appends that `session` is done with stored message `stored` (acknowledged by its client).
@@ -127,9 +90,10 @@ impl Broker {
         })
     }
 
-    /// Rebuilds what the store held: retained messages, and every session as disconnected now, with its
-    /// subscriptions and queue; wills fire once their delay (counted from now) has passed, unless the
-    /// client is back first. Called once at startup, within the runtime, before any listener accepts.
+    /// Rebuilds what the store held: retained messages, and every session with its subscriptions and
+    /// queue; a session whose connection was attached at the crash is disconnected now (its will fires
+    /// once its delay, counted from now, has passed, unless the client is back first); pending wills and
+    /// session expiry continue from the stored disconnection time. Called once at startup, within the runtime, before any listener accepts.
     pub fn restore(self: &Arc<Self>, replayed: Replayed) {
         let now = now_ms();
         let instant = Instant::now();
@@ -160,7 +124,7 @@ impl Broker {
     fn restore_sessions(
         self: &Arc<Self>,
         mut replayed: Replayed,
-        sessions: std::collections::BTreeMap<String, StoredSession>,
+        sessions: mqttd_core::Registry,
         messages: impl IntoIterator<Item = (u64, RawMessage)>,
         now: u64,
         instant: Instant,
@@ -174,26 +138,25 @@ impl Broker {
                 shared.insert(id, Arc::new(message));
             }
         }
-        let mut restored = Vec::with_capacity(sessions.len());
-        for stored in sessions.into_values() {
-            let queue: Vec<(Delivery, Option<(u16, bool)>)> = replayed
-                .take_queue(&stored.client_id)
-                .into_values()
-                .filter_map(|q| {
-                    let message = shared.get(&q.id)?.clone();
-                    let delivery = Delivery {
-                        message,
-                        qos: q.qos,
-                        retain: q.retain,
-                        subscription_ids: q.subscription_ids,
-                        shared_by: 1,
-                        group: 0,
-                    };
-                    Some((delivery, q.sent))
-                })
-                .collect();
-            let session = self.restore_session(&stored, queue, now);
-            let ids = replayed.take_incoming(&stored.client_id);
+        // The registry as its events left it; each of its sessions gets its runtime half: subscriptions in
+        // the tree, its queue, its incoming QoS 2 packet ids.
+        let mut live = HashMap::with_capacity(sessions.len());
+        for (client_id, entry) in sessions.iter() {
+            let session = self.restored_session(entry);
+            let queue = replayed.take_queue(client_id).into_values().filter_map(|q| {
+                let message = shared.get(&q.id)?.clone();
+                let delivery = Delivery {
+                    message,
+                    qos: q.qos,
+                    retain: q.retain,
+                    subscription_ids: q.subscription_ids,
+                    shared_by: 1,
+                    group: 0,
+                };
+                Some((delivery, q.sent))
+            });
+            restore_queue(&session, queue);
+            let ids = replayed.take_incoming(client_id);
             if !ids.is_empty() {
                 // A QoS 2 message received before the restart is not routed again when resent
                 // [MQTT-4.3.3-10].
@@ -202,12 +165,28 @@ impl Broker {
                     state.receive_qos2(id);
                 }
             }
-            restored.push((session, stored.will.as_ref().map(will_of)));
+            live.insert(client_id.clone(), session);
         }
         // Every session is back before any will goes out: a will may be for any of them.
-        for (session, will) in restored {
-            self.restart_session(&session, will, now);
+        self.restart_sessions(sessions, live);
+    }
+}
+
+/// Puts a restored session's queue back: what was in flight first, with its packet id, to be resent.
+fn restore_queue(session: &Session, queue: impl Iterator<Item = (Delivery, Option<(u16, bool)>)>) {
+    let mut dropped = 0;
+    let mut state = session.state.lock();
+    for (delivery, sent) in queue {
+        match sent.and_then(|(id, released)| Some((mqttd_proto::PacketId::new(id)?, released))) {
+            // In flight when the broker stopped: resent first, with its packet id.
+            Some((packet_id, released)) => state.restore_inflight(delivery, packet_id, released),
+            None if state.enqueue(delivery) != mqttd_core::Enqueued::Queued => dropped += 1,
+            None => {}
         }
+    }
+    drop(state);
+    if dropped > 0 {
+        tracing::warn!(client_id = %session.client_id, dropped, "restored queue over its limits");
     }
 }
 
@@ -239,44 +218,4 @@ pub(crate) fn raw_message(m: &Message) -> RawMessage {
 /// When a message expires, as wall-clock time (ms since the epoch; 0: never).
 fn expires_at_ms(m: &Message) -> u64 {
     m.expires_at.map_or(0, |at| now_ms() + at.saturating_duration_since(Instant::now()).as_millis() as u64)
-}
-
-fn stored_will(will: &Will) -> (StoredMessage, u32) {
-    let mut properties = will.properties.clone();
-    let delay = properties.will_delay_interval.take().unwrap_or(0);
-    let expires_at_ms = 0;
-    let message = StoredMessage {
-        topic: will.topic.clone(),
-        payload: will.payload.clone(),
-        qos: will.qos,
-        retain: will.retain,
-        properties,
-        expires_at_ms,
-    };
-    (message, delay)
-}
-
-/// The will of a stored session, as CONNECT carried it.
-pub(crate) fn will_of(stored: &(StoredMessage, u32)) -> Will {
-    let (m, delay) = stored;
-    let mut properties = m.properties.clone();
-    properties.will_delay_interval = Some(*delay).filter(|&d| d > 0);
-    Will { topic: m.topic.clone(), payload: m.payload.clone(), qos: m.qos, retain: m.retain, properties }
-}
-
-/// How long a stored session has left: its expiry counted from its disconnection (or from now if it was
-/// connected when the broker stopped).
-pub(crate) fn remaining_expiry(stored: &StoredSession, now_ms: u64) -> Expiry {
-    match stored.expiry {
-        0 => Expiry::Immediate,
-        u32::MAX => Expiry::Never,
-        s => {
-            let since = match stored.disconnected_at_ms {
-                0 => 0,
-                at => now_ms.saturating_sub(at),
-            };
-            let total = u64::from(s) * 1000;
-            Expiry::After(Duration::from_millis(total.saturating_sub(since).max(1)))
-        }
-    }
 }

@@ -111,6 +111,32 @@ async fn a_will_delay_holds_the_will_until_the_delay_passes() {
     assert!(waited >= Duration::from_millis(900), "published after {waited:?}");
 }
 
+/// Will delays and session expiry share one deadline queue: a will due in a second, scheduled while the
+/// queue waits for one due in an hour, still goes out after its second [MQTT-3.1.3-9].
+#[tokio::test]
+async fn a_short_will_delay_scheduled_after_a_long_one_fires_on_time() {
+    let tb = TestBroker::start();
+    let mut watcher = subscriber(&tb, "watcher", V4, "will/t", QoS::AtLeastOnce).await;
+    let mut far = with_will(persistent("far", V5, 7200), b"in an hour", QoS::AtLeastOnce, false);
+    far.will.as_mut().unwrap().properties.will_delay_interval = Some(3600);
+    let (peer, _) = connect_ok(&tb, far).await;
+    peer.drop_abruptly();
+    // The hour-long deadline is in the queue before the short one is added.
+    let bound = Instant::now() + Duration::from_secs(5);
+    while tb.broker.session_entry("far").is_none_or(|e| e.will_due().is_none()) {
+        assert!(Instant::now() < bound, "the broker saw the first connection end");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut near = with_will(persistent("near", V5, 60), b"in a second", QoS::AtLeastOnce, false);
+    near.will.as_mut().unwrap().properties.will_delay_interval = Some(1);
+    let (peer, _) = connect_ok(&tb, near).await;
+    let dropped = Instant::now();
+    peer.drop_abruptly();
+    assert_eq!(watcher.recv_publish().await.payload, &b"in a second"[..]);
+    let waited = dropped.elapsed();
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "published after {waited:?}");
+}
+
 /// The will goes out when the session ends if that comes before the Will Delay Interval
 /// [MQTT-3.1.3-9]: Session Expiry 0 with a will delay of 60 s publishes it at once.
 #[tokio::test]

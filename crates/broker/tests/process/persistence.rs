@@ -97,6 +97,38 @@ async fn the_will_of_a_client_connected_at_the_crash_fires_once_after_restart() 
     drop(mqttd);
 }
 
+/// A will waiting for its delay when mqttd is killed fires once after the restart, when the delay has
+/// passed [MQTT-3.1.3-9]: firing it and forgetting it is one record, so a second restart does not fire it
+/// again.
+#[tokio::test]
+async fn a_will_pending_at_a_crash_fires_once_after_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mqttd = durable(dir.path());
+    let (mut watcher, _) = Peer::connect_with(mqttd.addr(), persistent("watcher")).await;
+    assert_eq!(watcher.subscribe("will/t", QoS::AtLeastOnce).await, vec![1]);
+    watcher.disconnect().await;
+    let mut c = connect("delayed", V5);
+    c.properties.session_expiry_interval = Some(60);
+    let mut w = will("will/t", b"late", QoS::AtLeastOnce, false);
+    w.properties.will_delay_interval = Some(1);
+    c.will = Some(w);
+    let (doomed, ack) = Peer::connect_with(mqttd.addr(), c).await;
+    assert_eq!(ack.code, 0);
+    // Gone without DISCONNECT: the will waits for its delay (or, if mqttd dies first, for the delay
+    // counted from the restart).
+    drop(doomed);
+    let mqttd = crash_and_restart(mqttd, dir.path());
+    let (mut watcher, ack) = Peer::connect_with(mqttd.addr(), persistent("watcher")).await;
+    assert!(ack.session_present);
+    assert_eq!(watcher.recv_publish().await.payload, &b"late"[..]);
+    assert!(watcher.quiet_for(std::time::Duration::from_millis(300)).await, "once");
+    watcher.disconnect().await;
+    let mqttd = crash_and_restart(mqttd, dir.path());
+    let (mut watcher, _) = Peer::connect_with(mqttd.addr(), persistent("watcher")).await;
+    assert!(watcher.quiet_for(std::time::Duration::from_millis(1_500)).await, "the will fired once only");
+    drop(mqttd);
+}
+
 /// Publishes numbered messages at `qos` until the connection drops; counts in `acked` the numbers
 /// mqttd acknowledged (PUBACK, or PUBREC for QoS 2).
 async fn publish_until_killed(
