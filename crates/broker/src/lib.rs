@@ -7,6 +7,7 @@
 mod alias;
 pub mod bridge;
 pub mod broker;
+mod cluster;
 pub mod config;
 mod connect;
 pub mod connection;

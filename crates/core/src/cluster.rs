@@ -1,0 +1,36 @@
+//! The seam between one broker node and a cluster of them, without I/O: what a node tells the cluster
+//! ([`ClusterHooks`], called by the broker where its state changes) and what the cluster asks of the
+//! node ([`Node`], implemented by the broker). The cluster adapter (`mqttd-cluster`, on NATS) implements
+//! the first and calls the second; a node without a cluster has no hooks and behaves as a single broker.
+//!
+//! The calls are plain and must not block: an adapter queues what it has to send and does its I/O on
+//! its own tasks. When session changes become typed events of a `core` state machine, the adapter is
+//! meant to take those events through one more method here instead of the per-change calls below.
+
+use std::sync::Arc;
+
+use crate::message::Message;
+
+/// What a node reports to its cluster.
+pub trait ClusterHooks: Send + Sync + std::fmt::Debug {
+    /// A message this node accepted for routing (from a client, a will, a bridge or the admin API), not
+    /// one that came from the cluster; retained ones included.
+    fn published(&self, message: &Arc<Message>);
+    /// A local session subscribed to `filter` (a valid filter, `$share/...` included); each call is one
+    /// more subscriber: the adapter keeps the count.
+    fn subscribed(&self, filter: &str);
+    /// A local session's subscription to `filter` went away (one fewer subscriber).
+    fn unsubscribed(&self, filter: &str);
+}
+
+/// What the cluster asks of the local node.
+pub trait Node: Send + Sync {
+    /// Routes a message another node accepted to this node's plain subscriptions, without telling the
+    /// cluster again and without touching the retained store.
+    fn route_remote(&self, message: Arc<Message>);
+    /// Routes a message another node (or this one) accepted to this node's members of the shared
+    /// subscription `$share/{group}/{filter}` only: the cluster chose this node for it.
+    fn route_shared(&self, group: &str, filter: &str, message: Arc<Message>);
+    /// Replaces the retained message of `topic` (`None`: clears it) with what the cluster holds.
+    fn set_retained(&self, topic: &str, message: Option<Arc<Message>>);
+}
