@@ -89,6 +89,8 @@ pub struct Routed {
     /// The durable store's position once the message is stored wherever it must be (retained, queued
     /// for persistent sessions): its acknowledgement waits for it. 0: nothing to wait for.
     pub durable: u64,
+    /// Also sent to the other nodes of a cluster (`reached` counts this node's sessions only).
+    pub clustered: bool,
 }
 
 /// What [`Broker::route_here`] routes to.
@@ -426,10 +428,8 @@ impl Broker {
     /// Routes a message: updates the retained store, then delivers to each matching session once, at the
     /// highest QoS of its matching subscriptions [MQTT-3.3.4-2].
     pub fn route(&self, message: Arc<Message>) -> Routed {
-        if let Some(cluster) = self.cluster.get() {
-            cluster.published(&message);
-        }
-        self.route_here(message, Here::All)
+        let clustered = self.cluster.get().inspect(|cluster| cluster.published(&message)).is_some();
+        Routed { clustered, ..self.route_here(message, Here::All) }
     }
 
     /// [`Broker::route`] on this node only: for a message from the cluster, `here` leaves out the

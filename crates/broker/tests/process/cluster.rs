@@ -274,3 +274,124 @@ async fn messages_published_on_one_node_reach_subscribers_on_the_others_at_each_
     assert_eq!(&recv_publish_skipping(&mut b, probe).await.payload[..], b"next", "b got nothing for 'room'");
     drop(cluster);
 }
+
+#[tokio::test]
+async fn overlapping_filters_of_one_session_get_each_message_from_another_node_once() {
+    // Two NATS subscriptions of node B match; the session still gets one copy [MQTT-3.3.4-2].
+    let Some(cluster) = Cluster::start("") else { return };
+    let mut b = Peer::connect(cluster.addr(1), "overlap", V5).await;
+    assert_eq!(b.subscribe("d/+", QoS::AtLeastOnce).await, [1]);
+    assert_eq!(b.subscribe("d/#", QoS::AtLeastOnce).await, [1]);
+    let mut a = Peer::connect(cluster.addr(0), "pub-a", V5).await;
+    until_routed(&mut a, "d/probe", &mut [&mut b]).await;
+    for i in 0..20 {
+        a.publish("d/x", format!("{i}").as_bytes(), QoS::AtLeastOnce, false).await;
+    }
+    a.publish("d/end", b"end", QoS::AtLeastOnce, false).await;
+    let mut got = Vec::new();
+    loop {
+        let p = recv_publish_skipping(&mut b, "d/probe").await;
+        if p.topic == "d/end" {
+            break;
+        }
+        got.push(String::from_utf8_lossy(&p.payload).into_owned());
+    }
+    let expected: Vec<String> = (0..20).map(|i| i.to_string()).collect();
+    assert_eq!(got, expected, "each message once, in order");
+}
+
+/// The retained messages a new subscription to `filter` on `addr` gets (within 300 ms of each other).
+async fn retained_at(addr: std::net::SocketAddr, filter: &str) -> Vec<(String, Vec<u8>)> {
+    let mut peer = Peer::connect(addr, "retained-reader", V4).await;
+    peer.subscribe(filter, QoS::AtLeastOnce).await;
+    let mut got = Vec::new();
+    while let Some(Packet::Publish(p)) = peer.recv_within(Duration::from_millis(300)).await {
+        assert!(p.retain, "a retained message comes with RETAIN set [MQTT-3.3.1-8]");
+        got.push((p.topic, p.payload.to_vec()));
+    }
+    got.sort();
+    got
+}
+
+/// Waits until a new subscription to `filter` on `addr` gets exactly `expected`.
+async fn until_retained(addr: std::net::SocketAddr, filter: &str, expected: &[(&str, &[u8])]) {
+    let expected: Vec<(String, Vec<u8>)> = expected.iter().map(|(t, p)| (t.to_string(), p.to_vec())).collect();
+    let start = Instant::now();
+    loop {
+        let got = retained_at(addr, filter).await;
+        if got == expected {
+            return;
+        }
+        assert!(start.elapsed() < TIMEOUT, "retained at {addr}: {got:?}, expected {expected:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_retained_message_set_on_one_node_is_seen_from_every_node_and_cleared_from_any() {
+    let Some(cluster) = Cluster::start("") else { return };
+    let mut a = Peer::connect(cluster.addr(0), "pub-a", V4).await;
+    a.publish("r/1", b"one", QoS::AtLeastOnce, true).await;
+    a.publish("$app/r", b"dollar", QoS::AtLeastOnce, true).await;
+    for node in 0..3 {
+        until_retained(cluster.addr(node), "r/#", &[("r/1", b"one")]).await;
+        until_retained(cluster.addr(node), "$app/#", &[("$app/r", b"dollar")]).await;
+    }
+    // Cleared from node C by an empty retained message [MQTT-3.3.1-6], then another set: once every node
+    // shows the second, it has applied the clearing before it (the bucket's order).
+    let mut c = Peer::connect(cluster.addr(2), "pub-c", V4).await;
+    c.publish("r/1", b"", QoS::AtLeastOnce, true).await;
+    c.publish("r/2", b"two", QoS::AtLeastOnce, true).await;
+    for node in 0..3 {
+        until_retained(cluster.addr(node), "r/#", &[("r/2", b"two")]).await;
+    }
+    // A node that joins later loads what the cluster holds before it serves.
+    let dir = cluster.dir.path().join("late");
+    std::fs::create_dir_all(&dir).expect("creates the late node's directory");
+    let text = format!("cluster_name test\ncluster_nats_url {}\nallow_anonymous true\n", cluster.nats.servers[1].url());
+    let late = Mqttd::start(&dir, &text);
+    cluster.wait_joined(&late);
+    assert_eq!(retained_at(late.addr(), "#").await, [("r/2".to_owned(), b"two".to_vec())]);
+}
+
+#[tokio::test]
+async fn a_shared_subscription_with_members_on_two_nodes_gets_each_message_once_in_the_group() {
+    // [MQTT-4.8.2-4]: each message of the group goes to one member, whatever node it is on.
+    let Some(cluster) = Cluster::start("") else { return };
+    let mut b = Peer::connect(cluster.addr(1), "member-b", V4).await;
+    let mut c = Peer::connect(cluster.addr(2), "member-c", V4).await;
+    let mut plain = Peer::connect(cluster.addr(2), "plain-c", V4).await;
+    for member in [&mut b, &mut c] {
+        assert_eq!(member.subscribe("$share/g/jobs/#", QoS::AtLeastOnce).await, [1]);
+    }
+    assert_eq!(plain.subscribe("jobs/#", QoS::AtLeastOnce).await, [1]);
+    let mut a = Peer::connect(cluster.addr(0), "pub-a", V4).await;
+    until_routed(&mut a, "jobs/probe", &mut [&mut b, &mut c, &mut plain]).await;
+    let n = 40;
+    for i in 0..n {
+        a.publish("jobs/x", format!("{i}").as_bytes(), QoS::AtLeastOnce, false).await;
+    }
+    let mut all = Vec::new();
+    for _ in 0..n {
+        all.push(recv_publish_skipping(&mut plain, "jobs/probe").await.payload);
+    }
+    // The plain subscriber got all of them; the members share them (what each got is read until quiet).
+    let mut shared = Vec::new();
+    let mut per_member = Vec::new();
+    for member in [&mut b, &mut c] {
+        let mut count = 0;
+        while let Some(Packet::Publish(p)) = member.recv_within(Duration::from_millis(500)).await {
+            if p.topic != "jobs/probe" {
+                if let Some(id) = p.packet_id {
+                    member.send(&Packet::PubAck(mqttd_proto::Ack::new(id))).await;
+                }
+                shared.push(p.payload);
+                count += 1;
+            }
+        }
+        per_member.push(count);
+    }
+    shared.sort();
+    all.sort();
+    assert_eq!(shared, all, "each message once in the group: {per_member:?}");
+    assert!(per_member.iter().all(|&c| c > 0), "both nodes' members took some: {per_member:?}");
+}
