@@ -62,4 +62,82 @@ impl Node for Broker {
         drop(retained);
         self.persist_retained(&message);
     }
+
+    fn session_moved(self: Arc<Self>, client_id: String) {
+        if self.session(&client_id).is_none() {
+            return;
+        }
+        tokio::spawn(async move {
+            // Ends the connection as a takeover does (DISCONNECT 0x8E), after what it had received.
+            self.await_release(&client_id).await;
+            self.forget_session(&client_id);
+            tracing::info!(%client_id, "session taken over by another node of the cluster");
+        });
+    }
+}
+
+impl Broker {
+    /// In a cluster, takes `client_id` over from any other node before attaching (the other node ends
+    /// its connection [MQTT-3.1.4-3]); a session the other node held is rebuilt here, disconnected, so
+    /// that `attach` resumes it (Session Present, its subscriptions). Nothing without a cluster.
+    pub(crate) async fn claim(self: &Arc<Self>, client_id: &str, clean_start: bool) {
+        let Some(cluster) = self.cluster.get() else { return };
+        let Some(record) = cluster.claim(client_id, clean_start).await else { return };
+        // What this node still has of the client id is older than the other node's session.
+        if !self.is_attached(client_id) {
+            self.forget_session(client_id);
+        }
+        if self.session(client_id).is_some() {
+            return;
+        }
+        let stored = crate::store::StoredSession {
+            client_id: record.client_id,
+            username: record.username,
+            listener: 0,
+            expiry: record.expiry,
+            disconnected_at_ms: record.disconnected_at_ms,
+            will: None,
+            subscriptions: record.subscriptions,
+        };
+        self.restore_session(&stored, Vec::new(), crate::store::now_ms());
+        tracing::info!(%client_id, "session taken over from another node of the cluster");
+    }
+
+    /// Removes `client_id`'s session, which no connection is attached to, without its will or an end
+    /// for the cluster: another node has it now.
+    fn forget_session(&self, client_id: &str) {
+        let mut sessions = self.sessions.lock();
+        let Some(session) = sessions.get(client_id).cloned() else { return };
+        {
+            let mut ctl = session.control.lock();
+            if ctl.owner != 0 {
+                return;
+            }
+            // Delayed wills and expiry of this copy no longer apply.
+            ctl.epoch += 1;
+            ctl.pending_will = None;
+        }
+        sessions.remove(client_id);
+        drop(sessions);
+        self.remove_subscriptions(&session);
+    }
+
+    /// The session as the cluster keeps it.
+    pub(crate) fn share_session(&self, session: &crate::session::Session, disconnected_at_ms: u64) {
+        let Some(cluster) = self.cluster.get() else { return };
+        let ctl = session.control.lock();
+        let record = mqttd_core::cluster::SessionRecord {
+            client_id: session.client_id.to_string(),
+            username: ctl.identity.username.as_deref().map(str::to_owned),
+            expiry: match ctl.expiry {
+                crate::session::Expiry::Immediate => 0,
+                crate::session::Expiry::After(d) => u32::try_from(d.as_secs()).unwrap_or(u32::MAX - 1),
+                crate::session::Expiry::Never => u32::MAX,
+            },
+            disconnected_at_ms,
+            subscriptions: ctl.subscriptions.iter().map(|(f, (o, id))| (f.clone(), *o, *id)).collect(),
+        };
+        drop(ctl);
+        cluster.session_changed(record);
+    }
 }

@@ -577,7 +577,7 @@ impl Broker {
 
     /// The session ends: its subscriptions go, and what its shared subscriptions gave it that its client
     /// did not receive goes to other members of their groups [MQTT-4.8.2-6].
-    fn remove_subscriptions(&self, session: &Session) {
+    pub(crate) fn remove_subscriptions(&self, session: &Session) {
         let filters = std::mem::take(&mut session.control.lock().subscriptions);
         for filter in filters.into_keys() {
             self.unsubscribe_filter(session.id, &filter);

@@ -18,12 +18,13 @@ pub mod envelope;
 mod error;
 mod retained;
 mod routing;
+mod sessions;
 pub mod subject;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use mqttd_core::cluster::{ClusterHooks, Node};
+use mqttd_core::cluster::{Claim, ClusterHooks, Node, SessionRecord};
 use mqttd_core::Message;
 use tokio::sync::mpsc;
 
@@ -45,6 +46,8 @@ pub struct Options {
 
 /// Messages queued for NATS before they are dropped (the publishing task sends them in order).
 const OUTGOING: usize = 64 * 1024;
+/// How long a connecting client waits for this node to own its client id before it is served anyway.
+const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Subjects longer than this are not sent: NATS closes a connection whose control line passes 4096.
 pub const MAX_SUBJECT: usize = 3072;
 
@@ -64,6 +67,9 @@ pub struct Cluster {
     /// To the subscribing task, in order: one change per local subscription added or removed, small and
     /// as many as clients make (each is handled at once).
     filters: mpsc::UnboundedSender<routing::FilterChange>,
+    /// To the task that writes this node's sessions, in order (claims, changes, ends: a few per
+    /// connection, each handled at once).
+    sessions: mpsc::UnboundedSender<sessions::Command>,
     /// Messages not sent to the cluster because the queue was full or the subject too long.
     pub dropped: AtomicU64,
 }
@@ -80,6 +86,10 @@ impl Cluster {
         tracing::debug!("cluster: retained bucket open");
         retained.load_and_watch(node.clone()).await?;
         tracing::debug!("cluster: retained messages loaded");
+        let sessions = sessions::Sessions::open(&links.main, &options, id).await?;
+        sessions.watch(node.clone()).await?;
+        let (session_tx, session_rx) = mpsc::unbounded_channel();
+        tokio::spawn(sessions.task(session_rx));
         let (retained_tx, retained_rx) = mpsc::channel(OUTGOING);
         tokio::spawn(retained.write_task(retained_rx));
         let (outgoing, outgoing_rx) = mpsc::channel(OUTGOING);
@@ -89,7 +99,17 @@ impl Cluster {
         tracing::info!(cluster = %options.name, node = format!("{id:016x}"), "joined the cluster");
         let sequence = AtomicU64::new(0);
         let dropped = AtomicU64::new(0);
-        Ok(Arc::new(Cluster { prefix, node: id, sequence, outgoing, retained: retained_tx, filters, dropped }))
+        let sessions = session_tx;
+        Ok(Arc::new(Cluster {
+            prefix,
+            node: id,
+            sequence,
+            outgoing,
+            retained: retained_tx,
+            filters,
+            sessions,
+            dropped,
+        }))
     }
 
     fn queue<T>(&self, queue: &mpsc::Sender<T>, item: T) {
@@ -140,6 +160,32 @@ impl ClusterHooks for Cluster {
         if !node_local(filter) {
             let _ = self.filters.send(routing::FilterChange::Remove(filter.to_owned()));
         }
+    }
+
+    fn claim(&self, client_id: &str, clean_start: bool) -> Claim {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let client_id = client_id.to_owned();
+        let sent = self.sessions.send(sessions::Command::Claim { client_id, clean_start, reply }).is_ok();
+        Box::pin(async move {
+            if !sent {
+                return None;
+            }
+            match tokio::time::timeout(CLAIM_WAIT, answer).await {
+                Ok(Ok(resumed)) => resumed,
+                _ => {
+                    tracing::warn!("cluster: no answer from NATS in time: the session is served here without it");
+                    None
+                }
+            }
+        })
+    }
+
+    fn session_changed(&self, record: SessionRecord) {
+        let _ = self.sessions.send(sessions::Command::Changed(record));
+    }
+
+    fn session_ended(&self, client_id: &str) {
+        let _ = self.sessions.send(sessions::Command::Ended(client_id.to_owned()));
     }
 }
 

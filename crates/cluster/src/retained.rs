@@ -36,42 +36,8 @@ pub struct Retained {
 }
 
 impl Retained {
-    /// Opens the bucket, creating it if no node has yet; retried for [`OPEN_WAIT`] while the JetStream
-    /// cluster elects its leader (nodes and NATS servers often start together).
     pub async fn open(client: &Client, options: &Options) -> Result<Retained, Error> {
-        let deadline = tokio::time::Instant::now() + OPEN_WAIT;
-        loop {
-            match Retained::open_once(client, options).await {
-                Err(e) if tokio::time::Instant::now() < deadline => {
-                    tracing::info!("cluster: {e}; trying again");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                done => return done,
-            }
-        }
-    }
-
-    async fn open_once(client: &Client, options: &Options) -> Result<Retained, Error> {
-        let js = async_nats::jetstream::new(client.clone());
-        let bucket = format!("{}_retained", options.name);
-        let config = kv::Config {
-            bucket: bucket.clone(),
-            description: "mqttd retained messages, one per topic".into(),
-            history: 1,
-            num_replicas: options.replicas,
-            storage: async_nats::jetstream::stream::StorageType::File,
-            ..Default::default()
-        };
-        let store = match js.get_key_value(&bucket).await {
-            Ok(store) => store,
-            Err(_) => match js.create_key_value(config).await {
-                Ok(store) => store,
-                // Another node created it meanwhile.
-                Err(e) => {
-                    js.get_key_value(&bucket).await.map_err(|_| Error::Bucket { bucket, reason: e.to_string() })?
-                }
-            },
-        };
+        let store = open_bucket(client, options, "retained", "mqttd retained messages, one per topic").await?;
         Ok(Retained { store })
     }
 
@@ -122,6 +88,43 @@ impl Retained {
                 tracing::warn!("cluster: retained message not stored for other nodes: {e}");
             }
         }
+    }
+}
+
+/// Opens the KV bucket `<cluster name>_<suffix>`, creating it if no node has yet; retried for
+/// [`OPEN_WAIT`] while the JetStream cluster elects its leaders (nodes and NATS servers often start
+/// together).
+pub async fn open_bucket(client: &Client, options: &Options, suffix: &str, description: &str) -> Result<Store, Error> {
+    let deadline = tokio::time::Instant::now() + OPEN_WAIT;
+    loop {
+        match open_once(client, options, suffix, description).await {
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::info!("cluster: {e}; trying again");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+async fn open_once(client: &Client, options: &Options, suffix: &str, description: &str) -> Result<Store, Error> {
+    let js = async_nats::jetstream::new(client.clone());
+    let bucket = format!("{}_{suffix}", options.name);
+    let config = kv::Config {
+        bucket: bucket.clone(),
+        description: description.into(),
+        history: 1,
+        num_replicas: options.replicas,
+        storage: async_nats::jetstream::stream::StorageType::File,
+        ..Default::default()
+    };
+    match js.get_key_value(&bucket).await {
+        Ok(store) => Ok(store),
+        Err(_) => match js.create_key_value(config).await {
+            Ok(store) => Ok(store),
+            // Another node created it meanwhile.
+            Err(e) => js.get_key_value(&bucket).await.map_err(|_| Error::Bucket { bucket, reason: e.to_string() }),
+        },
     }
 }
 

@@ -7,9 +7,29 @@
 //! its own tasks. When session changes become typed events of a `core` state machine, the adapter is
 //! meant to take those events through one more method here instead of the per-change calls below.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
+use mqttd_proto::SubscriptionOptions;
+
 use crate::message::Message;
+
+/// A session as the cluster keeps it (the whole of it, written at each change), so that another node
+/// can resume it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SessionRecord {
+    pub client_id: String,
+    pub username: Option<String>,
+    /// Session Expiry Interval in seconds; `u32::MAX`: never; 0: ends with its connection.
+    pub expiry: u32,
+    /// When its connection ended (ms since the epoch); 0 while connected.
+    pub disconnected_at_ms: u64,
+    pub subscriptions: Vec<(String, SubscriptionOptions, Option<u32>)>,
+}
+
+/// What [`ClusterHooks::claim`] returns once this node owns the client id.
+pub type Claim = Pin<Box<dyn Future<Output = Option<SessionRecord>> + Send>>;
 
 /// What a node reports to its cluster.
 pub trait ClusterHooks: Send + Sync + std::fmt::Debug {
@@ -21,6 +41,14 @@ pub trait ClusterHooks: Send + Sync + std::fmt::Debug {
     fn subscribed(&self, filter: &str);
     /// A local session's subscription to `filter` went away (one fewer subscriber).
     fn unsubscribed(&self, filter: &str);
+    /// A connection for `client_id` was accepted here: this node takes the client id over from any other
+    /// node (which ends its connection, [MQTT-3.1.4-3]). Awaited before CONNACK. Gives the session
+    /// another node held, unless `clean_start` or it has ended: this node resumes it.
+    fn claim(&self, client_id: &str, clean_start: bool) -> Claim;
+    /// A session this node owns changed (connected, subscribed, disconnected...).
+    fn session_changed(&self, record: SessionRecord);
+    /// A session this node owns ended.
+    fn session_ended(&self, client_id: &str);
 }
 
 /// What the cluster asks of the local node.
@@ -33,4 +61,7 @@ pub trait Node: Send + Sync {
     fn route_shared(&self, group: &str, filter: &str, message: Arc<Message>);
     /// Replaces the retained message of `topic` (`None`: clears it) with what the cluster holds.
     fn set_retained(&self, topic: &str, message: Option<Arc<Message>>);
+    /// Another node took `client_id` over: the connection here, if any, ends (5.0 DISCONNECT 0x8E
+    /// Session taken over), and the session here goes without its will, which is now the other node's.
+    fn session_moved(self: Arc<Self>, client_id: String);
 }

@@ -25,12 +25,13 @@ impl Broker {
     /// Whether a session with this expiry and will is kept in the store: persistent sessions, and any
     /// session with a will (it fires after a restart).
     pub(crate) fn keeps(&self, expiry: Expiry, has_will: bool) -> bool {
-        self.store().is_some() && (expiry != Expiry::Immediate || has_will)
+        (self.store().is_some() || self.clustered()) && (expiry != Expiry::Immediate || has_will)
     }
 
     /// Appends the session as it stands (`disconnected_at_ms`: 0 while connected); returns the position to
     /// wait for (0 without a store).
     pub(crate) fn persist_session(&self, session: &Session, disconnected_at_ms: u64) -> u64 {
+        self.share_session(session, disconnected_at_ms);
         let Some(store) = self.store() else { return 0 };
         let ctl = session.control.lock();
         let will = ctl.will.as_deref().or(ctl.pending_will.as_deref()).map(stored_will);
@@ -53,6 +54,9 @@ impl Broker {
 
     /// Appends the end of a session.
     pub(crate) fn persist_end(&self, client_id: &str) {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.session_ended(client_id);
+        }
         if let Some(store) = self.store() {
             store.append(&Record::SessionEnd { client_id: client_id.to_owned() });
         }

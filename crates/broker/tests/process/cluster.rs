@@ -395,3 +395,54 @@ async fn a_shared_subscription_with_members_on_two_nodes_gets_each_message_once_
     assert_eq!(shared, all, "each message once in the group: {per_member:?}");
     assert!(per_member.iter().all(|&c| c > 0), "both nodes' members took some: {per_member:?}");
 }
+
+/// A 5.0 CONNECT that resumes a session kept 300 s after its connection.
+fn persistent_v5(client_id: &str) -> mqttd_proto::Connect {
+    let mut connect = mqttd_proto::Connect { clean_start: false, ..mqttd_testkit::connect(client_id, V5) };
+    connect.properties.session_expiry_interval = Some(300);
+    connect
+}
+
+/// Reads until the server's DISCONNECT and the close; returns the DISCONNECT's reason code.
+async fn disconnect_reason(peer: &mut Peer) -> Option<u8> {
+    let mut reason = None;
+    while let Some(packet) = peer.try_recv(TIMEOUT).await {
+        if let Packet::Disconnect(d) = packet {
+            reason = Some(d.reason);
+        }
+    }
+    reason
+}
+
+#[tokio::test]
+async fn a_persistent_session_moves_to_another_node_with_its_subscriptions_and_session_present() {
+    let Some(cluster) = Cluster::start("") else { return };
+    let (mut on_a, ack) = Peer::connect_with(cluster.addr(0), persistent_v5("mover")).await;
+    assert!(!ack.session_present);
+    assert_eq!(on_a.subscribe("move/#", QoS::AtLeastOnce).await, [1]);
+    // The same client id on node B: the connection on A ends with Session taken over [MQTT-3.1.4-3],
+    // and B resumes the session [MQTT-3.2.2-3].
+    let (mut on_b, ack) = Peer::connect_with(cluster.addr(1), persistent_v5("mover")).await;
+    assert_eq!(ack.code, 0);
+    assert!(ack.session_present, "B resumes the session A held");
+    assert_eq!(disconnect_reason(&mut on_a).await, Some(0x8E), "DISCONNECT 0x8E Session taken over");
+    // Its subscription came along: a message published on C reaches the client on B.
+    let mut c = Peer::connect(cluster.addr(2), "pub-c", V5).await;
+    until_routed(&mut c, "move/probe", &mut [&mut on_b]).await;
+    c.publish("move/x", b"after the move", QoS::AtLeastOnce, false).await;
+    let p = recv_publish_skipping(&mut on_b, "move/probe").await;
+    assert_eq!((p.topic.as_str(), &p.payload[..]), ("move/x", &b"after the move"[..]));
+    // Back to A after a normal disconnect from B: A resumes it in turn.
+    on_b.disconnect().await;
+    let (_back, ack) = Peer::connect_with(cluster.addr(0), persistent_v5("mover")).await;
+    assert!(ack.session_present, "A resumes the session B held");
+}
+
+#[tokio::test]
+async fn a_clean_session_connecting_on_another_node_takes_the_client_id_over() {
+    let Some(cluster) = Cluster::start("") else { return };
+    let mut first = Peer::connect(cluster.addr(0), "twice", V5).await;
+    let (_second, ack) = Peer::connect_with(cluster.addr(2), mqttd_testkit::connect("twice", V5)).await;
+    assert_eq!((ack.code, ack.session_present), (0, false));
+    assert_eq!(disconnect_reason(&mut first).await, Some(0x8E), "[MQTT-3.1.4-3]");
+}
