@@ -63,6 +63,10 @@ impl Node for Broker {
         self.persist_retained(&message);
     }
 
+    fn route_accepted(&self, message: Arc<Message>) {
+        let _ = self.route(message);
+    }
+
     fn session_moved(self: Arc<Self>, client_id: String) {
         if self.session(&client_id).is_none() {
             return;
@@ -96,6 +100,7 @@ impl Broker {
             listener: 0,
             expiry: record.expiry,
             disconnected_at_ms: record.disconnected_at_ms,
+            // The will of the connection on the other node is that node's to publish, or the claimer's.
             will: None,
             subscriptions: record.subscriptions,
         };
@@ -136,6 +141,7 @@ impl Broker {
             },
             disconnected_at_ms,
             subscriptions: ctl.subscriptions.iter().map(|(f, (o, id))| (f.clone(), *o, *id)).collect(),
+            will: ctl.will.as_deref().or(ctl.pending_will.as_deref()).cloned(),
         };
         drop(ctl);
         cluster.session_changed(record);

@@ -440,7 +440,13 @@ impl Broker {
             origin: session.id,
             stored: Default::default(),
         };
-        self.route(Arc::new(message));
+        match self.cluster.get() {
+            // Once in the whole cluster, even if another node fires it too (issue 18).
+            Some(cluster) => cluster.publish_will(&session.client_id, Arc::new(message)),
+            None => {
+                self.route(Arc::new(message));
+            }
+        }
         WillOutcome::Published
     }
 

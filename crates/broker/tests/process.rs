@@ -13,6 +13,8 @@ mod bridge;
 mod clients;
 #[path = "process/cluster.rs"]
 mod cluster;
+#[path = "process/cluster_failover.rs"]
+mod cluster_failover;
 #[path = "process/listeners.rs"]
 mod listeners;
 #[path = "process/mosquitto_import.rs"]

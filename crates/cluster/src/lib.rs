@@ -16,10 +16,13 @@
 mod dedupe;
 pub mod envelope;
 mod error;
+mod failover;
+mod record;
 mod retained;
 mod routing;
 mod sessions;
 pub mod subject;
+mod wills;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -70,6 +73,8 @@ pub struct Cluster {
     /// To the task that writes this node's sessions, in order (claims, changes, ends: a few per
     /// connection, each handled at once).
     sessions: mpsc::UnboundedSender<sessions::Command>,
+    /// What this node knows of the sessions bucket, for wills fired here.
+    shared: Arc<sessions::Shared>,
     /// Messages not sent to the cluster because the queue was full or the subject too long.
     pub dropped: AtomicU64,
 }
@@ -86,10 +91,14 @@ impl Cluster {
         tracing::debug!("cluster: retained bucket open");
         retained.load_and_watch(node.clone()).await?;
         tracing::debug!("cluster: retained messages loaded");
-        let sessions = sessions::Sessions::open(&links.main, &options, id).await?;
-        sessions.watch(node.clone()).await?;
+        let wills = Arc::new(wills::Wills::open(&links.main, &options, node.clone()).await?);
+        let store =
+            retained::open_bucket(&links.main, &options, "sessions", "mqttd sessions, one per client id").await?;
+        let shared = sessions::Shared::new(store, id, wills);
+        sessions::watch(&shared, node.clone()).await?;
+        failover::start(&links.main, &options, shared.clone()).await?;
         let (session_tx, session_rx) = mpsc::unbounded_channel();
-        tokio::spawn(sessions.task(session_rx));
+        tokio::spawn(sessions::task(shared.clone(), session_rx));
         let (retained_tx, retained_rx) = mpsc::channel(OUTGOING);
         tokio::spawn(retained.write_task(retained_rx));
         let (outgoing, outgoing_rx) = mpsc::channel(OUTGOING);
@@ -100,16 +109,8 @@ impl Cluster {
         let sequence = AtomicU64::new(0);
         let dropped = AtomicU64::new(0);
         let sessions = session_tx;
-        Ok(Arc::new(Cluster {
-            prefix,
-            node: id,
-            sequence,
-            outgoing,
-            retained: retained_tx,
-            filters,
-            sessions,
-            dropped,
-        }))
+        let retained = retained_tx;
+        Ok(Arc::new(Cluster { prefix, node: id, sequence, outgoing, retained, filters, sessions, shared, dropped }))
     }
 
     fn queue<T>(&self, queue: &mpsc::Sender<T>, item: T) {
@@ -181,11 +182,15 @@ impl ClusterHooks for Cluster {
     }
 
     fn session_changed(&self, record: SessionRecord) {
-        let _ = self.sessions.send(sessions::Command::Changed(record));
+        let _ = self.sessions.send(sessions::Command::Changed(Box::new(record)));
     }
 
     fn session_ended(&self, client_id: &str) {
         let _ = self.sessions.send(sessions::Command::Ended(client_id.to_owned()));
+    }
+
+    fn publish_will(&self, client_id: &str, message: Arc<Message>) {
+        self.shared.publish_will(client_id, message);
     }
 }
 

@@ -95,9 +95,20 @@ impl Retained {
 /// [`OPEN_WAIT`] while the JetStream cluster elects its leaders (nodes and NATS servers often start
 /// together).
 pub async fn open_bucket(client: &Client, options: &Options, suffix: &str, description: &str) -> Result<Store, Error> {
+    open_bucket_with(client, options, suffix, description, Duration::ZERO).await
+}
+
+/// [`open_bucket`] with entries that expire after `max_age` (zero: never).
+pub async fn open_bucket_with(
+    client: &Client,
+    options: &Options,
+    suffix: &str,
+    description: &str,
+    max_age: Duration,
+) -> Result<Store, Error> {
     let deadline = tokio::time::Instant::now() + OPEN_WAIT;
     loop {
-        match open_once(client, options, suffix, description).await {
+        match open_once(client, options, suffix, description, max_age).await {
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::info!("cluster: {e}; trying again");
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -107,7 +118,13 @@ pub async fn open_bucket(client: &Client, options: &Options, suffix: &str, descr
     }
 }
 
-async fn open_once(client: &Client, options: &Options, suffix: &str, description: &str) -> Result<Store, Error> {
+async fn open_once(
+    client: &Client,
+    options: &Options,
+    suffix: &str,
+    description: &str,
+    max_age: Duration,
+) -> Result<Store, Error> {
     let js = async_nats::jetstream::new(client.clone());
     let bucket = format!("{}_{suffix}", options.name);
     let config = kv::Config {
@@ -116,6 +133,7 @@ async fn open_once(client: &Client, options: &Options, suffix: &str, description
         history: 1,
         num_replicas: options.replicas,
         storage: async_nats::jetstream::stream::StorageType::File,
+        max_age,
         ..Default::default()
     };
     match js.get_key_value(&bucket).await {

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use mqttd_proto::SubscriptionOptions;
+use mqttd_proto::{SubscriptionOptions, Will};
 
 use crate::message::Message;
 
@@ -26,6 +26,8 @@ pub struct SessionRecord {
     /// When its connection ended (ms since the epoch); 0 while connected.
     pub disconnected_at_ms: u64,
     pub subscriptions: Vec<(String, SubscriptionOptions, Option<u32>)>,
+    /// The will not yet published (of the connection, or pending for its Will Delay Interval).
+    pub will: Option<Will>,
 }
 
 /// What [`ClusterHooks::claim`] returns once this node owns the client id.
@@ -49,6 +51,10 @@ pub trait ClusterHooks: Send + Sync + std::fmt::Debug {
     fn session_changed(&self, record: SessionRecord);
     /// A session this node owns ended.
     fn session_ended(&self, client_id: &str);
+    /// The will of `client_id`'s session is due: the cluster makes sure it goes out once even if
+    /// several nodes fire it (this one, and one that claimed the session after this one seemed dead),
+    /// then hands it to [`Node::route_accepted`] of the node whose copy counted.
+    fn publish_will(&self, client_id: &str, message: Arc<Message>);
 }
 
 /// What the cluster asks of the local node.
@@ -64,4 +70,6 @@ pub trait Node: Send + Sync {
     /// Another node took `client_id` over: the connection here, if any, ends (5.0 DISCONNECT 0x8E
     /// Session taken over), and the session here goes without its will, which is now the other node's.
     fn session_moved(self: Arc<Self>, client_id: String);
+    /// Routes a message as one this node accepted (the cluster is told, as for any publish).
+    fn route_accepted(&self, message: Arc<Message>);
 }

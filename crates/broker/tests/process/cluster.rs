@@ -397,14 +397,14 @@ async fn a_shared_subscription_with_members_on_two_nodes_gets_each_message_once_
 }
 
 /// A 5.0 CONNECT that resumes a session kept 300 s after its connection.
-fn persistent_v5(client_id: &str) -> mqttd_proto::Connect {
+pub fn persistent_v5(client_id: &str) -> mqttd_proto::Connect {
     let mut connect = mqttd_proto::Connect { clean_start: false, ..mqttd_testkit::connect(client_id, V5) };
     connect.properties.session_expiry_interval = Some(300);
     connect
 }
 
 /// Reads until the server's DISCONNECT and the close; returns the DISCONNECT's reason code.
-async fn disconnect_reason(peer: &mut Peer) -> Option<u8> {
+pub async fn disconnect_reason(peer: &mut Peer) -> Option<u8> {
     let mut reason = None;
     while let Some(packet) = peer.try_recv(TIMEOUT).await {
         if let Packet::Disconnect(d) = packet {
