@@ -6,9 +6,9 @@
 //! session's expiry before deleting it. A client that comes back first changes the session's revision,
 //! which cancels both.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv::Operation;
 use async_nats::Client;
@@ -20,8 +20,9 @@ use crate::{envelope, Error, Options};
 
 /// How often a node writes its heartbeat and looks at the others'.
 const HEARTBEAT: Duration = Duration::from_secs(1);
-/// A node without a heartbeat for this long is dead.
-pub const HEARTBEAT_TTL: Duration = Duration::from_secs(3);
+/// A heartbeat expires after this long; a node whose heartbeat has been gone for this long again (seen
+/// from a node whose own heartbeats work) is dead.
+pub const HEARTBEAT_TTL: Duration = Duration::from_secs(2);
 
 /// Starts the heartbeat and the watch on the other nodes.
 pub async fn start(client: &Client, options: &Options, shared: Arc<Shared>) -> Result<(), Error> {
@@ -37,27 +38,71 @@ pub async fn start(client: &Client, options: &Options, shared: Arc<Shared>) -> R
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::spawn(async move {
-        let mut known: HashSet<String> = HashSet::new();
+        // Nodes seen, and since when each has been missing from the heartbeats.
+        let mut seen: HashMap<String, Option<Instant>> = HashMap::new();
         let mut tick = tokio::time::interval(HEARTBEAT);
         loop {
             tick.tick().await;
-            if let Err(e) = store.put(&me, bytes::Bytes::new()).await {
-                tracing::warn!("cluster: heartbeat not written: {e}");
-                continue;
-            }
-            let Ok(keys) = store.keys().await else { continue };
-            let alive: HashSet<String> = keys.filter_map(|k| async move { k.ok() }).collect().await;
-            for dead in known.difference(&alive).filter(|k| **k != me) {
+            let looked = match store.put(&me, bytes::Bytes::new()).await {
+                Ok(_) => alive_nodes(&store).await,
+                Err(e) => Err(e.to_string()),
+            };
+            let alive = match looked {
+                Ok(alive) => alive,
+                Err(e) => {
+                    // This node's view is not reliable (JetStream electing leaders, or out of reach):
+                    // nobody counts as missing until it is again.
+                    tracing::warn!("cluster: heartbeat not written or read: {e}");
+                    seen.values_mut().for_each(|missing| *missing = None);
+                    continue;
+                }
+            };
+            for dead in missing_for(&mut seen, &alive, &me, HEARTBEAT_TTL) {
                 let Some(node) = dead.strip_prefix("n.").and_then(|h| u64::from_str_radix(h, 16).ok()) else {
                     continue;
                 };
                 tracing::warn!(node = %format!("{node:016x}"), "cluster: a node stopped: claiming its sessions");
                 tokio::spawn(claim_orphans(shared.clone(), node));
             }
-            known = alive;
         }
     });
     Ok(())
+}
+
+/// The nodes with a heartbeat now.
+async fn alive_nodes(store: &async_nats::jetstream::kv::Store) -> Result<HashSet<String>, String> {
+    let keys = store.keys().await.map_err(|e| e.to_string())?;
+    let keys: Vec<Result<String, _>> = keys.collect().await;
+    keys.into_iter().map(|k| k.map_err(|e| e.to_string())).collect()
+}
+
+/// Updates `seen` with the nodes `alive` now; returns those missing for `after` (then forgotten). A node
+/// must be missing from several looks in a row: after JetStream recovers from an outage, the others'
+/// heartbeats may all have expired at once and come back within one beat.
+fn missing_for(
+    seen: &mut HashMap<String, Option<Instant>>,
+    alive: &HashSet<String>,
+    me: &str,
+    after: Duration,
+) -> Vec<String> {
+    let now = Instant::now();
+    for node in alive.iter().filter(|n| *n != me) {
+        seen.insert(node.clone(), None);
+    }
+    let mut dead = Vec::new();
+    for (node, missing) in seen.iter_mut() {
+        if alive.contains(node) {
+            continue;
+        }
+        let since = *missing.get_or_insert(now);
+        if now - since >= after {
+            dead.push(node.clone());
+        }
+    }
+    for node in &dead {
+        seen.remove(node);
+    }
+    dead
 }
 
 async fn open_nodes(client: &Client, options: &Options) -> Result<async_nats::jetstream::kv::Store, Error> {
@@ -137,5 +182,22 @@ async fn sleep_until_ms(at_ms: u64) {
     let now = envelope::now_ms();
     if at_ms > now {
         tokio::time::sleep(Duration::from_millis(at_ms - now)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_is_dead_only_after_missing_for_the_whole_interval() {
+        let mut seen = HashMap::new();
+        let both: HashSet<String> = ["n.a".to_owned(), "n.me".to_owned()].into();
+        let me_only: HashSet<String> = ["n.me".to_owned()].into();
+        assert!(missing_for(&mut seen, &both, "n.me", Duration::ZERO).is_empty());
+        assert!(missing_for(&mut seen, &me_only, "n.me", Duration::from_secs(60)).is_empty(), "not yet");
+        assert!(missing_for(&mut seen, &both, "n.me", Duration::ZERO).is_empty(), "back: the clock restarts");
+        assert_eq!(missing_for(&mut seen, &me_only, "n.me", Duration::ZERO), ["n.a"]);
+        assert!(missing_for(&mut seen, &me_only, "n.me", Duration::ZERO).is_empty(), "reported once");
     }
 }

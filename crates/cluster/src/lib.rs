@@ -50,7 +50,7 @@ pub struct Options {
 /// Messages queued for NATS before they are dropped (the publishing task sends them in order).
 const OUTGOING: usize = 64 * 1024;
 /// How long a connecting client waits for this node to own its client id before it is served anyway.
-const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Subjects longer than this are not sent: NATS closes a connection whose control line passes 4096.
 pub const MAX_SUBJECT: usize = 3072;
 

@@ -28,6 +28,9 @@ pub struct Change {
 /// How long a starting node tries to open the bucket before it gives up.
 const OPEN_WAIT: Duration = Duration::from_secs(30);
 
+/// How long a retained change is retried while JetStream cannot take it.
+const WRITE_WAIT: Duration = Duration::from_secs(15);
+
 /// How long a starting node waits for the bucket's current contents before serving anyway.
 const LOAD_WAIT: Duration = Duration::from_secs(10);
 
@@ -80,12 +83,21 @@ impl Retained {
     /// Writes this node's retained changes into the bucket, in order.
     pub async fn write_task(self, mut changes: mpsc::Receiver<Change>) {
         while let Some(Change { key, value }) = changes.recv().await {
-            let written = match value {
-                Some(value) => self.store.put(&key, value).await.map(|_| ()).map_err(|e| e.to_string()),
-                None => self.store.delete(&key).await.map_err(|e| e.to_string()),
-            };
-            if let Err(e) = written {
-                tracing::warn!("cluster: retained message not stored for other nodes: {e}");
+            // Retried while JetStream elects a new leader (a NATS server was lost), for a bounded time.
+            let deadline = tokio::time::Instant::now() + WRITE_WAIT;
+            loop {
+                let written = match &value {
+                    Some(value) => self.store.put(&key, value.clone()).await.map(|_| ()).map_err(|e| e.to_string()),
+                    None => self.store.delete(&key).await.map_err(|e| e.to_string()),
+                };
+                match written {
+                    Ok(()) => break,
+                    Err(e) if tokio::time::Instant::now() < deadline => {
+                        tracing::debug!("cluster: retained message not stored yet: {e}; trying again");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => break tracing::warn!("cluster: retained message not stored for other nodes: {e}"),
+                }
             }
         }
     }

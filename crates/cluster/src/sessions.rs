@@ -35,8 +35,11 @@ pub struct Own {
 /// Will epochs remembered for sessions lost to another node (their connection here may still fire the
 /// will); forgotten all at once past this many (the will then goes out under epoch 0: still once per node).
 const LOST: usize = 4096;
-/// Tries of a claim before giving up (each lost only to another node's write meanwhile).
-const CLAIM_TRIES: usize = 12;
+/// Tries of a claim before giving up (lost to another node's write meanwhile, or JetStream electing a
+/// leader), with a growing pause between them: about 8 s in all.
+const CLAIM_TRIES: usize = 20;
+/// How long a session change is retried while JetStream cannot take it.
+const WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// What the session task, the bucket watch and the failover share.
 pub struct Shared {
@@ -175,7 +178,7 @@ async fn claim(shared: &Shared, client_id: &str, clean_start: bool) -> Option<Se
             }
             Err(e) => {
                 tracing::debug!(%client_id, "cluster: claim lost a race, again: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(20 * try_number as u64)).await;
+                tokio::time::sleep(std::time::Duration::from_millis((50 * try_number as u64).min(500))).await;
             }
         }
     }
@@ -195,19 +198,30 @@ fn will_due(record: &SessionRecord, now_ms: u64, continues: bool) -> bool {
     }
 }
 
-/// Writes a session this node owns; a node that lost it writes nothing.
+/// Writes a session this node owns; a node that lost it writes nothing. Retried while JetStream cannot
+/// take it (a leader election after a NATS server was lost), for a bounded time.
 async fn changed(shared: &Shared, record: SessionRecord) {
     let key = key(&record.client_id);
     let Some(own) = shared.owned.lock().get(&key).copied() else { return };
     let value = record::encode(&Stored { owner: shared.node, epoch: own.epoch, will_epoch: own.epoch, record });
-    match shared.store.update(&key, value, own.revision).await {
-        Ok(revision) => {
-            if let Some(o) = shared.owned.lock().get_mut(&key).filter(|o| o.revision == own.revision) {
-                o.revision = revision;
+    let deadline = tokio::time::Instant::now() + WRITE_WAIT;
+    loop {
+        match shared.store.update(&key, value.clone(), own.revision).await {
+            Ok(revision) => {
+                if let Some(o) = shared.owned.lock().get_mut(&key).filter(|o| o.revision == own.revision) {
+                    o.revision = revision;
+                }
+                return tracing::debug!(client_id = %client_id_of(&key), revision, "cluster: session written");
             }
-            tracing::debug!(client_id = %client_id_of(&key), revision, "cluster: session written");
+            Err(e) => {
+                // Written by another node meanwhile: not ours any more.
+                let taken = matches!(shared.store.entry(&key).await, Ok(entry) if entry.as_ref().is_none_or(|e| e.revision != own.revision));
+                if taken || tokio::time::Instant::now() > deadline {
+                    return tracing::debug!("cluster: session change not written: {e}");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
         }
-        Err(e) => tracing::debug!("cluster: session change not written (taken over?): {e}"),
     }
 }
 

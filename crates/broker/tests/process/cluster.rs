@@ -162,7 +162,12 @@ pub struct Cluster {
     pub nats: NatsCluster,
     pub nodes: Vec<Mqttd>,
     pub dir: tempfile::TempDir,
+    /// One cluster at a time: six processes per test, several tests at once on two cores, and JetStream's
+    /// elections time out (the tests would measure the machine, not the cluster).
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
+
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Cluster {
     /// Starts the cluster; `None` (the test is skipped) without `nats-server`. `settings` go into every
@@ -171,6 +176,8 @@ impl Cluster {
         if !nats_available() {
             return None;
         }
+        // A test that failed while holding the turn poisons it; the next one may still run.
+        let turn = TURN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let dir = tempfile::tempdir().expect("temporary directory");
         let nats = NatsCluster::start(dir.path());
         let mut nodes = Vec::new();
@@ -183,7 +190,7 @@ impl Cluster {
             );
             nodes.push(Mqttd::start(&node_dir, &text));
         }
-        let cluster = Cluster { nats, nodes, dir };
+        let cluster = Cluster { nats, nodes, dir, _turn: turn };
         for node in &cluster.nodes {
             cluster.wait_joined(node);
         }

@@ -102,3 +102,31 @@ async fn a_client_back_on_another_node_within_the_will_delay_cancels_the_will_an
         assert!(matches!(&packet, Packet::Publish(p) if p.topic == "wills/probe"), "no will: {packet:?}");
     }
 }
+
+#[tokio::test]
+async fn the_cluster_keeps_serving_when_a_nats_server_is_killed() {
+    let Some(mut cluster) = Cluster::start("") else { return };
+    // Node A's NATS server dies; its client moves to a server it learned of from the cluster.
+    cluster.nats.servers[0].kill();
+    let mut on_b = Peer::connect(cluster.addr(1), "sub-b", V5).await;
+    assert_eq!(on_b.subscribe("after/#", QoS::AtLeastOnce).await, [1]);
+    let mut on_a = Peer::connect(cluster.addr(0), "pub-a", V5).await;
+    until_routed(&mut on_a, "after/probe", &mut [&mut on_b]).await;
+    on_a.publish("after/x", b"still routed", QoS::AtLeastOnce, true).await;
+    assert_eq!(&recv_publish_skipping(&mut on_b, "after/probe").await.payload[..], b"still routed");
+    // JetStream keeps a quorum (2 of 3): the retained message and a session move still work.
+    let (_c, ack) = Peer::connect_with(cluster.addr(2), persistent_v5("mover")).await;
+    assert_eq!(ack.code, 0);
+    let (_a, ack) = Peer::connect_with(cluster.addr(0), persistent_v5("mover")).await;
+    assert!(ack.session_present, "the session moved from C to A");
+    let start = Instant::now();
+    loop {
+        let mut reader = Peer::connect(cluster.addr(2), "reader", V5).await;
+        reader.subscribe("after/x", QoS::AtLeastOnce).await;
+        if let Some(Packet::Publish(p)) = reader.recv_within(Duration::from_millis(300)).await {
+            assert_eq!(&p.payload[..], b"still routed");
+            break;
+        }
+        assert!(start.elapsed() < TIMEOUT, "the retained message never reached node C");
+    }
+}
