@@ -68,13 +68,14 @@ impl Node for Broker {
     }
 
     fn session_moved(self: Arc<Self>, client_id: String) {
-        if self.session(&client_id).is_none() {
-            return;
-        }
+        let Some(session) = self.session(&client_id) else { return };
+        // Only the connection attached now: one that attaches later has claimed the session back.
+        let owner = session.control.lock().owner;
         tokio::spawn(async move {
-            // Ends the connection as a takeover does (DISCONNECT 0x8E), after what it had received.
-            self.await_release(&client_id).await;
-            self.forget_session(&client_id);
+            if owner != 0 && self.release_connection(&session, owner).await {
+                tracing::warn!(%client_id, "the connection taken over did not end in time");
+            }
+            self.forget_session(&session);
             tracing::info!(%client_id, "session taken over by another node of the cluster");
         });
     }
@@ -89,7 +90,9 @@ impl Broker {
         let Some(record) = cluster.claim(client_id, clean_start).await else { return };
         // What this node still has of the client id is older than the other node's session.
         if !self.is_attached(client_id) {
-            self.forget_session(client_id);
+            if let Some(session) = self.session(client_id) {
+                self.forget_session(&session);
+            }
         }
         if self.session(client_id).is_some() {
             return;
@@ -110,9 +113,11 @@ impl Broker {
 
     /// Removes `client_id`'s session, which no connection is attached to, without its will or an end
     /// for the cluster: another node has it now.
-    fn forget_session(&self, client_id: &str) {
+    fn forget_session(&self, session: &Arc<crate::session::Session>) {
         let mut sessions = self.sessions.lock();
-        let Some(session) = sessions.get(client_id).cloned() else { return };
+        if !sessions.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, session)) {
+            return;
+        }
         {
             let mut ctl = session.control.lock();
             if ctl.owner != 0 {
@@ -122,9 +127,30 @@ impl Broker {
             ctl.epoch += 1;
             ctl.pending_will = None;
         }
-        sessions.remove(client_id);
+        sessions.remove(&session.client_id);
         drop(sessions);
-        self.remove_subscriptions(&session);
+        self.remove_subscriptions(session);
+    }
+
+    /// Ends connection `owner` of `session` as a takeover does (it handles what it had received, then
+    /// DISCONNECT 0x8E [MQTT-3.1.4-3]) and waits for it to detach, at most `TAKEOVER_WAIT`; true if it did
+    /// not end in time.
+    async fn release_connection(&self, session: &crate::session::Session, owner: u64) -> bool {
+        let deadline = tokio::time::Instant::now() + crate::session::TAKEOVER_WAIT;
+        if session.connection.compare_exchange(owner, 0, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            session.wake();
+        }
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if session.control.lock().owner != owner {
+                return false;
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return true;
+            }
+        }
     }
 
     /// The session as the cluster keeps it.

@@ -127,6 +127,9 @@ async fn the_cluster_keeps_serving_when_a_nats_server_is_killed() {
             assert_eq!(&p.payload[..], b"still routed");
             break;
         }
-        assert!(start.elapsed() < TIMEOUT, "the retained message never reached node C");
+        // JetStream moves the bucket's leader and the watch's consumer off the dead server first (its
+        // idle heartbeat is 5 s): seconds, more on a loaded machine.
+        assert!(start.elapsed() < 4 * TIMEOUT, "the retained message never reached node C");
     }
+    eprintln!("retained message seen on node C {:?} after the session move", start.elapsed());
 }
