@@ -22,7 +22,7 @@ use crate::{envelope, Error, Options};
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A heartbeat expires after this long; a node whose heartbeat has been gone for this long again (seen
 /// from a node whose own heartbeats work) is dead.
-pub const HEARTBEAT_TTL: Duration = Duration::from_secs(2);
+pub const HEARTBEAT_TTL: Duration = Duration::from_secs(4);
 
 /// Starts the heartbeat and the watch on the other nodes.
 pub async fn start(client: &Client, options: &Options, shared: Arc<Shared>) -> Result<(), Error> {

@@ -22,6 +22,7 @@ mod retained;
 mod routing;
 mod sessions;
 pub mod subject;
+mod watch;
 mod wills;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -29,7 +29,7 @@ pub struct Change {
 const OPEN_WAIT: Duration = Duration::from_secs(30);
 
 /// How long a retained change is retried while JetStream cannot take it.
-const WRITE_WAIT: Duration = Duration::from_secs(15);
+const WRITE_WAIT: Duration = Duration::from_secs(60);
 
 /// How long a starting node waits for the bucket's current contents before serving anyway.
 const LOAD_WAIT: Duration = Duration::from_secs(10);
@@ -54,10 +54,12 @@ impl Retained {
             .await
             .map_err(|e| Error::Bucket { bucket: bucket(), reason: e.to_string() })?;
         let held = self.store.status().await.map_err(|e| Error::Bucket { bucket: bucket(), reason: e.to_string() })?;
+        let mut last = 0;
         if held.values() > 0 {
             let load = async {
                 while let Some(Ok(entry)) = watch.next().await {
                     let current = entry.delta == 0;
+                    last = entry.revision;
                     apply(node.as_ref(), entry);
                     if current {
                         break;
@@ -68,15 +70,10 @@ impl Retained {
                 tracing::warn!("cluster: retained messages still loading; serving meanwhile");
             }
         }
-        tokio::spawn(async move {
-            while let Some(entry) = watch.next().await {
-                match entry {
-                    Ok(entry) => apply(node.as_ref(), entry),
-                    Err(e) => tracing::warn!("cluster: retained bucket watch: {e}"),
-                }
-            }
-            tracing::error!("cluster: retained bucket watch ended: retained messages of other nodes no longer arrive");
-        });
+        let store = self.store.clone();
+        tokio::spawn(crate::watch::follow(store, watch, last, "retained bucket", move |entry| {
+            apply(node.as_ref(), entry)
+        }));
         Ok(())
     }
 

@@ -8,7 +8,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_nats::jetstream::kv::{Operation, Store};
-use futures_util::StreamExt;
 use mqttd_core::cluster::{Node, SessionRecord};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
@@ -39,7 +38,7 @@ const LOST: usize = 4096;
 /// leader), with a growing pause between them: about 8 s in all.
 const CLAIM_TRIES: usize = 20;
 /// How long a session change is retried while JetStream cannot take it.
-const WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+const WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What the session task, the bucket watch and the failover share.
 pub struct Shared {
@@ -83,37 +82,33 @@ impl Shared {
 /// Starts the task that watches the bucket for sessions other nodes take from this one.
 pub async fn watch(shared: &Arc<Shared>, node: Arc<dyn Node>) -> Result<(), Error> {
     let bucket = shared.store.name.clone();
-    let mut watch = shared.store.watch_all().await.map_err(|e| Error::Bucket { bucket, reason: e.to_string() })?;
-    let shared = shared.clone();
-    tokio::spawn(async move {
-        while let Some(entry) = watch.next().await {
-            let Ok(entry) = entry else { continue };
-            if entry.operation != Operation::Put {
-                continue;
-            }
-            let Some(stored) = record::decode(&entry.value) else { continue };
-            if stored.owner == shared.node {
-                continue;
-            }
-            {
-                let mut owned = shared.owned.lock();
-                // This node claimed the key again after that write: old news.
-                if owned.get(&entry.key).is_some_and(|o| o.revision > entry.revision) {
-                    continue;
-                }
-                if let Some(own) = owned.remove(&entry.key) {
-                    let mut lost = shared.lost.lock();
-                    if lost.len() >= LOST {
-                        lost.clear();
-                    }
-                    lost.insert(entry.key.clone(), own.epoch);
-                }
-            }
-            shared.adopted.lock().remove(&entry.key);
-            node.clone().session_moved(stored.record.client_id);
+    let watch = shared.store.watch_all().await.map_err(|e| Error::Bucket { bucket, reason: e.to_string() })?;
+    let (store, shared) = (shared.store.clone(), shared.clone());
+    tokio::spawn(crate::watch::follow(store, watch, 0, "sessions bucket", move |entry| {
+        if entry.operation != Operation::Put {
+            return;
         }
-        tracing::error!("cluster: sessions bucket watch ended: takeovers by other nodes go unnoticed");
-    });
+        let Some(stored) = record::decode(&entry.value) else { return };
+        if stored.owner == shared.node {
+            return;
+        }
+        {
+            let mut owned = shared.owned.lock();
+            // This node claimed the key again after that write: old news.
+            if owned.get(&entry.key).is_some_and(|o| o.revision > entry.revision) {
+                return;
+            }
+            if let Some(own) = owned.remove(&entry.key) {
+                let mut lost = shared.lost.lock();
+                if lost.len() >= LOST {
+                    lost.clear();
+                }
+                lost.insert(entry.key.clone(), own.epoch);
+            }
+        }
+        shared.adopted.lock().remove(&entry.key);
+        node.clone().session_moved(stored.record.client_id);
+    }));
     Ok(())
 }
 

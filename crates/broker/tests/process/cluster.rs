@@ -289,22 +289,27 @@ async fn overlapping_filters_of_one_session_get_each_message_from_another_node_o
     let mut b = Peer::connect(cluster.addr(1), "overlap", V5).await;
     assert_eq!(b.subscribe("d/+", QoS::AtLeastOnce).await, [1]);
     assert_eq!(b.subscribe("d/#", QoS::AtLeastOnce).await, [1]);
+    // And a subscriber on the publisher's own node: routed there once, not again from NATS (no echo).
+    let mut local = Peer::connect(cluster.addr(0), "local-a", V5).await;
+    assert_eq!(local.subscribe("d/#", QoS::AtLeastOnce).await, [1]);
     let mut a = Peer::connect(cluster.addr(0), "pub-a", V5).await;
-    until_routed(&mut a, "d/probe", &mut [&mut b]).await;
+    until_routed(&mut a, "d/probe", &mut [&mut b, &mut local]).await;
     for i in 0..20 {
         a.publish("d/x", format!("{i}").as_bytes(), QoS::AtLeastOnce, false).await;
     }
     a.publish("d/end", b"end", QoS::AtLeastOnce, false).await;
-    let mut got = Vec::new();
-    loop {
-        let p = recv_publish_skipping(&mut b, "d/probe").await;
-        if p.topic == "d/end" {
-            break;
-        }
-        got.push(String::from_utf8_lossy(&p.payload).into_owned());
-    }
     let expected: Vec<String> = (0..20).map(|i| i.to_string()).collect();
-    assert_eq!(got, expected, "each message once, in order");
+    for (name, peer) in [("b", &mut b), ("local", &mut local)] {
+        let mut got = Vec::new();
+        loop {
+            let p = recv_publish_skipping(peer, "d/probe").await;
+            if p.topic == "d/end" {
+                break;
+            }
+            got.push(String::from_utf8_lossy(&p.payload).into_owned());
+        }
+        assert_eq!(got, expected, "{name}: each message once, in order");
+    }
 }
 
 /// The retained messages a new subscription to `filter` on `addr` gets (within 300 ms of each other).
