@@ -367,7 +367,7 @@ async fn a_retained_message_set_on_one_node_is_seen_from_every_node_and_cleared_
 
 #[tokio::test]
 async fn a_shared_subscription_with_members_on_two_nodes_gets_each_message_once_in_the_group() {
-    // [MQTT-4.8.2-4]: each message of the group goes to one member, whatever node it is on.
+    // MQTT 5.0 section 4.8.2: each message of the group goes to one member, whatever node it is on.
     let Some(cluster) = Cluster::start("") else { return };
     let mut b = Peer::connect(cluster.addr(1), "member-b", V4).await;
     let mut c = Peer::connect(cluster.addr(2), "member-c", V4).await;
