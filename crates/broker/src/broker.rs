@@ -428,8 +428,10 @@ impl Broker {
     /// Routes a message: updates the retained store, then delivers to each matching session once, at the
     /// highest QoS of its matching subscriptions [MQTT-3.3.4-2].
     pub fn route(&self, message: Arc<Message>) -> Routed {
-        let clustered = self.cluster.get().inspect(|cluster| cluster.published(&message)).is_some();
-        Routed { clustered, ..self.route_here(message, Here::All) }
+        let Some(cluster) = self.cluster.get() else { return self.route_here(message, Here::All) };
+        let backed_up = cluster.published(&message);
+        let routed = self.route_here(message, Here::All);
+        Routed { clustered: true, busy: routed.busy || backed_up, ..routed }
     }
 
     /// [`Broker::route`] on this node only: for a message from the cluster, `here` leaves out the

@@ -130,26 +130,32 @@ fn node_local(topic_or_filter: &str) -> bool {
 }
 
 impl ClusterHooks for Cluster {
-    fn published(&self, message: &Arc<Message>) {
+    fn published(&self, message: &Arc<Message>) -> bool {
         if node_local(&message.topic) {
-            return;
+            return false;
         }
         let sequence = self.sequence.fetch_add(1, Ordering::Relaxed) + 1;
         let origin = envelope::Origin { node: self.node, sequence };
         let bytes = match envelope::encode(message, origin) {
             Ok(bytes) => bytes,
-            Err(e) => return tracing::warn!(topic = %message.topic, "cluster: message not encoded: {e}"),
+            Err(e) => {
+                tracing::warn!(topic = %message.topic, "cluster: message not encoded: {e}");
+                return false;
+            }
         };
         let subject = subject::topic_subject(&self.prefix, &message.topic);
         if subject.len() > MAX_SUBJECT {
             self.dropped.fetch_add(1, Ordering::Relaxed);
-            return tracing::warn!(topic_len = message.topic.len(), "cluster: topic too long for NATS, not sent");
+            tracing::warn!(topic_len = message.topic.len(), "cluster: topic too long for NATS, not sent");
+            return false;
         }
         if message.retain {
             let value = (!message.payload.is_empty()).then(|| bytes.clone());
             self.queue(&self.retained, retained::Change { key: subject::topic_key(&message.topic), value });
         }
         self.queue(&self.outgoing, routing::Outgoing { subject, bytes });
+        // Past half full: publishers yield, so the task that sends to NATS gets its turn.
+        self.outgoing.capacity() < OUTGOING / 2
     }
 
     fn subscribed(&self, filter: &str) {

@@ -80,12 +80,19 @@ async fn connect(options: &Options, name: String, no_echo: bool) -> Result<Clien
 
 /// Sends what this node accepted, in order.
 pub async fn publish_task(client: Client, mut outgoing: mpsc::Receiver<Outgoing>) {
-    while let Some(Outgoing { subject, bytes }) = outgoing.recv().await {
-        if let Err(e) = client.publish(subject, bytes).await {
-            tracing::warn!("cluster: message not sent to other nodes: {e}");
+    // A batch per wake-up: the runtime's one thread is shared with every connection.
+    let mut batch = Vec::with_capacity(BATCH);
+    while outgoing.recv_many(&mut batch, BATCH).await > 0 {
+        for Outgoing { subject, bytes } in batch.drain(..) {
+            if let Err(e) = client.publish(subject, bytes).await {
+                tracing::warn!("cluster: message not sent to other nodes: {e}");
+            }
         }
     }
 }
+
+/// Messages taken from the outgoing queue at once.
+const BATCH: usize = 1024;
 
 /// The NATS subscriptions of one filter and how many local subscriptions want it.
 struct Subscribed {

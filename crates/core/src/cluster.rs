@@ -36,8 +36,9 @@ pub type Claim = Pin<Box<dyn Future<Output = Option<SessionRecord>> + Send>>;
 /// What a node reports to its cluster.
 pub trait ClusterHooks: Send + Sync + std::fmt::Debug {
     /// A message this node accepted for routing (from a client, a will, a bridge or the admin API), not
-    /// one that came from the cluster; retained ones included.
-    fn published(&self, message: &Arc<Message>);
+    /// one that came from the cluster; retained ones included. True when the way to the other nodes is
+    /// backed up: the publisher should let other tasks run before it reads more.
+    fn published(&self, message: &Arc<Message>) -> bool;
     /// A local session subscribed to `filter` (a valid filter, `$share/...` included); each call is one
     /// more subscriber: the adapter keeps the count.
     fn subscribed(&self, filter: &str);
