@@ -74,7 +74,14 @@ fn topology(scenario: Scenario, plan: &Plan) -> (Vec<String>, Vec<String>) {
 
 pub(crate) async fn run(opts: &BenchOptions, plan: &Plan, addr: SocketAddr) -> Result<Report, BenchError> {
     let (topics, filters) = topology(opts.scenario, plan);
-    let subs = open(addr, opts, "s", filters.into_iter().map(Some).collect(), plan.qos).await?;
+    let sub_addr = match opts.sub_port {
+        Some(port) => crate::wire::resolve(&opts.host, port).await?,
+        None => addr,
+    };
+    let subs = open(sub_addr, opts, "s", filters.into_iter().map(Some).collect(), plan.qos).await?;
+    if opts.settle > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(opts.settle)).await;
+    }
     let pubs = open(addr, opts, "p", vec![None; topics.len()], plan.qos).await?;
 
     let shared = Arc::new(Shared::default());

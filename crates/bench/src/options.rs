@@ -102,6 +102,14 @@ pub struct BenchOptions {
     /// long before they run out: `bench/idle-scale` uses one address per 5,000 connections.
     #[arg(long = "source-ip", value_name = "IP")]
     pub source_ips: Vec<std::net::IpAddr>,
+    /// Subscribers connect to this port of the same host (another node of an mqttd cluster); publishers
+    /// to `--port`.
+    #[arg(long = "sub-port")]
+    pub sub_port: Option<u16>,
+    /// Seconds to wait after the subscriptions before publishing (a cluster spreads them to its other
+    /// nodes meanwhile).
+    #[arg(long, default_value_t = 0.0)]
+    pub settle: f64,
 }
 
 fn parse_version(value: &str) -> Result<ProtocolVersion, String> {

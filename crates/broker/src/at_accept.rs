@@ -79,8 +79,9 @@ pub(crate) fn connect_at_accept(
     let (version, client_max) = (c.protocol, c.properties.maximum_packet_size);
     let pipelined = !io.rbuf().is_empty();
     match check(broker, &mut c, CertUsername::Unused, Some(authenticated), io.listener) {
-        Ok(checked) if broker.is_attached(&checked.client_id) => {
-            // A takeover waits for the old connection to end: that takes a task.
+        Ok(checked) if broker.is_attached(&checked.client_id) || broker.clustered() => {
+            // A takeover waits for the old connection to end, a cluster for this node to own the client
+            // id: that takes a task.
             io.give_back();
             let Stream::Parked(Some(stream)) = io.stream else { return AtAccept::Done };
             AtAccept::Later(stream, BytesMut::from(first))

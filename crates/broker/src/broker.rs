@@ -82,6 +82,17 @@ pub struct Routed {
     /// The durable store's position once the message is stored wherever it must be (retained, queued
     /// for persistent sessions): its acknowledgement waits for it. 0: nothing to wait for.
     pub durable: u64,
+    /// Also sent to the other nodes of a cluster (`reached` counts this node's sessions only).
+    pub clustered: bool,
+}
+
+/// What [`Broker::route_here`] routes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Here {
+    /// Everything: a message accepted by this node.
+    All,
+    /// The plain subscriptions only: a message from another node of the cluster.
+    Subscriptions,
 }
 
 /// What [`Broker::deliver`] did with one delivery.
@@ -147,7 +158,7 @@ pub struct Broker {
     /// What every session's queues hold, for `memory_limit`; shared with each `SessionState`.
     pub(crate) memory: Arc<MemoryUse>,
     /// [`Retained::bytes`], copied out under the retained write lock so publishers need not take it.
-    retained_bytes: AtomicUsize,
+    pub(crate) retained_bytes: AtomicUsize,
     /// Where plain-TCP connections wait without a task (`park.rs`); set by `Server` when parking is on.
     /// A trait object: the parker holds connections, which sit above the broker.
     pub(crate) parker: std::sync::OnceLock<Arc<dyn Parking>>,
@@ -156,6 +167,8 @@ pub struct Broker {
     /// current one; stale entries are pruned as the map grows past the store. A mutex: written only by
     /// retained publishes, read by new subscriptions.
     retain_sources: Mutex<HashMap<String, (std::sync::Weak<Message>, ClientIdentity)>>,
+    /// The cluster this node belongs to (`cluster.rs`), set once at startup; unset on a single broker.
+    pub(crate) cluster: std::sync::OnceLock<Arc<dyn mqttd_core::cluster::ClusterHooks>>,
 }
 
 impl Broker {
@@ -186,6 +199,7 @@ impl Broker {
             parker: std::sync::OnceLock::new(),
             store: std::sync::OnceLock::new(),
             retain_sources: Mutex::new(HashMap::new()),
+            cluster: std::sync::OnceLock::new(),
         }
     }
 
@@ -264,6 +278,11 @@ impl Broker {
         }
         let security = self.security();
         security.any_acl.then(|| (security, reader.identity()))
+    }
+
+    /// A snapshot of the security settings for routing one message, when an ACL is loaded.
+    pub(crate) fn read_security(&self) -> Option<Arc<SecuritySet>> {
+        self.acl_active.load(Ordering::Acquire).then(|| self.security())
     }
 
     /// [`Broker::may_write`] for the owner of `session`, without looking it up when no ACL is loaded.
@@ -372,20 +391,28 @@ impl Broker {
         options: SubscriptionOptions,
         subscription_id: Option<u32>,
     ) -> bool {
-        match SharedFilter::parse(filter) {
+        let is_new = match SharedFilter::parse(filter) {
             Some(Ok(shared)) => self.shared.subscribe(shared, session, options, subscription_id),
-            Some(Err(_)) => false,
+            Some(Err(_)) => return false,
             None => self.tree.write().subscribe(filter, session.id, session.clone(), options, subscription_id),
+        };
+        if let Some(cluster) = self.cluster.get().filter(|_| is_new) {
+            cluster.subscribed(filter);
         }
+        is_new
     }
 
     /// Removes the subscription of session `session_id` to `filter` from the tree or its group.
     pub(crate) fn unsubscribe_filter(&self, session_id: u64, filter: &str) -> bool {
-        match SharedFilter::parse(filter) {
+        let existed = match SharedFilter::parse(filter) {
             Some(Ok(shared)) => self.shared.unsubscribe(shared, session_id),
             Some(Err(_)) => false,
             None => self.tree.write().unsubscribe(filter, session_id),
+        };
+        if let Some(cluster) = self.cluster.get().filter(|_| existed) {
+            cluster.unsubscribed(filter);
         }
+        existed
     }
 
     /// Shared subscriptions (members of all groups).
@@ -396,15 +423,24 @@ impl Broker {
     /// Routes a message: updates the retained store, then delivers to each matching session once, at the
     /// highest QoS of its matching subscriptions [MQTT-3.3.4-2].
     pub fn route(&self, message: Arc<Message>) -> Routed {
+        let Some(cluster) = self.cluster.get() else { return self.route_here(message, Here::All) };
+        let backed_up = cluster.published(&message);
+        let routed = self.route_here(message, Here::All);
+        Routed { clustered: true, busy: routed.busy || backed_up, ..routed }
+    }
+
+    /// [`Broker::route`] on this node only: for a message from the cluster, `here` leaves out the
+    /// retained store (the cluster keeps it) and the shared subscriptions (the cluster picks their node).
+    pub(crate) fn route_here(&self, message: Arc<Message>, here: Here) -> Routed {
         let mut durable = 0;
-        if message.retain && self.settings.retain_available {
+        if message.retain && self.settings.retain_available && here == Here::All {
             let mut retained = self.retained.write();
             retained.set(message.clone());
             self.retained_bytes.store(retained.bytes(), Ordering::Relaxed);
             drop(retained);
             durable = self.persist_retained(&message);
         }
-        let security = self.acl_active.load(Ordering::Acquire).then(|| self.security());
+        let security = self.read_security();
         let mut matches: Vec<Match<Arc<Session>>> = Vec::new();
         let filters = self.tree.read().matches(&message.topic, &mut matches);
         if filters > 1 && matches.len() > 1 {
@@ -454,9 +490,15 @@ impl Broker {
             };
             self.deliver_routed(session, delivery, message.origin, &mut routed);
         }
-        let shared = self.shared.route(&message, self.settings.shared_strategy, |session| {
-            security.as_ref().is_none_or(|s| self.may_read_with(s, session, &message.topic))
-        });
+        // In a cluster, shared subscriptions get their messages from it (`route_shared`), wherever published.
+        let shared = match here {
+            Here::All if self.cluster.get().is_none() => {
+                self.shared.route(&message, self.settings.shared_strategy, |session| {
+                    security.as_ref().is_none_or(|s| self.may_read_with(s, session, &message.topic))
+                })
+            }
+            _ => Vec::new(),
+        };
         for chosen in shared {
             self.deliver_routed(&chosen.session, chosen.delivery, message.origin, &mut routed);
         }

@@ -299,6 +299,7 @@ async fn accept(
     };
     // Only an accepted CONNECT ends the connection it takes over.
     broker.await_release(&checked.client_id).await;
+    broker.claim(&checked.client_id, c.clean_start).await;
     Ok(attach(broker, io, c, limits, checked))
 }
 

@@ -334,7 +334,9 @@ impl Client {
         if self.congested.is_none() {
             self.congested = routed.congested;
         }
-        let code = if routed.reached == 0 { reason::NO_MATCHING_SUBSCRIBERS } else { reason::SUCCESS };
+        // Sent to the other nodes of a cluster: whether any subscriber there matches is not known here.
+        let none = routed.reached == 0 && !routed.clustered;
+        let code = if none { reason::NO_MATCHING_SUBSCRIBERS } else { reason::SUCCESS };
         (code, routed.durable)
     }
 

@@ -10,6 +10,7 @@ mod at_accept;
 mod backpressure;
 pub mod bridge;
 pub mod broker;
+mod cluster;
 pub mod config;
 mod connect;
 mod connection;

@@ -149,6 +149,9 @@ async fn serve(
         broker.set_store(store);
         broker.restore(replayed);
     }
+    if config.cluster.enabled() {
+        join_cluster(&broker, &config.cluster).await?;
+    }
     let signals = Signals::install(stop)?;
     let server = Server::from_bound(broker.clone(), listeners, None);
     tracing::info!("mqttd {} running", env!("CARGO_PKG_VERSION"));
@@ -158,6 +161,23 @@ async fn serve(
     tracing::info!("shutting down");
     server.shutdown().await;
     bridges.shutdown(std::time::Duration::from_secs(3)).await;
+    Ok(())
+}
+
+/// Joins the cluster of the `cluster_*` directives before any client connects: retained messages the
+/// cluster holds are loaded, and the broker's hooks report to it from then on.
+async fn join_cluster(broker: &Arc<Broker>, cluster: &mqttd_broker::config::ClusterConfig) -> anyhow::Result<()> {
+    let options = mqttd_cluster::Options {
+        name: cluster.name.clone(),
+        urls: cluster.nats_urls.clone(),
+        replicas: cluster.replicas,
+        credentials: cluster.credentials.clone(),
+        username: cluster.username.clone(),
+        password: cluster.password.clone(),
+        cafile: cluster.cafile.clone(),
+    };
+    let link = mqttd_cluster::Cluster::start(options, broker.clone()).await.context("cannot join the cluster")?;
+    broker.set_cluster(link);
     Ok(())
 }
 

@@ -55,6 +55,9 @@ impl Broker {
                     after.wills.push((session.clone(), session.identity(), will.clone()));
                 }
             }
+            if emitted.recorded {
+                self.share_event(sessions, &emitted.event);
+            }
             if let Some(store) = store.filter(|_| emitted.recorded) {
                 after.durable = store.append(&crate::store::Record::Session(emitted.event));
             }
@@ -345,7 +348,13 @@ impl Broker {
             origin: session.id,
             stored: Default::default(),
         };
-        self.route(Arc::new(message));
+        match self.cluster.get() {
+            // Once in the whole cluster, even if another node fires it too (issue 18).
+            Some(cluster) => cluster.publish_will(&session.client_id, Arc::new(message)),
+            None => {
+                self.route(Arc::new(message));
+            }
+        }
         WillOutcome::Published
     }
 
@@ -379,7 +388,7 @@ impl Broker {
 
     /// The session ends: its subscriptions go, and what its shared subscriptions gave it that its client
     /// did not receive goes to other members of their groups [MQTT-4.8.2-6].
-    fn remove_subscriptions(&self, session: &Session, filters: Vec<String>) {
+    pub(crate) fn remove_subscriptions(&self, session: &Session, filters: Vec<String>) {
         for filter in filters {
             self.unsubscribe_filter(session.id, &filter);
         }

@@ -213,6 +213,21 @@ impl SharedSubscriptions {
             .collect()
     }
 
+    /// The member of the group `shared` that gets a message the cluster chose this node for (no
+    /// matching: the cluster matched the group's filter); `None` when the group has no member here.
+    pub fn route_group(
+        &self,
+        shared: SharedFilter<'_>,
+        message: &Arc<Message>,
+        strategy: Strategy,
+        may_read: impl Fn(&Session) -> bool,
+    ) -> Option<Chosen> {
+        let key = (Box::from(shared.share_name), Box::from(shared.filter));
+        let group = self.groups.lock().by_name.get(&key).cloned()?;
+        let member = group.pick(strategy, message, &may_read, None)?;
+        Some(member.deliver(group.id, message.clone()))
+    }
+
     /// The member of group `delivery.group` other than `leaving` that takes over a delivery a leaving
     /// member did not complete [MQTT-4.8.2-6]; `None` when the group has no other member.
     pub fn reassign(&self, delivery: Delivery, leaving: u64, strategy: Strategy) -> Option<Chosen> {

@@ -11,6 +11,10 @@ mod auth;
 mod bridge;
 #[path = "process/clients.rs"]
 mod clients;
+#[path = "process/cluster.rs"]
+mod cluster;
+#[path = "process/cluster_failover.rs"]
+mod cluster_failover;
 #[path = "process/full_disk.rs"]
 mod full_disk;
 #[path = "process/listeners.rs"]

@@ -8,6 +8,7 @@
 //! retained store is one method here, so a persistence layer can record it before the acknowledgement
 //! goes out.
 
+pub mod cluster;
 mod deadline;
 mod event;
 mod message;

@@ -27,6 +27,7 @@
 //!   `values::unsupported` are errors that say the directive is not supported yet.
 
 mod bridge;
+mod cluster;
 mod error;
 mod parse;
 mod reload;
@@ -42,6 +43,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use bridge::{BridgeConfig, BridgeTls, BridgeTopic, Direction, Restart, StartType};
+pub use cluster::ClusterConfig;
 pub use error::{ConfigError, ConfigWarning};
 
 /// The default of `max_topic_levels`, Mosquitto's fixed limit (`TOPIC_HIERARCHY_LIMIT`).
@@ -152,6 +154,8 @@ pub struct Config {
     pub persistence: bool,
     /// `persistence_file` (`None`: "mqttd.db"; mqttd's log is not Mosquitto's format).
     pub persistence_file: Option<String>,
+    /// The `cluster_*` directives: this node's cluster, if any.
+    pub cluster: ClusterConfig,
     /// `mqttd --recover`: a damaged durable store is moved aside rather than refused (not a directive).
     pub recover: bool,
     /// `persistence_location` (`None` = the working directory).
@@ -217,6 +221,7 @@ impl Default for Config {
             persistence_file: None,
             persistence_location: None,
             recover: false,
+            cluster: ClusterConfig::default(),
             autosave_interval: 1800,
             autosave_on_changes: false,
             pid_file: None,
@@ -459,3 +464,5 @@ pub enum LogDest {
 
 #[cfg(test)]
 mod bridge_tests;
+#[cfg(test)]
+mod cluster_tests;

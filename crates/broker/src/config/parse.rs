@@ -75,7 +75,7 @@ impl Parser {
     }
 
     fn apply(&mut self, scope: &mut Scope<'_>, line: &Line<'_>) -> Result<(), ConfigError> {
-        const HANDLERS: [Handler; 7] = [
+        const HANDLERS: [Handler; 8] = [
             Parser::apply_structure,
             Parser::apply_bridge,
             Parser::apply_security,
@@ -83,6 +83,7 @@ impl Parser {
             Parser::apply_limits,
             Parser::apply_logging,
             Parser::apply_process,
+            Parser::apply_cluster,
         ];
         for handler in HANDLERS {
             if handler(self, scope, line)? {
@@ -352,6 +353,10 @@ impl Parser {
             _ => return Ok(false),
         }
         Ok(true)
+    }
+
+    fn apply_cluster(&mut self, _scope: &mut Scope<'_>, line: &Line<'_>) -> Result<bool, ConfigError> {
+        self.config.cluster.apply(line)
     }
 
     fn apply_logging(&mut self, _scope: &mut Scope<'_>, line: &Line<'_>) -> Result<bool, ConfigError> {

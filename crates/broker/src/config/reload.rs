@@ -26,6 +26,9 @@ impl Config {
         if self.pid_file != new.pid_file {
             not_reloaded.push("pid_file");
         }
+        if self.cluster != new.cluster {
+            not_reloaded.push("cluster settings (cluster_*)");
+        }
         // As Mosquitto: bridges keep running unchanged across a reload.
         if self.bridges != new.bridges {
             not_reloaded.push("bridges (connection sections)");

@@ -293,6 +293,7 @@ pub(super) fn suggestion(directive: &str) -> String {
     KNOWN
         .iter()
         .chain(super::bridge::DIRECTIVES)
+        .chain(super::cluster::DIRECTIVES)
         .map(|known| (edit_distance(directive, known), known))
         .filter(|(distance, _)| *distance <= 2)
         .min()

@@ -167,7 +167,9 @@ fn read_record(body: &[u8]) -> Option<Record> {
                 if kind == SESSION { Event::SessionSnapshot(get_session(&mut b)?) } else { get_event(kind, &mut b)? };
             return b.is_empty().then_some(Record::Session(event));
         }
-        SESSION_END => Record::Session(Event::SessionEnded { client_id: take_str(&mut b)?.into(), at: Time::default() }),
+        SESSION_END => {
+            Record::Session(Event::SessionEnded { client_id: take_str(&mut b)?.into(), at: Time::default() })
+        }
         MESSAGE => {
             let id = take_u64(&mut b)?;
             Record::Message { id, message: raw_message(&mut b)? }
