@@ -117,15 +117,10 @@ impl Replayed {
     pub(crate) fn apply(&mut self, record: Record) {
         self.records_read += 1;
         match record {
-            Record::Retained(m) => match Record::retained_topic(&m) {
-                Some((topic, true)) => {
-                    self.retained.remove(&topic);
-                }
-                Some((topic, false)) => {
-                    self.retained.insert(topic, m);
-                }
-                None => {}
-            },
+            Record::Retained(m) => {
+                self.records_read -= 1;
+                self.apply_retained(Record::retained_topic(&m), m);
+            }
             Record::Session(event) => {
                 self.sessions.apply(&event);
                 let mqttd_core::Event::SessionEnded { client_id, .. } = event else { return };
@@ -194,6 +189,37 @@ impl Replayed {
                     self.release(id);
                 }
             }
+        }
+    }
+
+    /// Applies a retained record whose topic ([`Record::retained_topic`]) the reading thread read.
+    fn apply_retained(&mut self, topic: Option<(String, bool)>, m: RawMessage) {
+        self.records_read += 1;
+        match topic {
+            Some((topic, true)) => {
+                self.retained.remove(&topic);
+            }
+            Some((topic, false)) => {
+                self.retained.insert(topic, m);
+            }
+            None => {}
+        }
+    }
+
+    /// A record as the reading thread hands it over.
+    fn apply_read(&mut self, read: Decoded) {
+        match read {
+            Decoded::Record(record) => self.apply(record),
+            Decoded::Retained(topic, m) => self.apply_retained(topic, m),
+        }
+    }
+
+    /// The messages kept are slices of the chunks the log was read in: when they hold less than half of
+    /// the `read` bytes, each is copied out of its chunk, so that memory follows the live state.
+    fn unpin_if_mostly_dead(&mut self, read: u64) {
+        let live: usize = self.retained.values().chain(self.messages.values()).map(RawMessage::len).sum();
+        if (live as u64).saturating_mul(2) < read {
+            self.retained.values_mut().chain(self.messages.values_mut()).for_each(RawMessage::unpin);
         }
     }
 
@@ -271,16 +297,17 @@ pub(super) fn replay(path: &Path, limit: u64) -> Result<Replayed, StoreError> {
     };
     let file_len = file.metadata().map_err(io)?.len().min(limit);
     // One thread reads, checks and decodes records, this one applies them: two cores' worth at startup.
-    let (records, batches) = std::sync::mpsc::sync_channel::<Vec<Record>>(8);
+    let (records, batches) = std::sync::mpsc::sync_channel::<Vec<Decoded>>(8);
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || read_records(file.take(file_len), file_len, path, &records));
         let mut replayed = Replayed::default();
         for batch in batches {
-            for record in batch {
-                replayed.apply(record);
+            for read in batch {
+                replayed.apply_read(read);
             }
         }
         replayed.intact_len = reader.join().expect("the reader does not panic")?;
+        replayed.unpin_if_mostly_dead(file_len);
         Ok(replayed)
     })
 }
@@ -291,20 +318,25 @@ fn read_records(
     mut file: impl Read,
     file_len: u64,
     path: &Path,
-    records: &std::sync::mpsc::SyncSender<Vec<Record>>,
+    records: &std::sync::mpsc::SyncSender<Vec<Decoded>>,
 ) -> Result<u64, StoreError> {
     let io = |cause| StoreError::Io { path: path.to_path_buf(), cause };
-    // Read in chunks, record by record: memory follows the live state, not the size of the log.
-    let mut buf: Vec<u8> = Vec::new();
+    // Read in chunks, record by record. The messages read are slices of their chunk (no copy): while the
+    // log is mostly live the chunks are too, and `replay` copies them out of it if it is not.
+    let mut buf = bytes::Bytes::new();
     let mut batch = Vec::with_capacity(BATCH);
     let (mut start, mut at, mut eof) = (0usize, 0u64, false);
     loop {
         if start == buf.len() && eof {
             break;
         }
-        match Record::decode(&buf[start..]) {
+        match Record::decode_from(&buf[start..], Some(&buf)) {
             Ok((record, used)) => {
-                batch.push(record);
+                batch.push(match record {
+                    // The topic is read here: the applying thread is the busier one.
+                    Record::Retained(m) => Decoded::Retained(Record::retained_topic(&m), m),
+                    record => Decoded::Record(record),
+                });
                 if batch.len() == BATCH
                     && records.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).is_err()
                 {
@@ -314,12 +346,13 @@ fn read_records(
                 at += used as u64;
             }
             Err(Damage::Torn) if !eof => {
-                buf.drain(..start);
-                start = 0;
-                let declared = buf.get(..4).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
-                let want = (record::HEADER + declared).saturating_sub(buf.len()).max(REPLAY_CHUNK);
-                let read = (&mut file).take(want as u64).read_to_end(&mut buf).map_err(io)?;
-                eof = read == 0;
+                let rest = &buf[start..];
+                let declared = rest.get(..4).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
+                let want = (record::HEADER + declared).saturating_sub(rest.len()).max(REPLAY_CHUNK);
+                let mut next = Vec::with_capacity(rest.len() + want);
+                next.extend_from_slice(rest);
+                let read = (&mut file).take(want as u64).read_to_end(&mut next).map_err(io)?;
+                (buf, start, eof) = (next.into(), 0, read == 0);
             }
             Err(Damage::Torn) => {
                 tracing::warn!(path = %path.display(), offset = at, "torn record at the end of the log cut off");
@@ -338,6 +371,13 @@ fn read_records(
     }
     let _ = records.send(batch);
     Ok(at)
+}
+
+/// A record read, as handed from the reading thread to the applying one: a retained message with its
+/// topic already read.
+enum Decoded {
+    Record(Record),
+    Retained(Option<(String, bool)>, RawMessage),
 }
 
 /// Records handed from the reading thread to the applying one at a time.
