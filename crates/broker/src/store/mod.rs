@@ -38,7 +38,7 @@ use parking_lot::{Condvar, Mutex};
 pub use message::{MessageParts, RawMessage, StoredMessage};
 pub use record::{Damage, Record};
 use replay::replay;
-pub use replay::{Queued, Replayed};
+pub use replay::{Held, Queued, Replayed};
 use writer::{rewrite, Writer};
 
 /// Where the writer puts the log's bytes: the log file, or in tests a disk that loses what was not synced

@@ -22,7 +22,7 @@ pub struct Replayed {
     pub retained: Map<String, RawMessage>,
     /// The session registry, rebuilt by applying its recorded events.
     pub sessions: mqttd_core::Registry,
-    pub messages: Map<u64, RawMessage>,
+    pub messages: Map<u64, Held>,
     /// Client ids that have queue records, by their number in this replay (`Client`).
     clients: Vec<String>,
     client_numbers: Map<String, Client>,
@@ -36,15 +36,29 @@ pub struct Replayed {
     incoming: Map<Client, BTreeSet<u16>>,
     /// Where each (client, message) entry is in its queue.
     index: Map<(Client, u64), u64>,
-    /// How many queue entries hold each message: one no queue holds is let go at once, so replaying a long
-    /// log holds memory for the live state only.
-    refs: Map<u64, usize>,
     sequence: u64,
     /// The highest session number named in the log: the store numbers its sessions above it.
     pub(super) last_session: u64,
     /// Records read, and where the last whole one ends (a torn or damaged tail after it is cut off).
     records_read: usize,
     pub(super) intact_len: u64,
+}
+
+/// A stored message, and how many queue entries hold it: one no queue holds any more is let go at once, so
+/// replaying a long log holds memory for the live state only. (A message no queue ever held stays: it was
+/// stored for a queue entry the log does not have yet.)
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub message: RawMessage,
+    refs: usize,
+}
+
+impl std::ops::Deref for Held {
+    type Target = RawMessage;
+
+    fn deref(&self) -> &RawMessage {
+        &self.message
+    }
 }
 
 /// A client with queue records, numbered in the order replay met it.
@@ -138,7 +152,8 @@ impl Replayed {
                 }
             }
             Record::Message { id, message } => {
-                self.messages.insert(id, message);
+                self.messages.entry(id).or_insert(Held { message: RawMessage(bytes::Bytes::new()), refs: 0 }).message =
+                    message;
             }
             Record::Name { session, client_id } => {
                 let client = self.client(&client_id);
@@ -161,7 +176,11 @@ impl Replayed {
                     Some(old) => {
                         queue.remove(&old);
                     }
-                    None => *self.refs.entry(id).or_default() += 1,
+                    None => {
+                        if let Some(held) = self.messages.get_mut(&id) {
+                            held.refs += 1;
+                        }
+                    }
                 }
                 queue.insert(seq, Queued { id, qos, retain, subscription_ids, sent: None });
             }
@@ -217,18 +236,19 @@ impl Replayed {
     /// The messages kept are slices of the chunks the log was read in: when they hold less than half of
     /// the `read` bytes, each is copied out of its chunk, so that memory follows the live state.
     fn unpin_if_mostly_dead(&mut self, read: u64) {
-        let live: usize = self.retained.values().chain(self.messages.values()).map(RawMessage::len).sum();
+        let messages = self.messages.values().map(|h| &h.message);
+        let live: usize = self.retained.values().chain(messages).map(RawMessage::len).sum();
         if (live as u64).saturating_mul(2) < read {
-            self.retained.values_mut().chain(self.messages.values_mut()).for_each(RawMessage::unpin);
+            let messages = self.messages.values_mut().map(|h| &mut h.message);
+            self.retained.values_mut().chain(messages).for_each(RawMessage::unpin);
         }
     }
 
     /// A queue entry of message `id` is gone: the message goes with its last one.
     fn release(&mut self, id: u64) {
-        if let Some(n) = self.refs.get_mut(&id) {
-            *n -= 1;
-            if *n == 0 {
-                self.refs.remove(&id);
+        if let Some(held) = self.messages.get_mut(&id) {
+            held.refs = held.refs.saturating_sub(1);
+            if held.refs == 0 {
                 self.messages.remove(&id);
             }
         }
@@ -262,7 +282,8 @@ impl Replayed {
             self.queues.iter().flat_map(|(&c, q)| q.iter().map(move |(seq, e)| (*seq, c, e))).collect();
         queued.sort_unstable_by_key(|(seq, ..)| *seq);
         for (_, client, q) in queued {
-            let (Some(message), Some(session)) = (self.messages.get(&q.id), number(client)) else { continue };
+            let (Some(held), Some(session)) = (self.messages.get(&q.id), number(client)) else { continue };
+            let message = &held.message;
             if written.insert(q.id) {
                 out.push(Record::Message { id: q.id, message: message.clone() });
             }

@@ -125,13 +125,13 @@ impl Broker {
         self: &Arc<Self>,
         mut replayed: Replayed,
         sessions: mqttd_core::Registry,
-        messages: impl IntoIterator<Item = (u64, RawMessage)>,
+        messages: impl IntoIterator<Item = (u64, super::Held)>,
         now: u64,
         instant: Instant,
     ) {
         // By id, as the queues mostly hold them: found by binary search, in memory in the order the
         // queues are walked (a hash map here costs a cache miss per insert, lookup and reference).
-        let mut messages: Vec<(u64, RawMessage)> = messages.into_iter().collect();
+        let mut messages: Vec<(u64, RawMessage)> = messages.into_iter().map(|(id, h)| (id, h.message)).collect();
         messages.sort_unstable_by_key(|(id, _)| *id);
         let shared: Vec<(u64, Arc<Message>)> = messages
             .into_iter()
