@@ -151,10 +151,7 @@ impl Replayed {
                     }
                 }
             }
-            Record::Message { id, message } => {
-                self.messages.entry(id).or_insert(Held { message: RawMessage(bytes::Bytes::new()), refs: 0 }).message =
-                    message;
-            }
+            Record::Message { id, message } => self.message(id, message),
             Record::Name { session, client_id } => {
                 let client = self.client(&client_id);
                 match self.names.insert(session, client) {
@@ -168,21 +165,7 @@ impl Replayed {
                 self.last_session = self.last_session.max(session);
             }
             Record::Enqueue { session, id, qos, retain, subscription_ids } => {
-                let Some(&client) = self.names.get(&session) else { return };
-                self.sequence += 1;
-                let seq = self.sequence;
-                let queue = self.queues.entry(client).or_default();
-                match self.index.insert((client, id), seq) {
-                    Some(old) => {
-                        queue.remove(&old);
-                    }
-                    None => {
-                        if let Some(held) = self.messages.get_mut(&id) {
-                            held.refs += 1;
-                        }
-                    }
-                }
-                queue.insert(seq, Queued { id, qos, retain, subscription_ids, sent: None });
+                self.enqueue(session, Queued { id, qos, retain, subscription_ids, sent: None });
             }
             Record::Incoming { session, packet_id, pending } => {
                 let Some(&client) = self.names.get(&session) else { return };
@@ -211,6 +194,29 @@ impl Replayed {
         }
     }
 
+    fn message(&mut self, id: u64, message: RawMessage) {
+        self.messages.entry(id).or_insert(Held { message: RawMessage(bytes::Bytes::new()), refs: 0 }).message = message;
+    }
+
+    /// Queues `q` (not yet sent) for session number `session`.
+    fn enqueue(&mut self, session: u64, q: Queued) {
+        let Some(&client) = self.names.get(&session) else { return };
+        self.sequence += 1;
+        let seq = self.sequence;
+        let queue = self.queues.entry(client).or_default();
+        match self.index.insert((client, q.id), seq) {
+            Some(old) => {
+                queue.remove(&old);
+            }
+            None => {
+                if let Some(held) = self.messages.get_mut(&q.id) {
+                    held.refs += 1;
+                }
+            }
+        }
+        queue.insert(seq, q);
+    }
+
     /// Applies a retained record whose topic ([`Record::retained_topic`]) the reading thread read.
     fn apply_retained(&mut self, topic: Option<(String, bool)>, m: RawMessage) {
         self.records_read += 1;
@@ -228,8 +234,16 @@ impl Replayed {
     /// A record as the reading thread hands it over.
     fn apply_read(&mut self, read: Decoded) {
         match read {
-            Decoded::Record(record) => self.apply(record),
             Decoded::Retained(topic, m) => self.apply_retained(topic, m),
+            Decoded::Message(id, message) => {
+                self.records_read += 1;
+                self.message(id, message);
+            }
+            Decoded::Enqueue(session, q) => {
+                self.records_read += 1;
+                self.enqueue(session, q);
+            }
+            Decoded::Other(record) => self.apply(*record),
         }
     }
 
@@ -353,11 +367,7 @@ fn read_records(
         }
         match Record::decode_from(&buf[start..], Some(&buf)) {
             Ok((record, used)) => {
-                batch.push(match record {
-                    // The topic is read here: the applying thread is the busier one.
-                    Record::Retained(m) => Decoded::Retained(Record::retained_topic(&m), m),
-                    record => Decoded::Record(record),
-                });
+                batch.push(Decoded::from(record));
                 if batch.len() == BATCH
                     && records.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).is_err()
                 {
@@ -395,10 +405,27 @@ fn read_records(
 }
 
 /// A record read, as handed from the reading thread to the applying one: a retained message with its
-/// topic already read.
+/// topic already read; the frequent records small (a [`Record`] is as large as a session's snapshot, and
+/// is moved several times on its way), the rest boxed.
 enum Decoded {
-    Record(Record),
     Retained(Option<(String, bool)>, RawMessage),
+    Message(u64, RawMessage),
+    Enqueue(u64, Queued),
+    Other(Box<Record>),
+}
+
+impl From<Record> for Decoded {
+    fn from(record: Record) -> Decoded {
+        match record {
+            // The topic is read here: the applying thread is the busier one.
+            Record::Retained(m) => Decoded::Retained(Record::retained_topic(&m), m),
+            Record::Message { id, message } => Decoded::Message(id, message),
+            Record::Enqueue { session, id, qos, retain, subscription_ids } => {
+                Decoded::Enqueue(session, Queued { id, qos, retain, subscription_ids, sent: None })
+            }
+            record => Decoded::Other(Box::new(record)),
+        }
+    }
 }
 
 /// Records handed from the reading thread to the applying one at a time.
