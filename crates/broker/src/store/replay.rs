@@ -22,7 +22,9 @@ pub struct Replayed {
     pub retained: Map<String, RawMessage>,
     /// The session registry, rebuilt by applying its recorded events.
     pub sessions: mqttd_core::Registry,
-    pub messages: Map<u64, Held>,
+    /// By id: ids are given in order, so that the log inserts them at the end and queues find them near
+    /// one another (a hash map costs a cache miss for each).
+    pub messages: BTreeMap<u64, Held>,
     /// Client ids that have queue records, by their number in this replay (`Client`).
     clients: Vec<String>,
     client_numbers: Map<String, Client>,

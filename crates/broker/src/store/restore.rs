@@ -125,18 +125,16 @@ impl Broker {
         self: &Arc<Self>,
         mut replayed: Replayed,
         sessions: mqttd_core::Registry,
-        messages: impl IntoIterator<Item = (u64, super::Held)>,
+        messages: std::collections::BTreeMap<u64, super::Held>,
         now: u64,
         instant: Instant,
     ) {
         // By id, as the queues mostly hold them: found by binary search, in memory in the order the
         // queues are walked (a hash map here costs a cache miss per insert, lookup and reference).
-        let mut messages: Vec<(u64, RawMessage)> = messages.into_iter().map(|(id, h)| (id, h.message)).collect();
-        messages.sort_unstable_by_key(|(id, _)| *id);
         let shared: Vec<(u64, Arc<Message>)> = messages
             .into_iter()
-            .filter_map(|(id, m)| {
-                let message = live_message(&m, None, now, instant)?;
+            .filter_map(|(id, held)| {
+                let message = live_message(&held.message, None, now, instant)?;
                 let _ = message.stored.set(id);
                 Some((id, Arc::new(message)))
             })
