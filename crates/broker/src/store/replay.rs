@@ -435,3 +435,47 @@ const BATCH: usize = 4096;
 
 /// How much of the log [`replay`] reads at a time.
 const REPLAY_CHUNK: usize = 1 << 20;
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use mqttd_proto::{Properties, QoS};
+
+    use super::*;
+    use crate::store::StoredMessage;
+
+    fn retained(topic: &str, payload: &str) -> Record {
+        Record::Retained(RawMessage::encode(&StoredMessage {
+            topic: topic.into(),
+            payload: Bytes::from(payload.to_owned()),
+            qos: QoS::AtMostOnce,
+            retain: true,
+            properties: Properties::default(),
+            expires_at_ms: 0,
+        }))
+    }
+
+    /// Whether the two retained messages replayed from `records` hold memory of their own (not the chunk
+    /// of the log they were read from).
+    fn own_memory(records: &[Record]) -> bool {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("mqttd.db");
+        let mut bytes = Vec::new();
+        records.iter().for_each(|r| r.encode(&mut bytes));
+        std::fs::write(&path, &bytes).expect("writes");
+        let replayed = replay(&path, u64::MAX).expect("replays");
+        assert_eq!(replayed.retained.len(), 2);
+        replayed.retained.values().all(|m| m.0.is_unique())
+    }
+
+    /// Messages are read as slices of the log's chunks; a log of mostly dead bytes has them copied out,
+    /// so that memory follows the live state, not the log.
+    #[test]
+    fn messages_share_the_log_chunk_only_while_it_is_mostly_live() {
+        assert!(!own_memory(&[retained("a", "1"), retained("b", "2")]), "a live log is not copied");
+        let big = "x".repeat(1000);
+        let mut records: Vec<Record> = (0..100).map(|_| retained("a", &big)).collect();
+        records.extend([retained("a", "1"), retained("b", "2")]);
+        assert!(own_memory(&records), "a mostly dead log is copied out of");
+    }
+}
