@@ -19,7 +19,9 @@ type Map<K, V> = HashMap<K, V, RandomState>;
 /// them ([`RawMessage::parts`]).
 #[derive(Debug, Default)]
 pub struct Replayed {
-    pub retained: Map<String, RawMessage>,
+    /// In the order the log set them (cleared ones swapped out): a restart walks them in the order they
+    /// are in memory, where a hash map's order costs a cache miss for each.
+    pub retained: indexmap::IndexMap<String, RawMessage, RandomState>,
     /// The session registry, rebuilt by applying its recorded events.
     pub sessions: mqttd_core::Registry,
     /// By id: ids are given in order, so that the log inserts them at the end and queues find them near
@@ -224,7 +226,7 @@ impl Replayed {
         self.records_read += 1;
         match topic {
             Some((topic, true)) => {
-                self.retained.remove(&topic);
+                self.retained.swap_remove(&topic);
             }
             Some((topic, false)) => {
                 self.retained.insert(topic, m);
