@@ -1,6 +1,8 @@
 //! Retained messages: the last retained message per topic [MQTT-3.3.1-5].
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use foldhash::fast::RandomState;
@@ -14,7 +16,8 @@ use crate::message::Message;
 #[derive(Debug, Default)]
 pub struct Retained {
     /// foldhash, as the topic tree: a restart inserts every retained message at once.
-    messages: HashMap<String, Arc<Message>, RandomState>,
+    /// Keyed by each message's own topic: no copy of it (a restart inserts a million of them at once).
+    messages: HashSet<ByTopic, RandomState>,
     /// Sum of [`Message::cost`] over `messages`.
     bytes: usize,
 }
@@ -24,13 +27,13 @@ impl Retained {
     /// [MQTT-3.3.1-6], [MQTT-3.3.1-7]. Returns true when the store changed.
     pub fn set(&mut self, message: Arc<Message>) -> bool {
         if message.payload.is_empty() {
-            let old = self.messages.remove(&message.topic);
-            self.bytes -= old.as_ref().map_or(0, |m| m.cost());
+            let old = self.messages.take(message.topic.as_str());
+            self.bytes -= old.as_ref().map_or(0, |m| m.0.cost());
             old.is_some()
         } else {
             self.bytes += message.cost();
-            let old = self.messages.insert(message.topic.clone(), message);
-            self.bytes -= old.map_or(0, |m| m.cost());
+            let old = self.messages.replace(ByTopic(message));
+            self.bytes -= old.map_or(0, |m| m.0.cost());
             true
         }
     }
@@ -59,27 +62,54 @@ impl Retained {
     pub fn matching(&self, filter: &str, now: Instant) -> Vec<Arc<Message>> {
         let wildcard = filter.contains(['+', '#']);
         if !wildcard {
-            return self.messages.get(filter).filter(|m| !m.expired(now)).cloned().into_iter().collect();
+            let found = self.messages.get(filter).map(|m| &m.0);
+            return found.filter(|m| !m.expired(now)).cloned().into_iter().collect();
         }
-        self.messages.values().filter(|m| topic::matches(filter, &m.topic) && !m.expired(now)).cloned().collect()
+        let matching = self.messages.iter().map(|m| &m.0);
+        matching.filter(|m| topic::matches(filter, &m.topic) && !m.expired(now)).cloned().collect()
     }
 
     /// Payload bytes of the retained messages (`$SYS/broker/store/messages/bytes`).
     pub fn payload_bytes(&self) -> usize {
-        self.messages.values().map(|m| m.payload.len()).sum()
+        self.messages.iter().map(|m| m.0.payload.len()).sum()
     }
 
     /// Drops expired messages; returns how many.
     pub fn purge_expired(&mut self, now: Instant) -> usize {
         let before = self.messages.len();
         let mut freed = 0;
-        self.messages.retain(|_, m| {
-            let keep = !m.expired(now);
-            freed += if keep { 0 } else { m.cost() };
+        self.messages.retain(|m| {
+            let keep = !m.0.expired(now);
+            freed += if keep { 0 } else { m.0.cost() };
             keep
         });
         self.bytes -= freed;
         before - self.messages.len()
+    }
+}
+
+/// A retained message in the set, equal to another and hashed as its topic (found by `&str`).
+#[derive(Debug)]
+struct ByTopic(Arc<Message>);
+
+impl PartialEq for ByTopic {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.topic == other.0.topic
+    }
+}
+
+impl Eq for ByTopic {}
+
+impl Hash for ByTopic {
+    // As `str` hashes: `Borrow<str>` requires it.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.topic.as_str().hash(state);
+    }
+}
+
+impl Borrow<str> for ByTopic {
+    fn borrow(&self) -> &str {
+        &self.0.topic
     }
 }
 

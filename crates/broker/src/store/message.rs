@@ -73,6 +73,18 @@ impl RawMessage {
     }
 }
 
+impl RawMessage {
+    /// Its bytes in an allocation of their own (no longer holding the buffer they were read from).
+    pub(super) fn unpin(&mut self) {
+        self.0 = Bytes::copy_from_slice(&self.0);
+    }
+
+    /// How many bytes it holds.
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 /// Topic, payload, QoS, retain flag, properties and expiry (ms since the epoch, 0: none) of a message.
 pub type MessageParts = (String, Bytes, QoS, bool, Option<Properties>, u64);
 
@@ -110,14 +122,16 @@ impl<'a> Compact<'a> {
     }
 }
 
-/// The message that makes up the rest of `b` (`b` is then empty), copied out.
-pub(super) fn raw_message(b: &mut &[u8]) -> Option<RawMessage> {
+/// The message that makes up the rest of `b` (`b` is then empty): a slice of `owner` when `b` lies in it
+/// (no copy), else copied out.
+pub(super) fn raw_message(b: &mut &[u8], owner: Option<&Bytes>) -> Option<RawMessage> {
     let len = match Compact::read(b)? {
         Some(c) => c.len(),
         // Through the codec: the packet's length prefix after expiry and flags.
         None => 13 + u32::from_le_bytes(b.get(9..13)?.try_into().ok()?) as usize,
     };
-    let raw = RawMessage(Bytes::copy_from_slice(b.get(..len)?));
+    let bytes = b.get(..len)?;
+    let raw = RawMessage(owner.map_or_else(|| Bytes::copy_from_slice(bytes), |o| o.slice_ref(bytes)));
     *b = &b[len..];
     Some(raw)
 }

@@ -38,7 +38,7 @@ use parking_lot::{Condvar, Mutex};
 pub use message::{MessageParts, RawMessage, StoredMessage};
 pub use record::{Damage, Record};
 use replay::replay;
-pub use replay::{Queued, Replayed};
+pub use replay::{Held, Queued, Replayed};
 use writer::{rewrite, Writer};
 
 /// Where the writer puts the log's bytes: the log file, or in tests a disk that loses what was not synced
@@ -173,7 +173,7 @@ impl Store {
             rewrite(path, &replayed).map_err(io)?
         };
         let file = wrap(OpenOptions::new().append(true).open(path).map_err(io)?);
-        let next = replayed.messages.keys().max().copied().unwrap_or(0) + 1;
+        let next = replayed.messages.keys().next_back().copied().unwrap_or(0) + 1;
         let store = Arc::new(Store {
             path: path.to_path_buf(),
             pending: Mutex::new(Pending { end: live, ..Pending::default() }),

@@ -8,7 +8,7 @@
 
 mod session;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use mqttd_core::{Event, Time};
 use mqttd_proto::QoS;
 
@@ -135,6 +135,12 @@ impl Record {
 
     /// Reads the record at the start of `bytes`: the record and how many bytes it took.
     pub fn decode(bytes: &[u8]) -> Result<(Record, usize), Damage> {
+        Record::decode_from(bytes, None)
+    }
+
+    /// [`Record::decode`] of `bytes`, which lie in `owner` when given: a message's bytes are then a
+    /// slice of `owner` (no copy; they hold all of it while they live).
+    pub(super) fn decode_from(bytes: &[u8], owner: Option<&Bytes>) -> Result<(Record, usize), Damage> {
         if bytes.len() < HEADER {
             return Err(Damage::Torn);
         }
@@ -144,7 +150,7 @@ impl Record {
         if crc32fast::hash(body) != crc {
             return Err(Damage::Corrupt("checksum mismatch"));
         }
-        let record = read_record(body).ok_or(Damage::Corrupt("undecodable record"))?;
+        let record = read_record(body, owner).ok_or(Damage::Corrupt("undecodable record"))?;
         Ok((record, HEADER + len))
     }
 
@@ -154,13 +160,13 @@ impl Record {
     }
 }
 
-/// Reads a record's body in place: fixed fields directly, a message's bytes copied once (so that a message
-/// kept does not hold the buffer it was read from), a session event through its own reader.
-fn read_record(body: &[u8]) -> Option<Record> {
+/// Reads a record's body in place: fixed fields directly, a message's bytes as a slice of `owner` or
+/// copied once, a session event through its own reader.
+fn read_record(body: &[u8], owner: Option<&Bytes>) -> Option<Record> {
     let (&kind, rest) = body.split_first()?;
     let mut b = rest;
     let record = match kind {
-        RETAINED => Record::Retained(raw_message(&mut b)?),
+        RETAINED => Record::Retained(raw_message(&mut b, owner)?),
         SESSION | SESSION_OPENED..=SESSION_ENDED => {
             let mut b = BytesMut::from(rest);
             let event =
@@ -172,7 +178,7 @@ fn read_record(body: &[u8]) -> Option<Record> {
         }
         MESSAGE => {
             let id = take_u64(&mut b)?;
-            Record::Message { id, message: raw_message(&mut b)? }
+            Record::Message { id, message: raw_message(&mut b, owner)? }
         }
         NAME => {
             let session = take_u64(&mut b)?;

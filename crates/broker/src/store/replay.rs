@@ -19,10 +19,14 @@ type Map<K, V> = HashMap<K, V, RandomState>;
 /// them ([`RawMessage::parts`]).
 #[derive(Debug, Default)]
 pub struct Replayed {
-    pub retained: Map<String, RawMessage>,
+    /// In the order the log set them (cleared ones swapped out): a restart walks them in the order they
+    /// are in memory, where a hash map's order costs a cache miss for each.
+    pub retained: indexmap::IndexMap<String, RawMessage, RandomState>,
     /// The session registry, rebuilt by applying its recorded events.
     pub sessions: mqttd_core::Registry,
-    pub messages: Map<u64, RawMessage>,
+    /// By id: ids are given in order, so that the log inserts them at the end and queues find them near
+    /// one another (a hash map costs a cache miss for each).
+    pub messages: BTreeMap<u64, Held>,
     /// Client ids that have queue records, by their number in this replay (`Client`).
     clients: Vec<String>,
     client_numbers: Map<String, Client>,
@@ -36,15 +40,29 @@ pub struct Replayed {
     incoming: Map<Client, BTreeSet<u16>>,
     /// Where each (client, message) entry is in its queue.
     index: Map<(Client, u64), u64>,
-    /// How many queue entries hold each message: one no queue holds is let go at once, so replaying a long
-    /// log holds memory for the live state only.
-    refs: Map<u64, usize>,
     sequence: u64,
     /// The highest session number named in the log: the store numbers its sessions above it.
     pub(super) last_session: u64,
     /// Records read, and where the last whole one ends (a torn or damaged tail after it is cut off).
     records_read: usize,
     pub(super) intact_len: u64,
+}
+
+/// A stored message, and how many queue entries hold it: one no queue holds any more is let go at once, so
+/// replaying a long log holds memory for the live state only. (A message no queue ever held stays: it was
+/// stored for a queue entry the log does not have yet.)
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub message: RawMessage,
+    refs: usize,
+}
+
+impl std::ops::Deref for Held {
+    type Target = RawMessage;
+
+    fn deref(&self) -> &RawMessage {
+        &self.message
+    }
 }
 
 /// A client with queue records, numbered in the order replay met it.
@@ -117,15 +135,10 @@ impl Replayed {
     pub(crate) fn apply(&mut self, record: Record) {
         self.records_read += 1;
         match record {
-            Record::Retained(m) => match Record::retained_topic(&m) {
-                Some((topic, true)) => {
-                    self.retained.remove(&topic);
-                }
-                Some((topic, false)) => {
-                    self.retained.insert(topic, m);
-                }
-                None => {}
-            },
+            Record::Retained(m) => {
+                self.records_read -= 1;
+                self.apply_retained(Record::retained_topic(&m), m);
+            }
             Record::Session(event) => {
                 self.sessions.apply(&event);
                 let mqttd_core::Event::SessionEnded { client_id, .. } = event else { return };
@@ -142,9 +155,7 @@ impl Replayed {
                     }
                 }
             }
-            Record::Message { id, message } => {
-                self.messages.insert(id, message);
-            }
+            Record::Message { id, message } => self.message(id, message),
             Record::Name { session, client_id } => {
                 let client = self.client(&client_id);
                 match self.names.insert(session, client) {
@@ -158,17 +169,7 @@ impl Replayed {
                 self.last_session = self.last_session.max(session);
             }
             Record::Enqueue { session, id, qos, retain, subscription_ids } => {
-                let Some(&client) = self.names.get(&session) else { return };
-                self.sequence += 1;
-                let seq = self.sequence;
-                let queue = self.queues.entry(client).or_default();
-                match self.index.insert((client, id), seq) {
-                    Some(old) => {
-                        queue.remove(&old);
-                    }
-                    None => *self.refs.entry(id).or_default() += 1,
-                }
-                queue.insert(seq, Queued { id, qos, retain, subscription_ids, sent: None });
+                self.enqueue(session, Queued { id, qos, retain, subscription_ids, sent: None });
             }
             Record::Incoming { session, packet_id, pending } => {
                 let Some(&client) = self.names.get(&session) else { return };
@@ -197,12 +198,75 @@ impl Replayed {
         }
     }
 
+    fn message(&mut self, id: u64, message: RawMessage) {
+        self.messages.entry(id).or_insert(Held { message: RawMessage(bytes::Bytes::new()), refs: 0 }).message = message;
+    }
+
+    /// Queues `q` (not yet sent) for session number `session`.
+    fn enqueue(&mut self, session: u64, q: Queued) {
+        let Some(&client) = self.names.get(&session) else { return };
+        self.sequence += 1;
+        let seq = self.sequence;
+        let queue = self.queues.entry(client).or_default();
+        match self.index.insert((client, q.id), seq) {
+            Some(old) => {
+                queue.remove(&old);
+            }
+            None => {
+                if let Some(held) = self.messages.get_mut(&q.id) {
+                    held.refs += 1;
+                }
+            }
+        }
+        queue.insert(seq, q);
+    }
+
+    /// Applies a retained record whose topic ([`Record::retained_topic`]) the reading thread read.
+    fn apply_retained(&mut self, topic: Option<(String, bool)>, m: RawMessage) {
+        self.records_read += 1;
+        match topic {
+            Some((topic, true)) => {
+                self.retained.swap_remove(&topic);
+            }
+            Some((topic, false)) => {
+                self.retained.insert(topic, m);
+            }
+            None => {}
+        }
+    }
+
+    /// A record as the reading thread hands it over.
+    fn apply_read(&mut self, read: Decoded) {
+        match read {
+            Decoded::Retained(topic, m) => self.apply_retained(topic, m),
+            Decoded::Message(id, message) => {
+                self.records_read += 1;
+                self.message(id, message);
+            }
+            Decoded::Enqueue(session, q) => {
+                self.records_read += 1;
+                self.enqueue(session, q);
+            }
+            Decoded::Other(record) => self.apply(*record),
+        }
+    }
+
+    /// The messages kept are slices of the chunks the log was read in: when they hold less than half of
+    /// the `read` bytes, each is copied out of its chunk, so that memory follows the live state.
+    fn unpin_if_mostly_dead(&mut self, read: u64) {
+        let messages = self.messages.values().map(|h| &h.message);
+        let live: usize = self.retained.values().chain(messages).map(RawMessage::len).sum();
+        if (live as u64).saturating_mul(2) < read {
+            let messages = self.messages.values_mut().map(|h| &mut h.message);
+            self.retained.values_mut().chain(messages).for_each(RawMessage::unpin);
+        }
+    }
+
     /// A queue entry of message `id` is gone: the message goes with its last one.
     fn release(&mut self, id: u64) {
-        if let Some(n) = self.refs.get_mut(&id) {
-            *n -= 1;
-            if *n == 0 {
-                self.refs.remove(&id);
+        if let Some(held) = self.messages.get_mut(&id) {
+            held.refs = held.refs.saturating_sub(1);
+            if held.refs == 0 {
                 self.messages.remove(&id);
             }
         }
@@ -236,7 +300,8 @@ impl Replayed {
             self.queues.iter().flat_map(|(&c, q)| q.iter().map(move |(seq, e)| (*seq, c, e))).collect();
         queued.sort_unstable_by_key(|(seq, ..)| *seq);
         for (_, client, q) in queued {
-            let (Some(message), Some(session)) = (self.messages.get(&q.id), number(client)) else { continue };
+            let (Some(held), Some(session)) = (self.messages.get(&q.id), number(client)) else { continue };
+            let message = &held.message;
             if written.insert(q.id) {
                 out.push(Record::Message { id: q.id, message: message.clone() });
             }
@@ -271,16 +336,17 @@ pub(super) fn replay(path: &Path, limit: u64) -> Result<Replayed, StoreError> {
     };
     let file_len = file.metadata().map_err(io)?.len().min(limit);
     // One thread reads, checks and decodes records, this one applies them: two cores' worth at startup.
-    let (records, batches) = std::sync::mpsc::sync_channel::<Vec<Record>>(8);
+    let (records, batches) = std::sync::mpsc::sync_channel::<Vec<Decoded>>(8);
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || read_records(file.take(file_len), file_len, path, &records));
         let mut replayed = Replayed::default();
         for batch in batches {
-            for record in batch {
-                replayed.apply(record);
+            for read in batch {
+                replayed.apply_read(read);
             }
         }
         replayed.intact_len = reader.join().expect("the reader does not panic")?;
+        replayed.unpin_if_mostly_dead(file_len);
         Ok(replayed)
     })
 }
@@ -291,20 +357,21 @@ fn read_records(
     mut file: impl Read,
     file_len: u64,
     path: &Path,
-    records: &std::sync::mpsc::SyncSender<Vec<Record>>,
+    records: &std::sync::mpsc::SyncSender<Vec<Decoded>>,
 ) -> Result<u64, StoreError> {
     let io = |cause| StoreError::Io { path: path.to_path_buf(), cause };
-    // Read in chunks, record by record: memory follows the live state, not the size of the log.
-    let mut buf: Vec<u8> = Vec::new();
+    // Read in chunks, record by record. The messages read are slices of their chunk (no copy): while the
+    // log is mostly live the chunks are too, and `replay` copies them out of it if it is not.
+    let mut buf = bytes::Bytes::new();
     let mut batch = Vec::with_capacity(BATCH);
     let (mut start, mut at, mut eof) = (0usize, 0u64, false);
     loop {
         if start == buf.len() && eof {
             break;
         }
-        match Record::decode(&buf[start..]) {
+        match Record::decode_from(&buf[start..], Some(&buf)) {
             Ok((record, used)) => {
-                batch.push(record);
+                batch.push(Decoded::from(record));
                 if batch.len() == BATCH
                     && records.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).is_err()
                 {
@@ -314,12 +381,13 @@ fn read_records(
                 at += used as u64;
             }
             Err(Damage::Torn) if !eof => {
-                buf.drain(..start);
-                start = 0;
-                let declared = buf.get(..4).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
-                let want = (record::HEADER + declared).saturating_sub(buf.len()).max(REPLAY_CHUNK);
-                let read = (&mut file).take(want as u64).read_to_end(&mut buf).map_err(io)?;
-                eof = read == 0;
+                let rest = &buf[start..];
+                let declared = rest.get(..4).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
+                let want = (record::HEADER + declared).saturating_sub(rest.len()).max(REPLAY_CHUNK);
+                let mut next = Vec::with_capacity(rest.len() + want);
+                next.extend_from_slice(rest);
+                let read = (&mut file).take(want as u64).read_to_end(&mut next).map_err(io)?;
+                (buf, start, eof) = (next.into(), 0, read == 0);
             }
             Err(Damage::Torn) => {
                 tracing::warn!(path = %path.display(), offset = at, "torn record at the end of the log cut off");
@@ -340,8 +408,76 @@ fn read_records(
     Ok(at)
 }
 
+/// A record read, as handed from the reading thread to the applying one: a retained message with its
+/// topic already read; the frequent records small (a [`Record`] is as large as a session's snapshot, and
+/// is moved several times on its way), the rest boxed.
+enum Decoded {
+    Retained(Option<(String, bool)>, RawMessage),
+    Message(u64, RawMessage),
+    Enqueue(u64, Queued),
+    Other(Box<Record>),
+}
+
+impl From<Record> for Decoded {
+    fn from(record: Record) -> Decoded {
+        match record {
+            // The topic is read here: the applying thread is the busier one.
+            Record::Retained(m) => Decoded::Retained(Record::retained_topic(&m), m),
+            Record::Message { id, message } => Decoded::Message(id, message),
+            Record::Enqueue { session, id, qos, retain, subscription_ids } => {
+                Decoded::Enqueue(session, Queued { id, qos, retain, subscription_ids, sent: None })
+            }
+            record => Decoded::Other(Box::new(record)),
+        }
+    }
+}
+
 /// Records handed from the reading thread to the applying one at a time.
 const BATCH: usize = 4096;
 
 /// How much of the log [`replay`] reads at a time.
 const REPLAY_CHUNK: usize = 1 << 20;
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use mqttd_proto::{Properties, QoS};
+
+    use super::*;
+    use crate::store::StoredMessage;
+
+    fn retained(topic: &str, payload: &str) -> Record {
+        Record::Retained(RawMessage::encode(&StoredMessage {
+            topic: topic.into(),
+            payload: Bytes::from(payload.to_owned()),
+            qos: QoS::AtMostOnce,
+            retain: true,
+            properties: Properties::default(),
+            expires_at_ms: 0,
+        }))
+    }
+
+    /// Whether the two retained messages replayed from `records` hold memory of their own (not the chunk
+    /// of the log they were read from).
+    fn own_memory(records: &[Record]) -> bool {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("mqttd.db");
+        let mut bytes = Vec::new();
+        records.iter().for_each(|r| r.encode(&mut bytes));
+        std::fs::write(&path, &bytes).expect("writes");
+        let replayed = replay(&path, u64::MAX).expect("replays");
+        assert_eq!(replayed.retained.len(), 2);
+        replayed.retained.values().all(|m| m.0.is_unique())
+    }
+
+    /// Messages are read as slices of the log's chunks; a log of mostly dead bytes has them copied out,
+    /// so that memory follows the live state, not the log.
+    #[test]
+    fn messages_share_the_log_chunk_only_while_it_is_mostly_live() {
+        assert!(!own_memory(&[retained("a", "1"), retained("b", "2")]), "a live log is not copied");
+        let big = "x".repeat(1000);
+        let mut records: Vec<Record> = (0..100).map(|_| retained("a", &big)).collect();
+        records.extend([retained("a", "1"), retained("b", "2")]);
+        assert!(own_memory(&records), "a mostly dead log is copied out of");
+    }
+}

@@ -125,26 +125,28 @@ impl Broker {
         self: &Arc<Self>,
         mut replayed: Replayed,
         sessions: mqttd_core::Registry,
-        messages: impl IntoIterator<Item = (u64, RawMessage)>,
+        messages: std::collections::BTreeMap<u64, super::Held>,
         now: u64,
         instant: Instant,
     ) {
-        let messages = messages.into_iter();
-        let mut shared: HashMap<u64, Arc<Message>, foldhash::fast::RandomState> = HashMap::default();
-        shared.reserve(messages.size_hint().0);
-        for (id, m) in messages {
-            if let Some(message) = live_message(&m, None, now, instant) {
+        // By id, as the queues mostly hold them: found by binary search, in memory in the order the
+        // queues are walked (a hash map here costs a cache miss per insert, lookup and reference).
+        let shared: Vec<(u64, Arc<Message>)> = messages
+            .into_iter()
+            .filter_map(|(id, held)| {
+                let message = live_message(&held.message, None, now, instant)?;
                 let _ = message.stored.set(id);
-                shared.insert(id, Arc::new(message));
-            }
-        }
+                Some((id, Arc::new(message)))
+            })
+            .collect();
+        let find = |id: u64| shared.binary_search_by_key(&id, |(id, _)| *id).ok().map(|i| shared[i].1.clone());
         // The registry as its events left it; each of its sessions gets its runtime half: subscriptions in
         // the tree, its queue, its incoming QoS 2 packet ids.
         let mut live = HashMap::with_capacity(sessions.len());
         for (client_id, entry) in sessions.iter() {
             let session = self.restored_session(entry);
             let queue = replayed.take_queue(client_id).into_values().filter_map(|q| {
-                let message = shared.get(&q.id)?.clone();
+                let message = find(q.id)?;
                 let delivery = Delivery {
                     message,
                     qos: q.qos,

@@ -95,7 +95,7 @@ fn a_file_written_by_mosquitto_2_0_is_imported() {
     let plain = |p: &str| (p.to_string(), QoS::AtLeastOnce, vec![], None);
     assert_eq!(queue_of(&replayed, "old"), vec![plain("m1"), plain("m2"), plain("m3")]);
     assert_eq!(replayed.messages.len(), 3, "a message queued for two sessions is stored once");
-    let m = replayed.messages.values().next().and_then(RawMessage::decode).expect("a message");
+    let m = replayed.messages.values().next().and_then(|h| h.decode()).expect("a message");
     assert_eq!((m.topic.as_str(), &m.properties.user_properties[..]), ("q/x", &[("k".into(), "v".into())][..]));
 }
 
