@@ -107,7 +107,11 @@ impl Broker {
             expiry: Expiry::from_v5(record.expiry),
             // The will of the connection on the other node is that node's to publish, or the claimer's.
             will: None,
-            disconnected_at: Some(Time::from_millis(record.disconnected_at_ms)),
+            // Connected on the other node until now (0): its expiry counts from now, not from 1970.
+            disconnected_at: Some(match record.disconnected_at_ms {
+                0 => self.now(),
+                at => Time::from_millis(at),
+            }),
             subscriptions: record
                 .subscriptions
                 .into_iter()
