@@ -22,6 +22,7 @@ pub mod log;
 pub mod observe;
 mod outgoing;
 mod park;
+mod persist;
 pub mod process;
 pub mod security;
 pub mod server;

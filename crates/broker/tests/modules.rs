@@ -8,12 +8,7 @@ use std::path::Path;
 
 /// Upward arrows that another change removes, each with where it is and who removes it. The test fails
 /// once an arrow listed here is gone, so the list only shrinks.
-const PENDING: &[(&str, &str, &str)] = &[
-    // store/restore.rs holds the broker's side of the store (`impl Broker`: what each change appends, and
-    // `restore`), which branches core-sm and store-perf both rewrite; once both are in, it moves out of
-    // store/ (as persist.rs, say) and this arrow goes.
-    ("store", "broker", "after core-sm and store-perf: restore.rs's impl Broker out of store/"),
-];
+const PENDING: &[(&str, &str, &str)] = &[];
 
 /// An import: from which module, to which, and where.
 #[derive(Debug)]

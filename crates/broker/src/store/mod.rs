@@ -23,7 +23,6 @@ mod message;
 pub mod mosquitto;
 mod record;
 mod replay;
-pub mod restore;
 mod writer;
 
 use std::fs::{File, OpenOptions};

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use mqttd_core::{Delivery, Message};
 
-use super::{now_ms, RawMessage, Record, Replayed, Store};
 use crate::broker::Broker;
 use crate::session::Session;
+use crate::store::{now_ms, RawMessage, Record, Replayed, Store};
 
 impl Broker {
     /// Makes state changes durable from now on (`persistence true`).
@@ -125,7 +125,7 @@ impl Broker {
         self: &Arc<Self>,
         mut replayed: Replayed,
         sessions: mqttd_core::Registry,
-        messages: std::collections::BTreeMap<u64, super::Held>,
+        messages: std::collections::BTreeMap<u64, crate::store::Held>,
         now: u64,
         instant: Instant,
     ) {
